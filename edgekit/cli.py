@@ -1,0 +1,108 @@
+"""The `edgekit` command. Each command parses options and calls one library function.
+
+Heavy frameworks (torch, tensorflow, coremltools) are imported inside those functions, never here,
+so `edgekit --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+app = typer.Typer(
+    name="edgekit",
+    help="EfficientViT from PyTorch to verified TFLite/CoreML artifacts and on-device latencies.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": os.environ.get("EDGEKIT_DEBUG") == "1"}
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ResolutionOpt = Annotated[
+    str | None, typer.Option("--resolution", "-r", help="Input HxW (or one side for square); multiples of 32.")
+]
+WeightsOpt = Annotated[
+    Path | None, typer.Option("--weights", "-w", help="Official checkpoint (.pt/.pth), loaded strictly, weights-only.")
+]
+
+
+def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a library function; an EdgekitError becomes one line on stderr and exit code 1."""
+    try:
+        return fn(*args, **kwargs)
+    except EdgekitError as e:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+@app.command()
+def variants(as_json: JsonOpt = False) -> None:
+    """List the model zoo: name, task, dataset, default resolution, the papers' params and MACs."""
+    from edgekit.info import list_variants
+
+    rows = _run(list_variants)
+    if as_json:
+        return _print_json(rows)
+    from edgekit.report import variants_table
+
+    variants_table(rows)
+
+
+@app.command()
+def info(
+    variant: Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, b1-cls, m0-cls.")],
+    resolution: ResolutionOpt = None,
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a variant and report measured params/MACs next to the paper's, and its output shape."""
+    from edgekit.info import describe_variant
+
+    data = _run(describe_variant, variant, resolution, weights)
+    if as_json:
+        return _print_json(data)
+    from edgekit.report import info_table
+
+    info_table(data)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
