@@ -41,7 +41,8 @@ def _compare_row(table: Table, label: str, cmp: dict, unit: str, fmt: str) -> No
 
 
 def info_table(d: dict) -> None:
-    head = Table(show_header=False, title=f"{d["variant"]}  ({d['family'].upper()} EfficientViT, {d['task']}, {d['dataset']})")
+    title = f"{d['variant']}  ({d['family'].upper()} EfficientViT, {d['task']}, {d['dataset']})"
+    head = Table(show_header=False, title=title)
     head.add_column("", style="bold")
     head.add_column("")
     inp = d["input"]

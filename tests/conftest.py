@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def randomize_bn_stats(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every norm layer non-trivial affine params and running stats, like a trained model.
+
+    Fresh BatchNorms (mean 0, var 1, weight 1, bias 0) are near-identities and would let a test pass
+    that mixes up which statistics went where. Variances stay well above zero: tiny ones create
+    denormals and meaningless blow-ups.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            elif isinstance(m, nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.normalized_shape, generator=g) * 0.5 + 0.75)
+            if hasattr(m, "attention_biases"):
+                m.attention_biases.copy_(torch.randn(m.attention_biases.shape, generator=g) * 0.5)
+    return model
