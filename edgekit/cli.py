@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,8 +27,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_state = {"debug": os.environ.get("EDGEKIT_DEBUG") == "1"}
+_state = {"debug": False}
 T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 ResolutionOpt = Annotated[
@@ -49,6 +51,13 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise typer.Exit(e.exit_code) from None
 
 
+def _status(message: str):
+    """A spinner on stderr while long work runs (stdout stays clean for --json)."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
@@ -66,7 +75,7 @@ def _main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    _state["debug"] = _state["debug"] or debug
+    _state["debug"] = debug or os.environ.get("EDGEKIT_DEBUG") == "1"
 
 
 @app.command()
@@ -98,6 +107,40 @@ def info(
     from edgekit.report import info_table
 
     info_table(data)
+
+
+@app.command()
+def inspect(
+    variant: Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, m0-cls.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="tflite | coreml | onnx")] = "tflite",
+    resolution: ResolutionOpt = None,
+    weights: WeightsOpt = None,
+    upsample: Annotated[
+        str | None, typer.Option("--upsample", help="exact (default for tflite/coreml) | bilinear | bicubic (onnx)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the deploy form for a target: op histogram, rewrites applied and their measured effect."""
+    from edgekit.deploy import Target, Upsample
+    from edgekit.inspect import inspect_variant
+
+    tgt = _run(_choice, Target, target, "--target")
+    up = _run(_choice, Upsample, upsample, "--upsample") if upsample else None
+    with _status(f"building and measuring the {tgt.value} deploy form of {variant}"):
+        data = _run(inspect_variant, variant, tgt, resolution, weights, up)
+    if as_json:
+        return _print_json(data)
+    from edgekit.report import inspect_tables
+
+    inspect_tables(data)
+
+
+def _choice(enum: type[E], value: str, option: str) -> E:
+    try:
+        return enum(value.lower())
+    except ValueError:
+        choices = ", ".join(e.value for e in enum)
+        raise EdgekitError(f"{option} {value!r} is not one of: {choices}") from None
 
 
 def main() -> None:

@@ -72,3 +72,46 @@ def info_table(d: dict) -> None:
         console.print(lat)
     if d["paper_source"]:
         console.print(f"[dim]paper figures: {d['paper_source']}[/]")
+
+
+def _num(x: float, fmt: str = ".2e") -> str:
+    return "inf" if x == float("inf") else f"{x:{fmt}}"
+
+
+def inspect_tables(d: dict) -> None:
+    title = f"{d['variant']} deploy form for {d['target']} at {_res(d['resolution'])}"
+    console.print(f"[bold]{title}[/]  images: {', '.join(d['images'])}")
+    if d["weights_note"]:
+        console.print(f"[yellow]{d['weights_note']}[/]")
+    agree = "pixels argmax same" if d["task"] == "seg" else "top-1 same"
+    rw = Table(title="rewrites (each against the step before / against the trained model)")
+    rw.add_column("rewrite", no_wrap=True)
+    for col in ("exact", "max abs", "max rel", "PSNR dB", agree, "cum. PSNR dB"):
+        rw.add_column(col, justify="left" if col == "exact" else "right")
+    for s in d["rewrites"]:
+        p, c = s["vs_previous"], s["vs_trained"]
+        rw.add_row(s["name"], "yes" if s["exact"] else "[yellow]no[/]", _num(p["max_abs"]), _num(p["max_rel"]),
+                   _num(p["psnr_db"], ".1f"), f"{p['argmax_agreement']:.2%}", _num(c["psnr_db"], ".1f"))
+    console.print(rw)
+    if "upsample_options" in d:
+        up = Table(title="seg-head upsampling (against the trained bicubic model)")
+        for col in ("upsample", "max abs", "PSNR dB", agree, "CPU ms", "CPU ratio"):
+            up.add_column(col, justify="left" if col == "upsample" else "right")
+        for u in d["upsample_options"]:
+            v = u["vs_trained"]
+            up.add_row(u["upsample"], _num(v["max_abs"]), _num(v["psnr_db"], ".1f"), f"{v['argmax_agreement']:.2%}",
+                       f"{u['cpu_ms']:.1f}", f"{u['cpu_ratio']:.3f}")
+        console.print(up)
+    f16 = d["fp16"]
+    verdict = "[green]finite[/]" if f16["finite"] else "[red]inf/NaN[/]"
+    ok = "[green]>=[/]" if f16["psnr_db"] >= f16["psnr_target_db"] else "[red]<[/]"
+    console.print(f"fp16 forward of the deploy form: {verdict}, PSNR {_num(f16['psnr_db'], '.1f')} dB vs fp32 "
+                  f"({ok} target {f16['psnr_target_db']:.0f} dB), {agree} {f16['argmax_agreement']:.2%}")
+    cpu = d["cpu_ms"]
+    console.print(f"PyTorch CPU, one image: trained {cpu['trained']:.1f} ms, deploy form {cpu['deploy']:.1f} ms "
+                  f"(ratio {cpu['ratio']:.2f})")
+    o = d["onnx"]
+    console.print(f"ONNX graph: {o['nodes']} nodes, Transpose {o['transposes']} (attention needs "
+                  f"{o['transposes_needed']}), Shape/Gather {o['shape_ops']}, BatchNormalization "
+                  f"{o['batchnorm_nodes']}, max rank {o['max_rank']}")
+    console.print("  " + ", ".join(f"{k} {v}" for k, v in o["ops"].items()))

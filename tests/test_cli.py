@@ -83,3 +83,28 @@ def test_debug_shows_the_traceback():
     result = runner.invoke(app, ["--debug", "info", "nope"])
     assert result.exit_code == 1 and result.exception is not None
     assert type(result.exception).__name__ == "EdgekitError"
+
+
+def test_inspect_json_shows_rewrites_and_their_effect():
+    result = runner.invoke(app, ["inspect", "b0-seg", "--target", "tflite", "-r", "256x512", "--json"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert [r["name"] for r in d["rewrites"]] == [
+        "fold_batchnorm", "static_attention", "fp16_safe_attention", "bicubic_exact"]
+    assert d["weights"] is None and "random weights" in d["weights_note"]
+    exact = {u["upsample"]: u for u in d["upsample_options"]}
+    assert exact["exact"]["vs_trained"]["argmax_agreement"] > 0.999
+    assert exact["bilinear"]["vs_trained"]["psnr_db"] < exact["exact"]["vs_trained"]["psnr_db"]
+    assert d["fp16"]["finite"] and d["onnx"]["shape_ops"] == 0 and d["onnx"]["batchnorm_nodes"] == 0
+    assert "Resize" in d["onnx"]["ops"] and d["onnx"]["max_rank"] == 4
+
+
+def test_inspect_table():
+    result = runner.invoke(app, ["inspect", "m0-cls"])
+    assert result.exit_code == 0, result.output
+    assert "fold_batchnorm" in result.stdout and "Transpose 48 (attention needs 48)" in result.stdout
+
+
+def test_inspect_bad_options():
+    _one_line_error(["inspect", "b0-seg", "--target", "tensorrt"], "--target 'tensorrt' is not one of")
+    _one_line_error(["inspect", "b0-seg", "--upsample", "bicubic"], "not available for tflite")

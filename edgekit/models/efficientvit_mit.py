@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgekit.models.fusion import fuse_conv_bn
+
 BN_EPS = 1e-5
 
 # ----------------------------------------------------------------------------------------------
@@ -48,6 +50,13 @@ class ConvLayer(nn.Module):
         )
         self.norm = nn.BatchNorm2d(out_channels, eps=BN_EPS) if norm else None
         self.act = act() if act is not None else None
+
+    def fuse(self) -> ConvLayer:
+        """Fold the BatchNorm into the conv (in place); the layer keeps its activation."""
+        if self.norm is not None:
+            self.conv = fuse_conv_bn(self.conv, self.norm)
+            self.norm = None
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)

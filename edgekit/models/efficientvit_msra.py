@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgekit.models.fusion import fuse_bn_linear, fuse_conv_bn
+
 Size = tuple[int, int]
 
 
@@ -46,6 +48,9 @@ class Conv2d_BN(nn.Sequential):  # noqa: N801 - upstream name
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.constant_(self.bn.bias, 0)
 
+    def fuse(self) -> nn.Conv2d:
+        return fuse_conv_bn(self.c, self.bn)
+
 
 class BN_Linear(nn.Sequential):  # noqa: N801 - upstream name
     def __init__(self, a: int, b: int, bias: bool = True, std: float = 0.02):
@@ -55,6 +60,9 @@ class BN_Linear(nn.Sequential):  # noqa: N801 - upstream name
         nn.init.trunc_normal_(self.l.weight, std=std)
         if bias:
             nn.init.constant_(self.l.bias, 0)
+
+    def fuse(self) -> nn.Linear:
+        return fuse_bn_linear(self.bn, self.l)
 
 
 class SqueezeExcite(nn.Module):

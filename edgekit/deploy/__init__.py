@@ -1,0 +1,125 @@
+"""The deploy form: the trained model, folded and rewritten for one target, as an ordered list of
+small named passes. Each pass states whether it is exact (the same function up to float rounding);
+`edgekit inspect` measures what each one costs in numbers and in time.
+
+Which passes run is data (`TARGET_PLANS`), chosen per target:
+- every target: fold BatchNorm, static-shape attention (exact);
+- tflite / coreml: bicubic upsampling as an exact resize-nearest + depthwise-conv form (neither runs
+  bicubic), and fp16-safe linear attention (TFLite's GPU delegate runs fp32 models in fp16 by
+  default; CoreML's mlprogram default is fp16). Bilinear is an explicit opt-in, never a default.
+- onnx: keeps bicubic (ONNX Resize has a cubic mode matching torch) and fp32 attention.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+import torch.nn as nn
+
+from edgekit.errors import EdgekitError
+from edgekit.registry import Size
+
+
+class Target(str, Enum):
+    ONNX = "onnx"
+    TFLITE = "tflite"
+    COREML = "coreml"
+
+
+class Upsample(str, Enum):
+    EXACT = "exact"  # bicubic as nearest-resize + replicate pad + separable depthwise conv
+    BILINEAR = "bilinear"  # the official TFLite script's substitute (changes outputs)
+    BICUBIC = "bicubic"  # keep the trained op (only where the target runs it)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    name: str
+    summary: str
+    exact: bool
+
+
+REWRITES = {
+    r.name: r
+    for r in (
+        Rewrite("fold_batchnorm", "BatchNorm folded into the preceding conv / following linear", True),
+        Rewrite(
+            "static_attention",
+            "attention with constant shapes: no Shape/Gather, no PAD, no tensor above 4-D, biases pre-gathered",
+            True,
+        ),
+        Rewrite(
+            "fp16_safe_attention",
+            "keys averaged over tokens and normaliser clamped at 2^-14 (instead of +1e-15) so fp16 has no inf/NaN",
+            False,
+        ),
+        Rewrite("bicubic_exact", "bicubic x2/x4 as resize-nearest + replicate pad + separable depthwise conv", True),
+        Rewrite("bicubic_to_bilinear", "bicubic replaced by bilinear (opt-in; changes the trained function)", False),
+    )
+}
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    upsample: Upsample
+    fp16_safe: bool
+    allowed_upsample: tuple[Upsample, ...]
+
+
+TARGET_PLANS = {
+    Target.ONNX: TargetPlan(Upsample.BICUBIC, False, tuple(Upsample)),
+    Target.TFLITE: TargetPlan(Upsample.EXACT, True, (Upsample.EXACT, Upsample.BILINEAR)),
+    Target.COREML: TargetPlan(Upsample.EXACT, True, (Upsample.EXACT, Upsample.BILINEAR)),
+}
+
+
+@dataclass
+class DeployForm:
+    model: nn.Module
+    resolution: Size
+    target: Target
+    rewrites: list[Rewrite] = field(default_factory=list)
+    stages: list[tuple[Rewrite, nn.Module]] = field(default_factory=list)  # model after each rewrite
+
+
+def plan_rewrites(target: Target, upsample: Upsample | None = None, fp16_safe: bool | None = None) -> list[str]:
+    plan = TARGET_PLANS[target]
+    upsample = upsample or plan.upsample
+    if upsample not in plan.allowed_upsample:
+        allowed = ", ".join(u.value for u in plan.allowed_upsample)
+        raise EdgekitError(f"--upsample {upsample.value} is not available for {target.value} (choose {allowed})")
+    names = ["fold_batchnorm", "static_attention"]
+    if plan.fp16_safe if fp16_safe is None else fp16_safe:
+        names.append("fp16_safe_attention")
+    if upsample is Upsample.EXACT:
+        names.append("bicubic_exact")
+    elif upsample is Upsample.BILINEAR:
+        names.append("bicubic_to_bilinear")
+    return names
+
+
+def make_deploy_form(
+    model: nn.Module,
+    resolution: Size,
+    target: Target,
+    upsample: Upsample | None = None,
+    fp16_safe: bool | None = None,
+    keep_stages: bool = False,
+) -> DeployForm:
+    """Apply the target's passes in order to a copy of `model` (which is left untouched)."""
+    from edgekit.deploy.passes import PASSES
+
+    names = plan_rewrites(target, upsample, fp16_safe)
+    current = copy.deepcopy(model).eval()
+    form = DeployForm(current, resolution, target)
+    with torch.no_grad():
+        for name in names:
+            current = PASSES[name](current, resolution)
+            form.rewrites.append(REWRITES[name])
+            if keep_stages:
+                form.stages.append((REWRITES[name], copy.deepcopy(current)))
+    form.model = current.eval()
+    return form

@@ -1,0 +1,95 @@
+"""The passes behind `edgekit.deploy.REWRITES`: each takes a model, returns the rewritten model."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+
+from edgekit.deploy.attention import StaticLiteMLA, StaticLocalWindowAttention
+from edgekit.deploy.upsample import BilinearUpsample, ExactBicubicUpsample
+from edgekit.models.efficientvit_mit import LiteMLA, UpSampleLayer
+from edgekit.models.efficientvit_msra import LocalWindowAttention
+from edgekit.registry import Size
+
+Pass = Callable[[nn.Module, Size], nn.Module]
+
+
+def fold_batchnorm(model: nn.Module, resolution: Size | None = None) -> nn.Module:
+    """The folding walker: every module that owns `fuse()` is replaced by what it returns."""
+    for name, child in model.named_children():
+        if hasattr(child, "fuse"):
+            setattr(model, name, child.fuse())
+        else:
+            fold_batchnorm(child)
+    return model
+
+
+def input_shapes(model: nn.Module, resolution: Size, types: tuple[type, ...]) -> dict[str, tuple[int, ...]]:
+    """Input shape of every submodule of `types` at batch 1, from a free forward on the meta device."""
+    probe = copy.deepcopy(model).to("meta")
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Callable:
+        def hook(_module: nn.Module, args: tuple) -> None:  # returning None keeps the inputs as they are
+            shapes.setdefault(name, tuple(args[0].shape))
+
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in probe.named_modules() if isinstance(m, types)]
+    with torch.no_grad():
+        dtype = next(probe.parameters()).dtype
+        probe(torch.empty(1, 3, *resolution, device="meta", dtype=dtype))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def static_attention(model: nn.Module, resolution: Size) -> nn.Module:
+    for name, shape in input_shapes(model, resolution, (LiteMLA, LocalWindowAttention)).items():
+        module = model.get_submodule(name)
+        if isinstance(module, LiteMLA):
+            _replace(model, name, StaticLiteMLA(module, (shape[2], shape[3])))
+        else:
+            _replace(model, name, StaticLocalWindowAttention(module, batch=shape[0]))
+    return model
+
+
+def fp16_safe_attention(model: nn.Module, resolution: Size) -> nn.Module:
+    """Switches the static attention blocks to their fp16-safe arithmetic (see deploy/attention.py)."""
+    for m in model.modules():
+        if isinstance(m, StaticLiteMLA):
+            m.fp16_safe = True
+    return model
+
+
+def _swap_upsample(model: nn.Module, resolution: Size, make: Callable[[UpSampleLayer, int], nn.Module]) -> nn.Module:
+    for name, shape in input_shapes(model, resolution, (UpSampleLayer,)).items():
+        module = model.get_submodule(name)
+        if module.mode == "bicubic":
+            _replace(model, name, make(module, shape[1]))
+    return model
+
+
+def bicubic_exact(model: nn.Module, resolution: Size) -> nn.Module:
+    return _swap_upsample(model, resolution, lambda m, channels: ExactBicubicUpsample(m.factor, channels))
+
+
+def bicubic_to_bilinear(model: nn.Module, resolution: Size) -> nn.Module:
+    return _swap_upsample(model, resolution, lambda m, channels: BilinearUpsample(m.factor))
+
+
+PASSES: dict[str, Pass] = {
+    "fold_batchnorm": fold_batchnorm,
+    "static_attention": static_attention,
+    "fp16_safe_attention": fp16_safe_attention,
+    "bicubic_exact": bicubic_exact,
+    "bicubic_to_bilinear": bicubic_to_bilinear,
+}

@@ -1,0 +1,158 @@
+"""`edgekit inspect`: what the deploy form for a target contains and what each rewrite costs.
+
+Every number is measured here, on real photographs: each rewrite's output change against the step
+before it and against the trained model, the choice of upsampling (the trained bicubic, the exact
+form, bilinear) with its pixel-argmax agreement and CPU time, an fp16 forward of the deploy form,
+and the exported ONNX graph's op histogram. CPU times are PyTorch on this machine (denormals
+flushed), meaningful only as ratios between forms measured in the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from edgekit.deploy import Target, Upsample, make_deploy_form
+from edgekit.deploy.attention import (
+    TRANSPOSES_PER_CGA_HEAD,
+    TRANSPOSES_PER_LITEMLA,
+    StaticCascadedGroupAttention,
+    StaticLiteMLA,
+)
+from edgekit.deploy.passes import bicubic_exact, bicubic_to_bilinear
+from edgekit.metrics import compare
+from edgekit.models import build_model
+from edgekit.registry import Size, get_variant, parse_resolution
+
+FP16_PSNR_TARGET_DB = 40.0
+SHAPE_OPS = ("Shape", "Gather", "ConstantOfShape")
+RANDOM_WEIGHTS_NOTE = (
+    "no --weights: random weights with BatchNorm statistics re-estimated on the images; "
+    "the numbers show the rewrites' arithmetic, not a trained model's accuracy"
+)
+
+
+def run_images(model: nn.Module, images: np.ndarray, dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """Outputs for each image, one at a time (deploy forms have a static batch of 1)."""
+    model = model.to(dtype).eval()
+    with torch.no_grad():
+        outs = [model(torch.from_numpy(img[None]).to(dtype)).float().numpy() for img in images]
+    return np.concatenate(outs)
+
+
+def cpu_latency_ms(model: nn.Module, image: np.ndarray, runs: int) -> float:
+    """Median PyTorch CPU time of one forward; denormals flushed so random BN stats cannot skew it."""
+    x = torch.from_numpy(image[None])
+    previous = torch.set_flush_denormal(True)
+    try:
+        with torch.no_grad():
+            model(x)  # warm-up
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        torch.set_flush_denormal(previous)
+    return statistics.median(times)
+
+
+def expected_transposes(model: nn.Module) -> int:
+    lite = sum(isinstance(m, StaticLiteMLA) for m in model.modules())
+    heads = sum(m.num_heads for m in model.modules() if isinstance(m, StaticCascadedGroupAttention))
+    return lite * TRANSPOSES_PER_LITEMLA + heads * TRANSPOSES_PER_CGA_HEAD
+
+
+def onnx_summary(model: nn.Module, resolution: Size) -> dict:
+    from targets.onnx import export_onnx, load_graph, max_tensor_rank, op_histogram
+
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = load_graph(export_onnx(model, resolution, Path(tmp) / "deploy.onnx"))
+    ops = op_histogram(graph)
+    return {
+        "ops": ops,
+        "nodes": sum(ops.values()),
+        "transposes": ops.get("Transpose", 0),
+        "transposes_needed": expected_transposes(model),
+        "shape_ops": sum(ops.get(o, 0) for o in SHAPE_OPS),
+        "batchnorm_nodes": ops.get("BatchNormalization", 0),
+        "max_rank": max_tensor_rank(graph),
+    }
+
+
+def _upsample_options(base: nn.Module, resolution: Size, images: np.ndarray, reference: np.ndarray,
+                      runs: int) -> list[dict]:
+    """The trained bicubic against its exact form and bilinear, each on the same folded model."""
+    rows = []
+    for mode, rewrite in (("bicubic", None), ("exact", bicubic_exact), ("bilinear", bicubic_to_bilinear)):
+        model = base if rewrite is None else rewrite(copy.deepcopy(base), resolution)
+        rows.append({"upsample": mode, "vs_trained": compare(reference, run_images(model, images)),
+                     "cpu_ms": cpu_latency_ms(model, images[0], runs)})
+    base_ms = rows[0]["cpu_ms"]
+    for row in rows:
+        row["cpu_ratio"] = row["cpu_ms"] / base_ms
+    return rows
+
+
+def inspect_variant(
+    name: str,
+    target: Target = Target.TFLITE,
+    resolution: str | None = None,
+    weights: str | Path | None = None,
+    upsample: Upsample | None = None,
+    image_paths: list[Path] | None = None,
+    runs: int = 3,
+) -> dict:
+    from calibration.images import builtin_images, image_batch
+
+    variant = get_variant(name)
+    size = parse_resolution(resolution, variant)
+    paths = image_paths or builtin_images(variant.dataset)
+    images = image_batch(variant, size, paths)
+    model = build_model(variant, size)
+    if weights is not None:
+        from edgekit.checkpoints import load_weights
+
+        load_weights(model, weights, variant)
+    else:
+        from edgekit.models.init import calibrated_random_init
+
+        calibrated_random_init(model, images)
+    form = make_deploy_form(model, size, target, upsample, keep_stages=True)
+
+    trained = run_images(model, images)
+    steps, previous = [], trained
+    for rewrite, stage in form.stages:
+        out = run_images(stage, images)
+        steps.append({"name": rewrite.name, "summary": rewrite.summary, "exact": rewrite.exact,
+                      "vs_previous": compare(previous, out), "vs_trained": compare(trained, out)})
+        previous = out
+
+    fp32 = previous
+    fp16 = run_images(copy.deepcopy(form.model), images, torch.float16)
+    trained_ms = cpu_latency_ms(model, images[0], runs)
+    deploy_ms = cpu_latency_ms(form.model, images[0], runs)
+    result = {
+        "variant": variant.name,
+        "task": variant.task,
+        "target": target.value,
+        "resolution": list(size),
+        "weights": str(weights) if weights else None,
+        "weights_note": None if weights else RANDOM_WEIGHTS_NOTE,
+        "images": [p.name for p in paths],
+        "rewrites": steps,
+        "cpu_ms": {"trained": trained_ms, "deploy": deploy_ms, "ratio": deploy_ms / trained_ms},
+        "fp16": {**compare(fp32, fp16), "psnr_target_db": FP16_PSNR_TARGET_DB},
+        "onnx": onnx_summary(form.model, size),
+    }
+    if variant.task == "seg":
+        folded = form.stages[1][1]  # after folding and static attention, before any upsample swap
+        result["upsample_options"] = _upsample_options(folded, size, images, trained, runs)
+    return result

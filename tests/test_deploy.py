@@ -1,0 +1,155 @@
+"""The deploy form: folding and each rewrite checked numerically against the step before it."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from calibration.images import image_batch
+from edgekit.deploy import Target, Upsample, make_deploy_form, plan_rewrites
+from edgekit.deploy.attention import StaticLiteMLA
+from edgekit.deploy.passes import fold_batchnorm
+from edgekit.deploy.upsample import ExactBicubicUpsample
+from edgekit.errors import EdgekitError
+from edgekit.inspect import expected_transposes, onnx_summary, run_images
+from edgekit.metrics import compare
+from edgekit.models import build_model
+from edgekit.models.efficientvit_mit import LiteMLA
+from edgekit.models.init import calibrated_random_init
+from edgekit.registry import VARIANTS, get_variant
+
+BN = torch.nn.modules.batchnorm._BatchNorm
+FOLD_REL_TOL = 1e-5
+
+
+def assert_exact_rewrite(model, rewrite, images, batch_limit=None):
+    """An exact rewrite: equal in float64 (< 1e-10), and in fp32 no further from the exact function
+    than 1e-5 or twice the trained fp32 model's own rounding error (deep random-weight models such
+    as B3 have a noise floor above 1e-5 before anything is rewritten)."""
+    x = torch.from_numpy(images[:batch_limit])
+    with torch.no_grad():
+        exact64 = copy.deepcopy(model).double()(x.double()).numpy()
+        rewritten64 = rewrite(copy.deepcopy(model).double()).double()
+        assert compare(exact64, rewritten64(x.double()).numpy())["max_rel"] < 1e-10
+        floor = compare(exact64, model(x).numpy())["max_rel"]
+        err = compare(exact64, rewrite(copy.deepcopy(model))(x).numpy())["max_rel"]
+    assert err <= max(FOLD_REL_TOL, 2 * floor), (err, floor)
+
+
+def _test_resolution(variant):
+    # Reduced MIT resolutions keep every attention in its linear form (stage 4 has > head-dim tokens).
+    if variant.family == "msra":
+        return variant.resolution
+    return (256, 256) if variant.task == "seg" else (224, 224)
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            variant = VARIANTS[name]
+            size = _test_resolution(variant)
+            images = image_batch(variant, size)
+            torch.manual_seed(0)
+            cache[name] = (calibrated_random_init(build_model(variant, size), images), images, size)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_folding_is_exact_and_leaves_no_batchnorm(calibrated, name):
+    model, images, _ = calibrated(name)
+    folded = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, BN) for m in folded.modules())
+    assert_exact_rewrite(model, fold_batchnorm, images)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_onnx_of_deploy_form_is_static_and_lean(calibrated, name):
+    model, images, size = calibrated(name)
+    form = make_deploy_form(model, size, Target.ONNX)
+    deploy = lambda m: make_deploy_form(m, size, Target.ONNX).model  # noqa: E731
+    assert_exact_rewrite(model, deploy, images, batch_limit=1)  # static forms have batch 1
+    summary = onnx_summary(form.model, size)
+    assert summary["batchnorm_nodes"] == 0
+    assert summary["shape_ops"] == 0, summary["ops"]
+    assert summary["max_rank"] <= 4
+    assert summary["transposes"] == summary["transposes_needed"] == expected_transposes(form.model)
+
+
+def test_transposes_needed_per_block():
+    """LiteMLA: 1 (k^T; heads batched). CGA: 2 per head (q^T, attn^T; softmax on the last axis)."""
+    b0 = make_deploy_form(build_model(get_variant("b0-seg")), (256, 256), Target.ONNX).model
+    assert expected_transposes(b0) == 4  # 2 + 2 EfficientViT blocks
+    m0 = make_deploy_form(build_model(get_variant("m0-cls")), (224, 224), Target.ONNX).model
+    assert expected_transposes(m0) == 2 * 4 * (1 + 2 + 3)  # 4 heads in each of 6 blocks
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 4, 1, 1), (1, 2, 2, 3), (1, 8, 32, 64)])
+def test_exact_bicubic_is_the_same_linear_map(scale, shape):
+    x = torch.randn(*shape) * 10
+    ref = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    out = ExactBicubicUpsample(scale, shape[1])(x)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+@pytest.mark.parametrize("size", [(4, 4), (8, 16)])  # quadratic (16 tokens == dim) and linear forms
+def test_static_litemla_equals_the_trained_block(size):
+    torch.manual_seed(0)
+    src = LiteMLA(64, dim=16).eval()
+    x = torch.randn(1, 64, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(StaticLiteMLA(src, size)(x), src(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fp16_safe_attention_has_no_nan_where_the_original_has():
+    torch.manual_seed(0)
+    src = LiteMLA(64, dim=16).eval()
+    x = torch.randn(1, 64, 64, 128) * 4
+    with torch.no_grad():
+        src.qkv.conv.weight[:16].fill_(-1.0)  # head 0's queries: relu(q) == 0 on positive inputs
+        x = x.abs()
+        plain = StaticLiteMLA(copy.deepcopy(src), (64, 128)).half()
+        safe = StaticLiteMLA(copy.deepcopy(src), (64, 128), fp16_safe=True).half()
+        assert not torch.isfinite(plain(x.half())).all()  # 0 / (0 + 1e-15 -> 0) and sums over 8192 tokens
+        out16 = safe(x.half()).float()
+        ref = StaticLiteMLA(copy.deepcopy(src), (64, 128))(x)
+    assert torch.isfinite(out16).all()
+    assert compare(ref.numpy(), out16.numpy())["psnr_db"] > 40
+
+
+@pytest.mark.parametrize("name,size", [("b0-seg", (256, 512)), ("m0-cls", (224, 224))])
+def test_fp16_forward_of_deploy_form_on_real_images(name, size):
+    variant = get_variant(name)
+    images = image_batch(variant, size)
+    torch.manual_seed(0)
+    model = calibrated_random_init(build_model(variant, size), images)
+    form = make_deploy_form(model, size, Target.TFLITE)
+    fp32 = run_images(form.model, images)
+    fp16 = run_images(copy.deepcopy(form.model), images, torch.float16)
+    result = compare(fp32, fp16)
+    assert result["finite"]
+    assert result["psnr_db"] >= 40.0, result
+
+
+def test_plans_per_target():
+    assert "bicubic_exact" in plan_rewrites(Target.TFLITE)
+    assert "bicubic_exact" in plan_rewrites(Target.COREML)
+    assert "bicubic_exact" not in plan_rewrites(Target.ONNX)  # ONNX Resize runs cubic
+    assert "bicubic_to_bilinear" in plan_rewrites(Target.TFLITE, Upsample.BILINEAR)  # only when asked
+    with pytest.raises(EdgekitError, match="not available for tflite"):
+        plan_rewrites(Target.TFLITE, Upsample.BICUBIC)
+
+
+def test_deploy_form_leaves_the_trained_model_untouched():
+    model = build_model(get_variant("b0-seg"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    make_deploy_form(model, (256, 256), Target.TFLITE)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
