@@ -47,21 +47,24 @@ def run_images(model: nn.Module, images: np.ndarray, dtype: torch.dtype = torch.
     return np.concatenate(outs)
 
 
-def cpu_latency_ms(model: nn.Module, image: np.ndarray, runs: int) -> float:
-    """Median PyTorch CPU time of one forward; denormals flushed so random BN stats cannot skew it."""
+def cpu_latency_ms(models: dict[str, nn.Module], image: np.ndarray, runs: int) -> dict[str, float]:
+    """Median PyTorch CPU time of one forward per model, measured round-robin so that drifting load
+    on the machine hits every model alike; denormals flushed so random BN stats cannot skew it."""
     x = torch.from_numpy(image[None])
+    times: dict[str, list[float]] = {name: [] for name in models}
     previous = torch.set_flush_denormal(True)
     try:
         with torch.no_grad():
-            model(x)  # warm-up
-            times = []
+            for model in models.values():
+                model(x)  # warm-up
             for _ in range(runs):
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1000)
+                for name, model in models.items():
+                    t0 = time.perf_counter()
+                    model(x)
+                    times[name].append((time.perf_counter() - t0) * 1000)
     finally:
         torch.set_flush_denormal(previous)
-    return statistics.median(times)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def expected_transposes(model: nn.Module) -> int:
@@ -90,15 +93,17 @@ def onnx_summary(model: nn.Module, resolution: Size) -> dict:
 def _upsample_options(base: nn.Module, resolution: Size, images: np.ndarray, reference: np.ndarray,
                       runs: int) -> list[dict]:
     """The trained bicubic against its exact form and bilinear, each on the same folded model."""
-    rows = []
-    for mode, rewrite in (("bicubic", None), ("exact", bicubic_exact), ("bilinear", bicubic_to_bilinear)):
-        model = base if rewrite is None else rewrite(copy.deepcopy(base), resolution)
-        rows.append({"upsample": mode, "vs_trained": compare(reference, run_images(model, images)),
-                     "cpu_ms": cpu_latency_ms(model, images[0], runs)})
-    base_ms = rows[0]["cpu_ms"]
-    for row in rows:
-        row["cpu_ratio"] = row["cpu_ms"] / base_ms
-    return rows
+    models = {
+        "bicubic": base,
+        "exact": bicubic_exact(copy.deepcopy(base), resolution),
+        "bilinear": bicubic_to_bilinear(copy.deepcopy(base), resolution),
+    }
+    ms = cpu_latency_ms(models, images[0], runs)
+    return [
+        {"upsample": mode, "vs_trained": compare(reference, run_images(model, images)), "cpu_ms": ms[mode],
+         "cpu_ratio": ms[mode] / ms["bicubic"]}
+        for mode, model in models.items()
+    ]
 
 
 def inspect_variant(
@@ -137,8 +142,7 @@ def inspect_variant(
 
     fp32 = previous
     fp16 = run_images(copy.deepcopy(form.model), images, torch.float16)
-    trained_ms = cpu_latency_ms(model, images[0], runs)
-    deploy_ms = cpu_latency_ms(form.model, images[0], runs)
+    ms = cpu_latency_ms({"trained": model, "deploy": form.model}, images[0], runs)
     result = {
         "variant": variant.name,
         "task": variant.task,
@@ -148,7 +152,7 @@ def inspect_variant(
         "weights_note": None if weights else RANDOM_WEIGHTS_NOTE,
         "images": [p.name for p in paths],
         "rewrites": steps,
-        "cpu_ms": {"trained": trained_ms, "deploy": deploy_ms, "ratio": deploy_ms / trained_ms},
+        "cpu_ms": {**ms, "ratio": ms["deploy"] / ms["trained"]},
         "fp16": {**compare(fp32, fp16), "psnr_target_db": FP16_PSNR_TARGET_DB},
         "onnx": onnx_summary(form.model, size),
     }

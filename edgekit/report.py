@@ -74,7 +74,7 @@ def info_table(d: dict) -> None:
         console.print(f"[dim]paper figures: {d['paper_source']}[/]")
 
 
-def _num(x: float, fmt: str = ".2e") -> str:
+def _num(x: float, fmt: str = ".1e") -> str:
     return "inf" if x == float("inf") else f"{x:{fmt}}"
 
 
