@@ -1,6 +1,6 @@
 """What the deploy-form rewrites cost, measured on real images (the numbers in the README).
 
-For each case it runs `edgekit inspect` and keeps the full result: each rewrite's output change, the
+For each case it runs `edgekit inspect --target tflite --precision fp16` (every rewrite) and keeps the full result: each rewrite's output change, the
 seg-head upsampling options (trained bicubic / exact form / bilinear) with their pixel-argmax
 agreement and PyTorch CPU time (round-robin, ratios only), the fp16 forward's PSNR, and the ONNX op
 histogram. Run it on an otherwise idle machine:
@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for name, resolution in CASES:
-        r = inspect_variant(name, Target.TFLITE, resolution, runs=args.runs)
+        r = inspect_variant(name, Target.TFLITE, resolution, precision="fp16", runs=args.runs)
         results.append(r)
         line = f"{r['variant']:20s} {'x'.join(map(str, r['resolution'])):>9s}  fp16 PSNR {r['fp16']['psnr_db']:.1f} dB"
         for u in r.get("upsample_options", []):

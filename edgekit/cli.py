@@ -118,6 +118,9 @@ def inspect(
     upsample: Annotated[
         str | None, typer.Option("--upsample", help="exact (default for tflite/coreml) | bilinear | bicubic (onnx)")
     ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", "-p", help="the artifact precision to plan for (default: target's)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the deploy form for a target: op histogram, rewrites applied and their measured effect."""
@@ -127,12 +130,84 @@ def inspect(
     tgt = _run(_choice, Target, target, "--target")
     up = _run(_choice, Upsample, upsample, "--upsample") if upsample else None
     with _status(f"building and measuring the {tgt.value} deploy form of {variant}"):
-        data = _run(inspect_variant, variant, tgt, resolution, weights, up)
+        data = _run(inspect_variant, variant, tgt, resolution, weights, up, precision)
     if as_json:
         return _print_json(data)
     from edgekit.report import inspect_tables
 
     inspect_tables(data)
+
+
+@app.command()
+def export(
+    variant: Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, b1-cls, m0-cls.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="tflite | onnx")] = "tflite",
+    precision: Annotated[str, typer.Option("--precision", "-p", help="fp32 | fp16 | int8-dynamic | int8")] = "fp32",
+    resolution: ResolutionOpt = None,
+    weights: WeightsOpt = None,
+    layout: Annotated[str, typer.Option("--layout", help="TFLite input layout: nhwc (camera) | nchw")] = "nhwc",
+    io: Annotated[str, typer.Option("--io", help="float | int8 (integer input/output; --precision int8)")] = "float",
+    calibration: Annotated[
+        Path | None, typer.Option("--calibration", help="Folder of .jpg/.png or an .npy batch (int8).")
+    ] = None,
+    num_calibration: Annotated[int, typer.Option("--num-calibration", help="Calibration samples (int8).")] = 8,
+    upsample: Annotated[str | None, typer.Option("--upsample", help="exact | bilinear | bicubic (onnx)")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for artifact directories.")] = Path(
+        "edgekit-artifacts"
+    ),
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a variant as a verified artifact directory (model, labels, edgekit.json)."""
+    from edgekit.deploy import Target, Upsample
+    from edgekit.export import ExportOptions
+    from edgekit.export import export as run_export
+
+    opts = ExportOptions(
+        variant=variant,
+        target=_run(_choice, Target, target, "--target"),
+        precision=precision.lower(),
+        resolution=resolution,
+        weights=weights,
+        layout=layout.lower(),
+        io=io.lower(),
+        calibration=calibration,
+        num_calibration=num_calibration,
+        upsample=_run(_choice, Upsample, upsample, "--upsample") if upsample else None,
+        output=output,
+    )
+    with _status("exporting") as status:
+        manifest = _run(run_export, opts, lambda msg: status.update(msg))
+    if as_json:
+        return _print_json(manifest)
+    from edgekit.report import export_report
+
+    export_report(manifest)
+    _exit_on_failed_verification(manifest["verification"])
+
+
+@app.command()
+def verify(
+    artifact_dir: Annotated[Path, typer.Argument(help="An artifact directory written by `edgekit export`.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run an artifact's verification against the PyTorch model it came from."""
+    from edgekit.verify import verify_artifact
+
+    with _status(f"verifying {artifact_dir}"):
+        result = _run(verify_artifact, artifact_dir)
+    if as_json:
+        _print_json(result)
+    else:
+        from edgekit.report import verification_table
+
+        verification_table(result["verification"], result["precision"], result["random_weights"])
+    _exit_on_failed_verification(result["verification"])
+
+
+def _exit_on_failed_verification(verification: dict) -> None:
+    if not verification["passed"]:
+        typer.echo("error: verification failed: the artifact is outside its tolerance (see the table)", err=True)
+        raise typer.Exit(3)
 
 
 def _choice(enum: type[E], value: str, option: str) -> E:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgekit.deploy import Target, Upsample, make_deploy_form
+from edgekit.deploy import TARGET_PLANS, Target, Upsample, make_deploy_form
 from edgekit.deploy.attention import (
     TRANSPOSES_PER_CGA_HEAD,
     TRANSPOSES_PER_LITEMLA,
@@ -112,6 +112,7 @@ def inspect_variant(
     resolution: str | None = None,
     weights: str | Path | None = None,
     upsample: Upsample | None = None,
+    precision: str | None = None,
     image_paths: list[Path] | None = None,
     runs: int = 3,
 ) -> dict:
@@ -130,7 +131,8 @@ def inspect_variant(
         from edgekit.models.init import calibrated_random_init
 
         calibrated_random_init(model, images)
-    form = make_deploy_form(model, size, target, upsample, keep_stages=True)
+    precision = precision or TARGET_PLANS[target].default_precision
+    form = make_deploy_form(model, size, target, precision, upsample, keep_stages=True)
 
     trained = run_images(model, images)
     steps, previous = [], trained
@@ -140,13 +142,16 @@ def inspect_variant(
                       "vs_previous": compare(previous, out), "vs_trained": compare(trained, out)})
         previous = out
 
-    fp32 = previous
-    fp16 = run_images(copy.deepcopy(form.model), images, torch.float16)
+    # The fp16 check runs the form this target builds for fp16 (with fp16-safe attention).
+    fp16_form = form.model if precision == "fp16" else make_deploy_form(model, size, target, "fp16", upsample).model
+    fp32 = run_images(fp16_form, images)
+    fp16 = run_images(copy.deepcopy(fp16_form), images, torch.float16)
     ms = cpu_latency_ms({"trained": model, "deploy": form.model}, images[0], runs)
     result = {
         "variant": variant.name,
         "task": variant.task,
         "target": target.value,
+        "precision": precision,
         "resolution": list(size),
         "weights": str(weights) if weights else None,
         "weights_note": None if weights else RANDOM_WEIGHTS_NOTE,

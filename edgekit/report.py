@@ -115,3 +115,28 @@ def inspect_tables(d: dict) -> None:
                   f"{o['transposes_needed']}), Shape/Gather {o['shape_ops']}, BatchNormalization "
                   f"{o['batchnorm_nodes']}, max rank {o['max_rank']}")
     console.print("  " + ", ".join(f"{k} {v}" for k, v in o["ops"].items()))
+
+
+def verification_table(v: dict, precision: str, random_weights: bool) -> None:
+    t = Table(title=f"verification against PyTorch ({precision}) on {', '.join(v['images'])}")
+    for col in ("max abs", "max rel", "PSNR dB", v["agreement_kind"], "tolerance", "result"):
+        t.add_column(col, justify="right")
+    tol = ", ".join(f"{k.replace('_db', '')} {'>=' if k == 'psnr_db' else '<='} {val:g}" for k, val in v["tolerance"].items())
+    verdict = "[green]pass[/]" if v["passed"] else "[red]FAIL[/]"
+    t.add_row(_num(v["max_abs"]), _num(v["max_rel"]), _num(v["psnr_db"], ".1f"), f"{v['argmax_agreement']:.2%}", tol,
+              verdict)
+    console.print(t)
+    if random_weights:
+        console.print("[yellow]RANDOM WEIGHTS (no --weights): these numbers measure the conversion, not accuracy[/]")
+
+
+def export_report(m: dict) -> None:
+    io = m["io"]
+    console.print(f"[bold]{m['artifact_dir']}[/]  ({m['file_bytes'] / 1e6:.2f} MB, exported in {m['export_seconds']:.0f} s)")
+    inp = io["input"]
+    quant = f", int8 scale {inp['quantization']['scale']:.4g} zero {inp['quantization']['zero_point']}" if inp.get(
+        "quantization") else ""
+    console.print(f"input {inp['name']} {'x'.join(map(str, inp['shape']))} {inp['layout']} {inp['dtype']}{quant}; "
+                  f"output {m['output_semantics']}")
+    console.print("rewrites: " + ", ".join(r["name"] for r in m["rewrites"]))
+    verification_table(m["verification"], m["precision"], m["source"]["weights"] is None)

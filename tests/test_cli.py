@@ -86,7 +86,7 @@ def test_debug_shows_the_traceback():
 
 
 def test_inspect_json_shows_rewrites_and_their_effect():
-    result = runner.invoke(app, ["inspect", "b0-seg", "--target", "tflite", "-r", "256x512", "--json"])
+    result = runner.invoke(app, ["inspect", "b0-seg", "--target", "tflite", "-p", "fp16", "-r", "256x512", "--json"])
     assert result.exit_code == 0, result.output
     d = json.loads(result.stdout)
     assert [r["name"] for r in d["rewrites"]] == [

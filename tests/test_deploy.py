@@ -116,7 +116,9 @@ def test_fp16_safe_attention_has_no_nan_where_the_original_has():
         src.qkv.conv.weight[:16].fill_(-1.0)  # head 0's queries: relu(q) == 0 on positive inputs
         x = x.abs()
         plain = StaticLiteMLA(copy.deepcopy(src), (64, 128)).half()
-        safe = StaticLiteMLA(copy.deepcopy(src), (64, 128), fp16_safe=True).half()
+        safe = StaticLiteMLA(copy.deepcopy(src), (64, 128))
+        safe.make_fp16_safe()
+        safe = safe.half()
         assert not torch.isfinite(plain(x.half())).all()  # 0 / (0 + 1e-15 -> 0) and sums over 8192 tokens
         out16 = safe(x.half()).float()
         ref = StaticLiteMLA(copy.deepcopy(src), (64, 128))(x)
@@ -130,7 +132,7 @@ def test_fp16_forward_of_deploy_form_on_real_images(name, size):
     images = image_batch(variant, size)
     torch.manual_seed(0)
     model = calibrated_random_init(build_model(variant, size), images)
-    form = make_deploy_form(model, size, Target.TFLITE)
+    form = make_deploy_form(model, size, Target.TFLITE, "fp16")
     fp32 = run_images(form.model, images)
     fp16 = run_images(copy.deepcopy(form.model), images, torch.float16)
     result = compare(fp32, fp16)
@@ -142,9 +144,13 @@ def test_plans_per_target():
     assert "bicubic_exact" in plan_rewrites(Target.TFLITE)
     assert "bicubic_exact" in plan_rewrites(Target.COREML)
     assert "bicubic_exact" not in plan_rewrites(Target.ONNX)  # ONNX Resize runs cubic
-    assert "bicubic_to_bilinear" in plan_rewrites(Target.TFLITE, Upsample.BILINEAR)  # only when asked
+    assert "bicubic_to_bilinear" in plan_rewrites(Target.TFLITE, upsample=Upsample.BILINEAR)  # only when asked
     with pytest.raises(EdgekitError, match="not available for tflite"):
-        plan_rewrites(Target.TFLITE, Upsample.BICUBIC)
+        plan_rewrites(Target.TFLITE, upsample=Upsample.BICUBIC)
+    # fp16-safe attention is for fp16 artifacts only; fp32 ones stay the trained function.
+    assert "fp16_safe_attention" not in plan_rewrites(Target.TFLITE, "fp32")
+    assert "fp16_safe_attention" in plan_rewrites(Target.TFLITE, "fp16")
+    assert "fp16_safe_attention" in plan_rewrites(Target.COREML)  # CoreML's default precision is fp16
 
 
 def test_deploy_form_leaves_the_trained_model_untouched():

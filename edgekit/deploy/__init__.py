@@ -2,12 +2,14 @@
 small named passes. Each pass states whether it is exact (the same function up to float rounding);
 `edgekit inspect` measures what each one costs in numbers and in time.
 
-Which passes run is data (`TARGET_PLANS`), chosen per target:
+Which passes run is data (`TARGET_PLANS`), chosen per target and precision:
 - every target: fold BatchNorm, static-shape attention (exact);
 - tflite / coreml: bicubic upsampling as an exact resize-nearest + depthwise-conv form (neither runs
-  bicubic), and fp16-safe linear attention (TFLite's GPU delegate runs fp32 models in fp16 by
-  default; CoreML's mlprogram default is fp16). Bilinear is an explicit opt-in, never a default.
-- onnx: keeps bicubic (ONNX Resize has a cubic mode matching torch) and fp32 attention.
+  bicubic); bilinear is an explicit opt-in, never a default. onnx keeps bicubic (ONNX Resize has a
+  cubic mode matching torch).
+- fp16 precision (TFLite fp16, CoreML's default): fp16-safe linear attention. It is not applied to
+  fp32 artifacts, which stay the trained function to float rounding; run the fp16 artifact, not the
+  fp32 one, on fp16 hardware (TFLite's GPU delegate computes fp32 models in fp16 by default).
 """
 
 from __future__ import annotations
@@ -65,15 +67,16 @@ REWRITES = {
 @dataclass(frozen=True)
 class TargetPlan:
     upsample: Upsample
-    fp16_safe: bool
     allowed_upsample: tuple[Upsample, ...]
+    default_precision: str
 
 
 TARGET_PLANS = {
-    Target.ONNX: TargetPlan(Upsample.BICUBIC, False, tuple(Upsample)),
-    Target.TFLITE: TargetPlan(Upsample.EXACT, True, (Upsample.EXACT, Upsample.BILINEAR)),
-    Target.COREML: TargetPlan(Upsample.EXACT, True, (Upsample.EXACT, Upsample.BILINEAR)),
+    Target.ONNX: TargetPlan(Upsample.BICUBIC, tuple(Upsample), "fp32"),
+    Target.TFLITE: TargetPlan(Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), "fp32"),
+    Target.COREML: TargetPlan(Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), "fp16"),
 }
+FP16_PRECISIONS = ("fp16",)
 
 
 @dataclass
@@ -85,14 +88,15 @@ class DeployForm:
     stages: list[tuple[Rewrite, nn.Module]] = field(default_factory=list)  # model after each rewrite
 
 
-def plan_rewrites(target: Target, upsample: Upsample | None = None, fp16_safe: bool | None = None) -> list[str]:
+def plan_rewrites(target: Target, precision: str | None = None, upsample: Upsample | None = None) -> list[str]:
     plan = TARGET_PLANS[target]
+    precision = precision or plan.default_precision
     upsample = upsample or plan.upsample
     if upsample not in plan.allowed_upsample:
         allowed = ", ".join(u.value for u in plan.allowed_upsample)
         raise EdgekitError(f"--upsample {upsample.value} is not available for {target.value} (choose {allowed})")
     names = ["fold_batchnorm", "static_attention"]
-    if plan.fp16_safe if fp16_safe is None else fp16_safe:
+    if precision in FP16_PRECISIONS:
         names.append("fp16_safe_attention")
     if upsample is Upsample.EXACT:
         names.append("bicubic_exact")
@@ -105,14 +109,14 @@ def make_deploy_form(
     model: nn.Module,
     resolution: Size,
     target: Target,
+    precision: str | None = None,
     upsample: Upsample | None = None,
-    fp16_safe: bool | None = None,
     keep_stages: bool = False,
 ) -> DeployForm:
     """Apply the target's passes in order to a copy of `model` (which is left untouched)."""
     from edgekit.deploy.passes import PASSES
 
-    names = plan_rewrites(target, upsample, fp16_safe)
+    names = plan_rewrites(target, precision, upsample)
     current = copy.deepcopy(model).eval()
     form = DeployForm(current, resolution, target)
     with torch.no_grad():

@@ -14,8 +14,10 @@ What changes against the trained modules (both are the same function in exact ar
 `fp16_safe` (a separate, measured rewrite) additionally averages the keys over the N tokens before
 the products, so v @ k^T is a mean instead of a sum of N terms (fp16 overflows past 65504), and
 clamps the normaliser at 2**-14 (fp16's smallest normal) instead of adding 1e-15, which is 0 in
-fp16 and turns an all-zero query into 0/0 = NaN. Where the mean normaliser is >= 2**-14 the clamp
-changes nothing; the effect elsewhere is measured by `edgekit inspect`.
+fp16 and turns an all-zero query into 0/0 = NaN. The 1/N goes into the key rows of the qkv conv
+(ReLU is positively homogeneous and the aggregation convs are linear and bias-free, so this is
+exact, and bit-exact when N is a power of two) instead of a Mul op. Where the mean normaliser is
+>= 2**-14 the clamp changes nothing; the effect elsewhere is measured by `edgekit inspect`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ TRANSPOSES_PER_CGA_HEAD = 2
 
 
 class StaticLiteMLA(nn.Module):
-    def __init__(self, src: LiteMLA, size: Size, fp16_safe: bool = False):
+    def __init__(self, src: LiteMLA, size: Size):
         super().__init__()
         self.qkv, self.aggreg, self.proj, self.kernel_func = src.qkv, src.aggreg, src.proj, src.kernel_func
         self.dim, self.eps = src.dim, src.eps
@@ -45,7 +47,7 @@ class StaticLiteMLA(nn.Module):
         channels = self.qkv.conv.out_channels * (1 + len(self.aggreg))
         self.heads = channels // (3 * self.dim)
         self.out_channels = self.heads * self.dim
-        self.fp16_safe = fp16_safe
+        self.fp16_safe = False  # see make_fp16_safe
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
@@ -57,8 +59,6 @@ class StaticLiteMLA(nn.Module):
             att = torch.matmul(k.transpose(-1, -2), q)
             out = torch.matmul(v, att / self._stabilise(att.sum(dim=2, keepdim=True)))
         else:
-            if self.fp16_safe:
-                k = k * (1.0 / self.tokens)
             num = torch.matmul(torch.matmul(v, k.transpose(-1, -2)), q)
             den = torch.matmul(k.sum(dim=-1, keepdim=True).reshape(-1, self.heads, 1, d), q)
             out = num / self._stabilise(den)
@@ -66,6 +66,21 @@ class StaticLiteMLA(nn.Module):
 
     def _stabilise(self, den: torch.Tensor) -> torch.Tensor:
         return torch.clamp_min(den, FP16_TINY) if self.fp16_safe else den + self.eps
+
+    @torch.no_grad()
+    def make_fp16_safe(self) -> None:
+        """Average the keys over the tokens (1/N folded into the qkv conv's key rows) and clamp."""
+        if self.fp16_safe:
+            return
+        if self.tokens > self.dim:
+            conv = self.qkv.conv
+            heads = conv.out_channels // (3 * self.dim)
+            rows = torch.cat([torch.arange(h * 3 * self.dim + self.dim, h * 3 * self.dim + 2 * self.dim)
+                              for h in range(heads)])
+            conv.weight[rows] *= 1.0 / self.tokens
+            if conv.bias is not None:
+                conv.bias[rows] *= 1.0 / self.tokens
+        self.fp16_safe = True
 
 
 class StaticCascadedGroupAttention(nn.Module):

@@ -66,7 +66,7 @@ def fp16_safe_attention(model: nn.Module, resolution: Size) -> nn.Module:
     """Switches the static attention blocks to their fp16-safe arithmetic (see deploy/attention.py)."""
     for m in model.modules():
         if isinstance(m, StaticLiteMLA):
-            m.fp16_safe = True
+            m.make_fp16_safe()
     return model
 
 

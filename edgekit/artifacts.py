@@ -1,0 +1,88 @@
+"""Artifact directories: written atomically, described by an `edgekit.json` manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+MANIFEST = "edgekit.json"
+TOOLS = ("edgekit", "torch", "onnx", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert", "onnxruntime",
+         "coremltools", "numpy")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tool_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def check_writable(parent: Path) -> None:
+    """Fail before any work if the output folder cannot take a new artifact."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise EdgekitError(f"output folder {parent} is not writable ({e.strerror or e})") from e
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path, overwrite: bool = True):
+    """Yield a temporary sibling of `final`; on success it replaces `final` in one rename, on any
+    failure it is removed, so a reader never sees a half-written artifact."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; an artifact is an ordinary folder
+    try:
+        yield tmp
+        if final.exists():
+            if not overwrite:
+                raise EdgekitError(f"{final} already exists")
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_manifest(artifact_dir: Path) -> dict:
+    path = Path(artifact_dir) / MANIFEST
+    if not path.is_file():
+        raise EdgekitError(f"{artifact_dir} is not an edgekit artifact (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise EdgekitError(f"{path} is not valid JSON ({e})") from e

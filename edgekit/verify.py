@@ -1,0 +1,87 @@
+"""Verification: an artifact against the PyTorch model it came from, on real photographs.
+
+Runs after every export and again with `edgekit verify ARTIFACT_DIR` (which rebuilds the PyTorch
+model from the manifest: the same checkpoint, checked by sha256, or the same seeded stand-in).
+Each precision is held to the tolerance its target declares (`targets.tflite.VERIFY`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch.nn as nn
+
+from edgekit.errors import EdgekitError
+from edgekit.metrics import compare
+
+
+def tolerance(manifest: dict) -> dict:
+    if manifest["target"] == "onnx":
+        return {"max_rel": 1e-4}
+    from targets.tflite import VERIFY, Precision
+
+    return VERIFY[Precision(manifest["precision"])]
+
+
+def _passes(result: dict, tol: dict) -> bool:
+    ok = result["finite"]
+    if "max_rel" in tol:
+        ok = ok and result["max_rel"] <= tol["max_rel"]
+    if "psnr_db" in tol:
+        ok = ok and result["psnr_db"] >= tol["psnr_db"]
+    return bool(ok)
+
+
+def verify_model(model_file: Path, manifest: dict, reference: nn.Module) -> dict:
+    """Compare the artifact with `reference` on the built-in photographs of the variant's dataset."""
+    from calibration.images import builtin_images, image_batch
+    from edgekit.inspect import run_images
+    from edgekit.registry import get_variant
+    from edgekit.runtime import runner_for
+
+    variant = get_variant(manifest["variant"])
+    size = tuple(manifest["resolution"])
+    paths = builtin_images(variant.dataset)
+    images = image_batch(variant, size, paths)
+    expected = run_images(reference, images)
+    got = runner_for(model_file).run(images, expected.shape)
+    if got.shape != expected.shape:
+        raise EdgekitError(f"artifact output shape {got.shape} differs from PyTorch's {expected.shape}")
+    result = compare(expected, got)
+    tol = tolerance(manifest)
+    return {
+        "images": [p.name for p in paths],
+        "reference": "PyTorch (trained model, before any rewrite)",
+        **result,
+        "agreement_kind": "pixels with the same argmax" if variant.task == "seg" else "top-1 agreement",
+        "tolerance": tol,
+        "passed": _passes(result, tol),
+    }
+
+
+def verify_artifact(artifact_dir: Path) -> dict:
+    """Re-run the verification of an existing artifact directory."""
+    from edgekit.artifacts import read_manifest, sha256
+    from edgekit.export import source_model
+    from edgekit.registry import get_variant
+
+    artifact_dir = Path(artifact_dir)
+    manifest = read_manifest(artifact_dir)
+    model_file = artifact_dir / manifest["model_file"]
+    if not model_file.is_file():
+        raise EdgekitError(f"{model_file} is missing")
+    if sha256(model_file) != manifest["sha256"]:
+        raise EdgekitError(f"{model_file} does not match the sha256 in its manifest (modified after export?)")
+    source = manifest["source"]
+    weights = source.get("weights")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise EdgekitError(f"the checkpoint this artifact came from is gone: {weights}")
+        if sha256(Path(weights)) != source["sha256"]:
+            raise EdgekitError(f"{weights} changed since the export (sha256 differs)")
+    variant = get_variant(manifest["variant"])
+    reference, _ = source_model(variant, tuple(manifest["resolution"]), Path(weights) if weights else None)
+    return {"artifact_dir": str(artifact_dir), "variant": variant.name, "target": manifest["target"],
+            "precision": manifest["precision"], "verification": verify_model(model_file, manifest, reference),
+            "random_weights": weights is None}
