@@ -126,11 +126,9 @@ def _convert(opts: ExportOptions, deploy: nn.Module, size: Size, classes: int, w
     progress("exporting the deploy form to ONNX")
     onnx_path = export_onnx(deploy, size, work / "deploy.onnx")
     if opts.target is Target.ONNX:
-        from targets.tflite import simplify_onnx
+        from targets.onnx import load_graph, op_histogram, simplify_onnx
 
         model_file = simplify_onnx(onnx_path, out / "model.onnx")
-        from targets.onnx import load_graph, op_histogram
-
         return model_file, op_histogram(load_graph(model_file)), _io_onnx(size)
     from calibration.images import builtin_images, load_rgb
     from targets import tflite

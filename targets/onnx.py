@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from edgekit.errors import EdgekitError
 from edgekit.registry import Size
 
 OPSET = 17
@@ -33,6 +34,18 @@ def export_onnx(model: nn.Module, resolution: Size, path: str | Path, batch: int
             do_constant_folding=True,
         )
     return path
+
+
+def simplify_onnx(src: Path, dst: Path) -> Path:
+    """onnxsim's constant folding and cleanup, validated by onnxsim itself."""
+    import onnx
+    import onnxsim
+
+    model, ok = onnxsim.simplify(onnx.load(str(src)))
+    if not ok:
+        raise EdgekitError("onnxsim could not validate the simplified graph")
+    onnx.save(model, str(dst))
+    return dst
 
 
 def load_graph(path: str | Path):

@@ -17,7 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 
 import contextlib
 import io
-import os
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from targets.onnx import simplify_onnx
 
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
 ONNX2TF_SAMPLE_SHAPE = (20, 128, 128, 3)
@@ -78,17 +78,6 @@ def write_onnx2tf_sample(path: Path, images_nhwc01: np.ndarray) -> Path:
     sample = tf.image.resize(batch, ONNX2TF_SAMPLE_SHAPE[1:3]).numpy().astype(np.float32)
     np.save(path / ONNX2TF_SAMPLE_NAME, np.clip(sample, 0.0, 1.0))
     return path / ONNX2TF_SAMPLE_NAME
-
-
-def simplify_onnx(src: Path, dst: Path) -> Path:
-    import onnx
-    import onnxsim
-
-    model, ok = onnxsim.simplify(onnx.load(str(src)))
-    if not ok:
-        raise EdgekitError("onnxsim could not validate the simplified graph")
-    onnx.save(model, str(dst))
-    return dst
 
 
 def run_onnx2tf(onnx_path: Path, workdir: Path, layout: Layout, input_name: str, sample_nhwc01: np.ndarray) -> Path:
@@ -147,15 +136,18 @@ def quantize(saved_model: Path, precision: Precision, calibration_nchw: np.ndarr
             return converter.convert()
         converter.representative_dataset = _representative(calibration_nchw, layout)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter,
             debug_dataset=_representative(calibration_nchw[:1], layout),
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(INT8_FLOAT_OPS)),
         )
-        return debugger.get_nondebug_quantized_model()
+        model = debugger.get_nondebug_quantized_model()
+        if not int8_io:
+            return model
+        # The selective path ignores inference_input_type; drop the boundary QUANTIZE/DEQUANTIZE instead.
+        from tensorflow.lite.python.util import modify_model_io_type
+
+        return modify_model_io_type(model, tf.int8, tf.int8)
     except Exception as e:  # the converter raises ConverterError/RuntimeError with multi-line logs
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgekitError(f"TFLite {precision.value} conversion failed: {first}") from e

@@ -23,10 +23,10 @@ BN = torch.nn.modules.batchnorm._BatchNorm
 FOLD_REL_TOL = 1e-5
 
 
-def assert_exact_rewrite(model, rewrite, images, batch_limit=None):
+def assert_exact_rewrite(model, rewrite, images, batch_limit=None, rel_tol=FOLD_REL_TOL):
     """An exact rewrite: equal in float64 (< 1e-10), and in fp32 no further from the exact function
-    than 1e-5 or twice the trained fp32 model's own rounding error (deep random-weight models such
-    as B3 have a noise floor above 1e-5 before anything is rewritten)."""
+    than `rel_tol` or twice the trained fp32 model's own rounding error (deep random-weight models
+    such as B3 have a noise floor above 1e-5 before anything is rewritten)."""
     x = torch.from_numpy(images[:batch_limit])
     with torch.no_grad():
         exact64 = copy.deepcopy(model).double()(x.double()).numpy()
@@ -34,7 +34,7 @@ def assert_exact_rewrite(model, rewrite, images, batch_limit=None):
         assert compare(exact64, rewritten64(x.double()).numpy())["max_rel"] < 1e-10
         floor = compare(exact64, model(x).numpy())["max_rel"]
         err = compare(exact64, rewrite(copy.deepcopy(model))(x).numpy())["max_rel"]
-    assert err <= max(FOLD_REL_TOL, 2 * floor), (err, floor)
+    assert err <= max(rel_tol, 2 * floor), (err, floor)
 
 
 def _test_resolution(variant):
@@ -73,7 +73,9 @@ def test_onnx_of_deploy_form_is_static_and_lean(calibrated, name):
     model, images, size = calibrated(name)
     form = make_deploy_form(model, size, Target.ONNX)
     deploy = lambda m: make_deploy_form(m, size, Target.ONNX).model  # noqa: E731
-    assert_exact_rewrite(model, deploy, images, batch_limit=1)  # static forms have batch 1
+    # Static attention sums in another order (ReduceSum + matmul for the normaliser), so its fp32
+    # rounding differs more than folding's; 1e-4 is what fp32 artifacts are verified to.
+    assert_exact_rewrite(model, deploy, images, batch_limit=1, rel_tol=1e-4)  # static forms: batch 1
     summary = onnx_summary(form.model, size)
     assert summary["batchnorm_nodes"] == 0
     assert summary["shape_ops"] == 0, summary["ops"]

@@ -1,0 +1,119 @@
+"""edgekit's TFLite artifacts against ONNX Runtime and PyTorch on this machine (issue 4's benchmark).
+
+For each case: export fp32 / fp16 / int8-dynamic / int8 TFLite and the ONNX artifact with edgekit
+(export wall time recorded), then time, round-robin in one run so background load hits all alike:
+TFLite (ai-edge-litert, XNNPACK, 2 threads), ONNX Runtime CPU (2 threads), PyTorch eager
+(2 threads, denormals flushed). Reports median latency, the ratio to ONNX Runtime, achieved GFLOP/s
+(2 x MACs / latency) next to this host's fp32 matmul rate measured in the same run, and each
+artifact's verification numbers. Random-weight stand-ins (no checkpoints offline).
+
+    python benchmarks/tflite_speed.py [--runs 10] [--quick] [--out benchmarks/results/tflite_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calibration.images import image_batch
+from edgekit.complexity import measure
+from edgekit.deploy import Target
+from edgekit.export import ExportOptions, export, source_model
+from edgekit.registry import get_variant, parse_resolution
+from edgekit.runtime import ONNXRunner, TFLiteRunner
+
+CASES = [("b0-seg", "512x1024"), ("b0-seg", "1024x2048"), ("b1-seg-ade20k", "512x512"), ("b1-cls", "224"),
+         ("m0-cls", "224")]
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+THREADS = 2
+
+
+def matmul_gflops(runs: int = 5) -> float:
+    """This host's fp32 matrix-multiply rate with THREADS threads (PyTorch/oneDNN)."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * 1024**3 / statistics.median(times) / 1e9
+
+
+def time_round_robin(fns: dict, runs: int) -> dict[str, float]:
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_case(name: str, resolution: str, runs: int, out: Path) -> dict:
+    variant = get_variant(name)
+    size = parse_resolution(resolution, variant)
+    macs = measure(variant, size).macs
+    artifacts = {}
+    for target, precision in [(Target.ONNX, "fp32"), *((Target.TFLITE, p) for p in PRECISIONS)]:
+        key = "onnxruntime" if target is Target.ONNX else f"tflite-{precision}"
+        t0 = time.perf_counter()
+        m = export(ExportOptions(name, target, precision, resolution, output=out))
+        artifacts[key] = {"dir": m["artifact_dir"], "file": m["model_file"], "export_s": time.perf_counter() - t0,
+                          "verification": m["verification"], "file_mb": m["file_bytes"] / 1e6}
+    image = image_batch(variant, size)[:1]
+    model, _ = source_model(variant, size, None)
+    runners = {k: (ONNXRunner if k == "onnxruntime" else TFLiteRunner)(Path(a["dir"]) / a["file"], THREADS)
+               for k, a in artifacts.items()}
+    fns = {k: (lambda r=r: r.run(image)) for k, r in runners.items()}
+    x = torch.from_numpy(image)
+    fns["pytorch"] = lambda: model(x)
+    torch.set_num_threads(THREADS)
+    previous = torch.set_flush_denormal(True)
+    with torch.no_grad():
+        ms = time_round_robin(fns, runs)
+    torch.set_flush_denormal(previous)
+    rows = {}
+    for k, t in ms.items():
+        row = {"median_ms": t, "vs_onnxruntime": t / ms["onnxruntime"], "gflops": 2 * macs / (t / 1000) / 1e9}
+        if k in artifacts:
+            a = artifacts[k]
+            v = a["verification"]
+            row.update(export_s=a["export_s"], file_mb=a["file_mb"], psnr_db=v["psnr_db"], max_rel=v["max_rel"],
+                       agreement=v["argmax_agreement"], passed=v["passed"])
+        rows[k] = row
+    return {"variant": variant.name, "resolution": list(size), "gmacs": macs / 1e9, "results": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="only b0-seg 512x1024 and m0-cls")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tflite_speed.json")
+    args = parser.parse_args()
+    cases = [CASES[0], CASES[-1]] if args.quick else CASES
+    report = {"threads": THREADS, "host_matmul_gflops": matmul_gflops(), "cases": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, res in cases:
+            case = bench_case(name, res, args.runs, Path(tmp))
+            report["cases"].append(case)
+            for k, r in case["results"].items():
+                extra = f" psnr {r['psnr_db']:.1f} dB export {r['export_s']:.0f}s" if "psnr_db" in r else ""
+                print(f"{case['variant']:18s} {res:>9s} {k:18s} {r['median_ms']:8.1f} ms  x{r['vs_onnxruntime']:.2f} ORT"
+                      f"  {r['gflops']:6.1f} GFLOP/s{extra}", flush=True)
+    report["host_matmul_gflops_end"] = matmul_gflops()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Real exports (onnx2tf, TFLiteConverter, ai-edge-litert, onnxruntime), checked against PyTorch."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.artifacts import MANIFEST, sha256
+from edgekit.cli import app
+from edgekit.deploy import Target
+from edgekit.export import ExportOptions, export
+from edgekit.registry import VARIANTS
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test (edgekit must work air-gapped)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def b0_fp32(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
+    try:
+        manifest = export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "128x256", output=out))
+    finally:
+        mp.undo()
+    return out, manifest
+
+
+def test_tflite_fp32_export_is_verified_and_complete(b0_fp32):
+    out, m = b0_fp32
+    art = out / "b0-seg-cityscapes-128x256-tflite-fp32"
+    assert m["artifact_dir"] == str(art)
+    assert sorted(p.name for p in out.iterdir()) == [art.name]  # no temp dirs left behind
+    assert sorted(p.name for p in art.iterdir()) == ["edgekit.json", "labels.txt", "model.tflite"]
+    on_disk = json.loads((art / MANIFEST).read_text())
+    assert on_disk["sha256"] == sha256(art / "model.tflite") and on_disk["file_bytes"] > 0
+    assert on_disk["io"]["input"] == {"name": "image", "shape": [1, 128, 256, 3], "layout": "NHWC",
+                                      "dtype": "float32", "quantization": None}
+    assert on_disk["io"]["output"]["shape"] == [1, 16, 32, 19]
+    assert on_disk["normalization"]["mean"] == [0.485, 0.456, 0.406]
+    assert [r["name"] for r in on_disk["rewrites"]] == ["fold_batchnorm", "static_attention", "bicubic_exact"]
+    assert on_disk["source"]["weights"] is None and "RANDOM WEIGHTS" in on_disk["source"]["warning"]
+    assert not any(op.startswith("Flex") for op in on_disk["ops"]) and "RESIZE_NEAREST_NEIGHBOR" in on_disk["ops"]
+    assert on_disk["tools"]["onnx2tf"] and on_disk["tools"]["tensorflow"]
+    v = on_disk["verification"]
+    assert v["passed"] and v["max_rel"] <= 1e-4 and v["argmax_agreement"] == 1.0
+    assert (art / "labels.txt").read_text().splitlines()[:3] == ["road", "sidewalk", "building"]
+
+
+def test_verify_command_reruns_and_detects_tampering(b0_fp32, tmp_path):
+    out, _ = b0_fp32
+    art = out / "b0-seg-cityscapes-128x256-tflite-fp32"
+    result = runner.invoke(app, ["verify", str(art), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verification"]["max_rel"] <= 1e-4
+    copy = tmp_path / art.name
+    copy.mkdir()
+    for f in art.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "model.tflite").write_bytes((art / "model.tflite").read_bytes()[:-8] + b"\0" * 8)
+    result = runner.invoke(app, ["verify", str(copy)])
+    assert result.exit_code == 1 and "sha256" in result.stderr
+
+
+def test_onnx_target_m0(tmp_path, no_network):
+    m = export(ExportOptions("m0-cls", Target.ONNX, "fp32", output=tmp_path))
+    assert m["model_file"] == "model.onnx" and m["verification"]["passed"]
+    assert m["verification"]["max_rel"] <= 1e-4 and m["ops"].get("Transpose") == 48
+    assert len((tmp_path / "m0-cls-224x224-onnx-fp32" / "labels.txt").read_text().splitlines()) == 1000
+
+
+def test_tflite_int8_with_int8_io(tmp_path, no_network):
+    m = export(ExportOptions("b0-seg", Target.TFLITE, "int8", "128x256", io="int8", num_calibration=4,
+                             output=tmp_path))
+    inp = m["io"]["input"]
+    assert inp["dtype"] == "int8" and inp["quantization"]["scale"] > 0
+    assert m["calibration"] == {"source": "builtin", "samples": 4, "originals": 2}
+    v = m["verification"]
+    assert v["finite"] and v["psnr_db"] > 20  # the number that matters is reported; see the benchmark
+    assert "DIV" in m["ops"] and "QUANTIZE" in m["ops"]  # attention core kept float on purpose
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    import targets.tflite
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(targets.tflite, "convert", boom)
+    with pytest.raises(RuntimeError):
+        export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "64x64", output=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli_error(args, needle, out_dir):
+    result = runner.invoke(app, ["export", *args, "--output", str(out_dir)])
+    assert result.exit_code == 1, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_export_bad_input(tmp_path):
+    out = tmp_path / "out"
+    _cli_error(["b0-seg", "--precision", "int4"], "--precision 'int4' is not one of", out)
+    _cli_error(["b0-seg", "--io", "int8"], "--io int8 needs --precision int8", out)
+    _cli_error(["b0-seg", "--target", "onnx", "--precision", "fp16"], "is not one of: fp32", out)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _cli_error(["b0-seg", "-p", "int8", "--calibration", str(empty)], "has no .jpg/.jpeg/.png images", out)
+    _cli_error(["b0-seg", "-p", "int8", "--calibration", str(tmp_path / "nope")], "calibration folder not found", out)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    _cli_error(["b0-seg"], "is not writable", blocker / "sub")
+    _cli_error(["b9-seg"], "unknown variant", out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_variant_exports_to_fp32_tflite(tmp_path, name):
+    variant = VARIANTS[name]
+    resolution = None if variant.family == "msra" else ("256x512" if variant.task == "seg" else "224")
+    m = export(ExportOptions(name, Target.TFLITE, "fp32", resolution, output=tmp_path))
+    assert m["verification"]["passed"], m["verification"]
+
+
+def test_tflite_fp32_msra_family(tmp_path, no_network):
+    m = export(ExportOptions("m0-cls", Target.TFLITE, "fp32", output=tmp_path))
+    v = m["verification"]
+    assert v["passed"] and v["max_rel"] <= 1e-4 and v["argmax_agreement"] == 1.0
+    assert m["io"]["output"]["shape"] == [1, 1000]
