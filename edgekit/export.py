@@ -188,16 +188,11 @@ def _write_labels(variant: Variant, out: Path) -> None:
 
 
 def _manifest(opts, variant: Variant, size: Size, form, source: dict, model_file: Path, ops: dict, io: dict, calib) -> dict:
-    from edgekit.info import output_semantics
+    from edgekit.info import output_semantics, variant_summary
 
     return {
         "edgekit_version": __version__,
-        "variant": variant.name,
-        "family": variant.family,
-        "task": variant.task,
-        "dataset": variant.dataset,
-        "classes": variant.num_classes,
-        "resolution": list(size),
+        **variant_summary(variant, size),
         "target": opts.target.value,
         "precision": opts.precision,
         "model_file": model_file.name,

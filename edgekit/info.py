@@ -17,6 +17,18 @@ def output_semantics(variant: Variant) -> str:
     return f"{variant.dataset} class logits"
 
 
+def variant_summary(variant: Variant, size: Size) -> dict:
+    """The facts every report and manifest starts with."""
+    return {
+        "variant": variant.name,
+        "family": variant.family,
+        "task": variant.task,
+        "dataset": variant.dataset,
+        "classes": variant.num_classes,
+        "resolution": list(size),
+    }
+
+
 def list_variants() -> list[dict]:
     """One row per registry entry (no model is built: instant)."""
     aliases: dict[str, list[str]] = {}
@@ -66,12 +78,7 @@ def describe_variant(name: str, resolution: str | None = None, weights: str | Pa
         model = load_weights(build_model(variant, size), weights, variant)
         weights_info = {"path": str(weights), "loaded": True, "tensors": len(model.state_dict())}
     return {
-        "variant": variant.name,
-        "family": variant.family,
-        "task": variant.task,
-        "dataset": variant.dataset,
-        "classes": variant.num_classes,
-        "resolution": list(size),
+        **variant_summary(variant, size),
         "default_resolution": list(variant.resolution),
         "input": {"shape": [1, 3, *size], "layout": "NCHW", "color": "RGB", "scale": 1 / 255,
                   "mean": list(variant.mean), "std": list(variant.std)},
