@@ -141,3 +141,9 @@ def test_tflite_fp32_msra_family(tmp_path, no_network):
     v = m["verification"]
     assert v["passed"] and v["max_rel"] <= 1e-4 and v["argmax_agreement"] == 1.0
     assert m["io"]["output"]["shape"] == [1, 1000]
+
+
+def test_nchw_layout_keeps_nchw_input(tmp_path, no_network):
+    m = export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "64x128", layout="nchw", output=tmp_path))
+    assert m["io"]["input"]["shape"] == [1, 3, 64, 128] and m["io"]["input"]["layout"] == "NCHW"
+    assert m["verification"]["passed"]
