@@ -121,7 +121,8 @@ def verification_table(v: dict, precision: str, random_weights: bool) -> None:
     t = Table(title=f"verification against PyTorch ({precision}) on {', '.join(v['images'])}")
     for col in ("max abs", "max rel", "PSNR dB", v["agreement_kind"], "tolerance", "result"):
         t.add_column(col, justify="right")
-    tol = ", ".join(f"{k.replace('_db', '')} {'>=' if k == 'psnr_db' else '<='} {val:g}" for k, val in v["tolerance"].items())
+    shown = {k: val for k, val in v["tolerance"].items() if k in ("max_rel", "psnr_db")}
+    tol = ", ".join(f"{k.replace('_db', '')} {'>=' if k == 'psnr_db' else '<='} {val:.2g}" for k, val in shown.items())
     verdict = "[green]pass[/]" if v["passed"] else "[red]FAIL[/]"
     t.add_row(_num(v["max_abs"]), _num(v["max_rel"]), _num(v["psnr_db"], ".1f"), f"{v['argmax_agreement']:.2%}", tol,
               verdict)

@@ -33,8 +33,24 @@ def _passes(result: dict, tol: dict) -> bool:
     return bool(ok)
 
 
+def _fp32_noise_floor(reference: nn.Module, images: np.ndarray, expected: np.ndarray) -> float:
+    """How far PyTorch's own fp32 output is from the exact (float64) function, as max rel error."""
+    import copy
+
+    import torch
+
+    from edgekit.inspect import run_images
+
+    return compare(run_images(copy.deepcopy(reference), images, torch.float64), expected)["max_rel"]
+
+
 def verify_model(model_file: Path, manifest: dict, reference: nn.Module) -> dict:
-    """Compare the artifact with `reference` on the built-in photographs of the variant's dataset."""
+    """Compare the artifact with `reference` on the built-in photographs of the variant's dataset.
+
+    An fp32 artifact is held to max rel error 1e-4, or to twice PyTorch's own fp32 rounding error
+    where that is larger: no fp32 artifact can be expected closer to PyTorch than PyTorch-fp32 is to
+    the exact function, and deep random-weight stand-ins (B3) amplify rounding past 1e-4.
+    """
     from calibration.images import builtin_images, image_batch
     from edgekit.inspect import run_images
     from edgekit.registry import get_variant
@@ -49,7 +65,11 @@ def verify_model(model_file: Path, manifest: dict, reference: nn.Module) -> dict
     if got.shape != expected.shape:
         raise EdgekitError(f"artifact output shape {got.shape} differs from PyTorch's {expected.shape}")
     result = compare(expected, got)
-    tol = tolerance(manifest)
+    tol = dict(tolerance(manifest))
+    if "max_rel" in tol:
+        floor = _fp32_noise_floor(reference, images, expected)
+        tol = {"max_rel": max(tol["max_rel"], 2 * floor), "max_rel_base": tol["max_rel"],
+               "pytorch_fp32_noise": floor}
     return {
         "images": [p.name for p in paths],
         "reference": "PyTorch (trained model, before any rewrite)",
