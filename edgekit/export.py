@@ -104,7 +104,8 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
     started = time.perf_counter()
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
     model, source = source_model(variant, size, opts.weights)
-    form = make_deploy_form(model, size, opts.target, opts.precision, opts.upsample)
+    form = make_deploy_form(model, size, opts.target, opts.precision, opts.upsample,
+                            calibration=calib.data if calib is not None else None)
     final = Path(opts.output) / artifact_name(variant, size, opts.target, opts.precision)
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
         model_file, ops, io = _convert(opts, form.model, size, variant.num_classes, Path(work), tmp, calib, progress)

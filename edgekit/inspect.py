@@ -132,7 +132,12 @@ def inspect_variant(
 
         calibrated_random_init(model, images)
     precision = precision or TARGET_PLANS[target].default_precision
-    form = make_deploy_form(model, size, target, precision, upsample, keep_stages=True)
+    calibration = None
+    if precision == "int8":
+        from calibration.sources import calibration_set
+
+        calibration = calibration_set(variant, size).data
+    form = make_deploy_form(model, size, target, precision, upsample, keep_stages=True, calibration=calibration)
 
     trained = run_images(model, images)
     steps, previous = [], trained

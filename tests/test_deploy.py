@@ -161,3 +161,21 @@ def test_deploy_form_leaves_the_trained_model_untouched():
     make_deploy_form(model, (256, 256), Target.TFLITE)
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_int8_plan_floors_the_attention_normaliser():
+    from calibration.sources import calibration_set
+
+    variant = get_variant("b0-seg")
+    size = (128, 256)
+    calib = calibration_set(variant, size, None, 4).data
+    torch.manual_seed(0)
+    model = calibrated_random_init(build_model(variant, size), calib)
+    form = make_deploy_form(model, size, Target.TFLITE, "int8", calibration=calib)
+    assert form.rewrites[-1].name == "int8_attention_floor" and not form.rewrites[-1].exact
+    floors = [m.den_floor for m in form.model.modules() if isinstance(m, StaticLiteMLA)]
+    assert len(floors) == 4 and all(f > 0 for f in floors)
+    out = compare(run_images(model, calib), run_images(form.model, calib))
+    assert out["finite"] and out["psnr_db"] > 40  # the floor only touches near-zero normalisers
+    with pytest.raises(ValueError, match="calibration"):
+        make_deploy_form(model, size, Target.TFLITE, "int8")

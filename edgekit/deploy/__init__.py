@@ -60,6 +60,11 @@ REWRITES = {
         ),
         Rewrite("bicubic_exact", "bicubic x2/x4 as resize-nearest + replicate pad + separable depthwise conv", True),
         Rewrite("bicubic_to_bilinear", "bicubic replaced by bilinear (opt-in; changes the trained function)", False),
+        Rewrite(
+            "int8_attention_floor",
+            "int8: attention normaliser clamped at 2/255 of its calibrated peak (below that, int8 q/k carry no signal)",
+            False,
+        ),
     )
 }
 
@@ -77,6 +82,7 @@ TARGET_PLANS = {
     Target.COREML: TargetPlan(Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), "fp16"),
 }
 FP16_PRECISIONS = ("fp16",)
+INT8_PRECISIONS = ("int8",)  # full-integer; dynamic-range int8 keeps float activations
 
 
 @dataclass
@@ -102,6 +108,8 @@ def plan_rewrites(target: Target, precision: str | None = None, upsample: Upsamp
         names.append("bicubic_exact")
     elif upsample is Upsample.BILINEAR:
         names.append("bicubic_to_bilinear")
+    if precision in INT8_PRECISIONS:
+        names.append("int8_attention_floor")
     return names
 
 
@@ -112,8 +120,11 @@ def make_deploy_form(
     precision: str | None = None,
     upsample: Upsample | None = None,
     keep_stages: bool = False,
+    calibration=None,
 ) -> DeployForm:
-    """Apply the target's passes in order to a copy of `model` (which is left untouched)."""
+    """Apply the target's passes in order to a copy of `model` (which is left untouched).
+
+    `calibration` (N, 3, H, W) images are needed by the int8 plan only."""
     from edgekit.deploy.passes import PASSES
 
     names = plan_rewrites(target, precision, upsample)
@@ -121,7 +132,8 @@ def make_deploy_form(
     form = DeployForm(current, resolution, target)
     with torch.no_grad():
         for name in names:
-            current = PASSES[name](current, resolution)
+            extra = {"calibration": calibration} if name == "int8_attention_floor" else {}
+            current = PASSES[name](current, resolution, **extra)
             form.rewrites.append(REWRITES[name])
             if keep_stages:
                 form.stages.append((REWRITES[name], copy.deepcopy(current)))

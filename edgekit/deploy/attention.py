@@ -48,6 +48,7 @@ class StaticLiteMLA(nn.Module):
         self.heads = channels // (3 * self.dim)
         self.out_channels = self.heads * self.dim
         self.fp16_safe = False  # see make_fp16_safe
+        self.den_floor: float | None = None  # see int8_attention_floor in deploy/passes.py
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
@@ -65,6 +66,8 @@ class StaticLiteMLA(nn.Module):
         return self.proj(out.reshape(-1, self.out_channels, self.h, self.w))
 
     def _stabilise(self, den: torch.Tensor) -> torch.Tensor:
+        if self.den_floor is not None:
+            return torch.clamp_min(den, self.den_floor)
         return torch.clamp_min(den, FP16_TINY) if self.fp16_safe else den + self.eps
 
     @torch.no_grad()
