@@ -95,12 +95,12 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
     _validate(opts)
     variant = get_variant(opts.variant)
     size = parse_resolution(opts.resolution, variant)
-    check_writable(Path(opts.output))
     calib = None
     if opts.precision == "int8":
         from calibration.sources import calibration_set
 
         calib = calibration_set(variant, size, opts.calibration, opts.num_calibration)
+    check_writable(Path(opts.output))  # last check: it creates the output folder
     started = time.perf_counter()
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
     model, source = source_model(variant, size, opts.weights)

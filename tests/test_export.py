@@ -109,7 +109,7 @@ def _cli_error(args, needle, out_dir):
     assert result.exit_code == 1, result.output
     err = result.stderr.strip()
     assert err.startswith("error: ") and needle in err and "\n" not in err
-    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []  # at most the empty output folder
 
 
 def test_export_bad_input(tmp_path):
