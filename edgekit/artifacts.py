@@ -18,12 +18,24 @@ TOOLS = ("edgekit", "torch", "onnx", "onnxsim", "onnx2tf", "tensorflow", "ai-edg
          "coremltools", "numpy")
 
 
+def _files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
 def sha256(path: Path) -> str:
+    """Of a file, or of a package directory (each file's relative path and bytes, in sorted order)."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for file in _files(path):
+        if path.is_dir():
+            h.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
+
+
+def size_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in _files(path))
 
 
 def tool_versions() -> dict[str, str | None]:

@@ -141,8 +141,13 @@ def inspect(
 @app.command()
 def export(
     variant: Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, b1-cls, m0-cls.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="tflite | onnx")] = "tflite",
-    precision: Annotated[str, typer.Option("--precision", "-p", help="fp32 | fp16 | int8-dynamic | int8")] = "fp32",
+    target: Annotated[str, typer.Option("--target", "-t", help="tflite | onnx | coreml")] = "tflite",
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", "-p", help="tflite: fp32 | fp16 | int8-dynamic | int8; coreml: fp16 | fp32 | int8-weights"),
+    ] = None,
+    ios: Annotated[int, typer.Option("--ios", help="CoreML minimum iOS (16, 17, 18).")] = 16,
+    input_kind: Annotated[str, typer.Option("--input", help="CoreML input: image (CVPixelBuffer) | tensor")] = "image",
     resolution: ResolutionOpt = None,
     weights: WeightsOpt = None,
     layout: Annotated[str, typer.Option("--layout", help="TFLite input layout: nhwc (camera) | nchw")] = "nhwc",
@@ -162,10 +167,13 @@ def export(
     from edgekit.export import ExportOptions
     from edgekit.export import export as run_export
 
+    tgt = _run(_choice, Target, target, "--target")
     opts = ExportOptions(
         variant=variant,
-        target=_run(_choice, Target, target, "--target"),
-        precision=precision.lower(),
+        target=tgt,
+        precision=(precision or ("fp16" if tgt is Target.COREML else "fp32")).lower(),
+        ios=ios,
+        input_kind=input_kind.lower(),
         resolution=resolution,
         weights=weights,
         layout=layout.lower(),

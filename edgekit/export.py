@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from edgekit import __version__
-from edgekit.artifacts import MANIFEST, atomic_directory, check_writable, sha256, tool_versions, write_json
+from edgekit.artifacts import MANIFEST, atomic_directory, check_writable, sha256, size_bytes, tool_versions, write_json
 from edgekit.deploy import Target, Upsample, make_deploy_form
 from edgekit.errors import EdgekitError
 from edgekit.models import build_model
@@ -30,6 +30,7 @@ STAND_IN_SEED = 0
 PRECISIONS = {
     Target.TFLITE: ("fp32", "fp16", "int8-dynamic", "int8"),
     Target.ONNX: ("fp32",),
+    Target.COREML: ("fp16", "fp32", "int8-weights", "int8"),
 }
 Progress = Callable[[str], None]
 
@@ -47,6 +48,8 @@ class ExportOptions:
     num_calibration: int = 8
     upsample: Upsample | None = None
     output: Path = field(default=DEFAULT_OUTPUT)
+    ios: int = 16  # CoreML minimum deployment target
+    input_kind: str = "image"  # CoreML: "image" (CVPixelBuffer) or "tensor" (normalised float)
 
 
 def _validate(opts: ExportOptions) -> None:
@@ -62,7 +65,19 @@ def _validate(opts: ExportOptions) -> None:
     if opts.layout not in ("nhwc", "nchw"):
         raise EdgekitError(f"--layout {opts.layout!r} is not one of: nhwc, nchw")
     if opts.layout == "nchw" and opts.target is not Target.TFLITE:
-        raise EdgekitError("--layout applies to TFLite only (ONNX models are NCHW)")
+        raise EdgekitError("--layout applies to TFLite only (ONNX and CoreML models are NCHW)")
+    if opts.target is Target.COREML:
+        from targets.coreml import IOS_TARGETS
+
+        if opts.ios not in IOS_TARGETS:
+            raise EdgekitError(f"--ios {opts.ios} is not one of: {', '.join(map(str, IOS_TARGETS))}")
+        if opts.input_kind not in ("image", "tensor"):
+            raise EdgekitError(f"--input {opts.input_kind!r} is not one of: image, tensor")
+        if opts.precision == "int8" and opts.ios < 17:
+            raise EdgekitError("--precision int8 quantises activations, which CoreML runs from iOS 17: add --ios 17")
+        if opts.precision == "int8":
+            raise EdgekitError("CoreML --precision int8 (torch-side activation calibration) is not implemented yet; "
+                               "use int8-weights")
 
 
 def source_model(variant: Variant, size: Size, weights: Path | None) -> tuple[nn.Module, dict]:
@@ -96,7 +111,7 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
     variant = get_variant(opts.variant)
     size = parse_resolution(opts.resolution, variant)
     calib = None
-    if opts.precision == "int8":
+    if opts.precision == "int8" and opts.target is Target.TFLITE:
         from calibration.sources import calibration_set
 
         calib = calibration_set(variant, size, opts.calibration, opts.num_calibration)
@@ -104,11 +119,14 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
     started = time.perf_counter()
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
     model, source = source_model(variant, size, opts.weights)
-    form = make_deploy_form(model, size, opts.target, opts.precision, opts.upsample,
+    form = make_deploy_form(model, size, opts.target, plan_precision(opts.target, opts.precision), opts.upsample,
                             calibration=calib.data if calib is not None else None)
     final = Path(opts.output) / artifact_name(variant, size, opts.target, opts.precision)
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
-        model_file, ops, io = _convert(opts, form.model, size, variant.num_classes, Path(work), tmp, calib, progress)
+        if opts.target is Target.COREML:
+            model_file, ops, io = _convert_coreml(opts, variant, form.model, size, tmp, progress)
+        else:
+            model_file, ops, io = _convert(opts, form.model, size, variant.num_classes, Path(work), tmp, calib, progress)
         manifest = _manifest(opts, variant, size, form, source, model_file, ops, io, calib)
         _write_labels(variant, tmp)
         progress("verifying against PyTorch on real images")
@@ -119,6 +137,33 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
         write_json(tmp / MANIFEST, manifest)
     manifest["artifact_dir"] = str(final)
     return manifest
+
+
+def plan_precision(target: Target, precision: str) -> str:
+    """The precision the deploy form is planned for: CoreML computes int8-weights models in fp16."""
+    return "fp16" if target is Target.COREML and precision == "int8-weights" else precision
+
+
+def _convert_coreml(opts: ExportOptions, variant: Variant, deploy: nn.Module, size: Size, out: Path, progress):
+    from edgekit.info import output_semantics
+    from edgekit.labels import class_names
+    from targets import coreml
+
+    progress(f"converting to CoreML {opts.precision} (torch.export, coremltools, iOS {opts.ios})")
+    metadata = {
+        "description": f"EfficientViT {variant.name}: {output_semantics(variant)}",
+        "license": "model code: edgekit; weights: see the checkpoint's licence",
+        "version": __version__,
+        "variant": variant.name,
+        "resolution": f"{size[0]}x{size[1]}",
+        "edgekit_version": __version__,
+    }
+    labels = class_names(variant) if variant.task == "cls" else None
+    ml = coreml.convert(deploy, size, opts.precision, opts.ios, opts.input_kind == "image", variant.mean,
+                        variant.std, labels, metadata)
+    model_file = out / "model.mlpackage"
+    ml.save(str(model_file))
+    return model_file, coreml.mil_ops(ml), coreml.describe_io(ml)
 
 
 def _convert(opts: ExportOptions, deploy: nn.Module, size: Size, classes: int, work: Path, out: Path, calib, progress):
@@ -197,7 +242,7 @@ def _manifest(opts, variant: Variant, size: Size, form, source: dict, model_file
         "target": opts.target.value,
         "precision": opts.precision,
         "model_file": model_file.name,
-        "file_bytes": model_file.stat().st_size,
+        "file_bytes": size_bytes(model_file),
         "sha256": sha256(model_file),
         "io": io,
         "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(variant.mean), "std": list(variant.std)},
@@ -206,6 +251,7 @@ def _manifest(opts, variant: Variant, size: Size, form, source: dict, model_file
         "labels": "labels.txt",
         "rewrites": [{"name": r.name, "exact": r.exact, "summary": r.summary} for r in form.rewrites],
         "source": source,
+        "coreml": {"ios": opts.ios, "input": opts.input_kind} if opts.target is Target.COREML else None,
         "calibration": None if calib is None else {"source": calib.source, "samples": len(calib.data),
                                                    "originals": calib.originals},
         "ops": ops,

@@ -127,6 +127,9 @@ def verification_table(v: dict, precision: str, random_weights: bool) -> None:
     t.add_row(_num(v["max_abs"]), _num(v["max_rel"]), _num(v["psnr_db"], ".1f"), f"{v['argmax_agreement']:.2%}", tol,
               verdict)
     console.print(t)
+    if "numerics" in v:
+        console.print(f"[yellow]CoreML package numerics: {v['numerics']}[/] (table: the converted torch model; "
+                      f"package loads and its I/O matches: {v['structure']['io_matches']})")
     if random_weights:
         console.print("[yellow]RANDOM WEIGHTS (no --weights): these numbers measure the conversion, not accuracy[/]")
 

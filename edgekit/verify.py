@@ -16,9 +16,14 @@ from edgekit.errors import EdgekitError
 from edgekit.metrics import compare
 
 
+COREML_TORCH_PSNR_DB = 40.0  # the converted (deploy-form) torch model against the trained one
+
+
 def tolerance(manifest: dict) -> dict:
     if manifest["target"] == "onnx":
         return {"max_rel": 1e-4}
+    if manifest["target"] == "coreml":
+        return {"psnr_db": COREML_TORCH_PSNR_DB}
     from targets.tflite import VERIFY, Precision
 
     return VERIFY[Precision(manifest["precision"])]
@@ -61,6 +66,8 @@ def verify_model(model_file: Path, manifest: dict, reference: nn.Module) -> dict
     paths = builtin_images(variant.dataset)
     images = image_batch(variant, size, paths)
     expected = run_images(reference, images)
+    if model_file.suffix == ".mlpackage":
+        return _verify_coreml(model_file, manifest, reference, images, expected, [p.name for p in paths])
     got = runner_for(model_file).run(images, expected.shape)
     if got.shape != expected.shape:
         raise EdgekitError(f"artifact output shape {got.shape} differs from PyTorch's {expected.shape}")
@@ -80,6 +87,34 @@ def verify_model(model_file: Path, manifest: dict, reference: nn.Module) -> dict
     }
 
 
+def _verify_coreml(model_file: Path, manifest: dict, reference: nn.Module, images: np.ndarray,
+                   expected: np.ndarray, names: list[str]) -> dict:
+    """Linux: the package's structure, and the torch model that was converted against the trained one.
+    The package's own numbers need CoreML's predict, i.e. macOS: reported as such, never as a pass."""
+    from edgekit.deploy import Target, make_deploy_form
+    from edgekit.export import plan_precision
+    from edgekit.inspect import run_images
+    from edgekit.registry import get_variant
+    from targets.coreml import can_predict, structural_check
+
+    structure = structural_check(model_file, manifest["io"])
+    size = tuple(manifest["resolution"])
+    deploy = make_deploy_form(reference, size, Target.COREML, plan_precision(Target.COREML, manifest["precision"]))
+    result = compare(expected, run_images(deploy.model, images))
+    tol = tolerance(manifest)
+    variant = get_variant(manifest["variant"])
+    return {
+        "images": names,
+        "reference": "PyTorch (trained model); compared: the deploy-form torch model that was converted",
+        **result,
+        "agreement_kind": "pixels with the same argmax" if variant.task == "seg" else "top-1 agreement",
+        "tolerance": tol,
+        "structure": structure,
+        "numerics": "not run: CoreML prediction needs macOS" if not can_predict() else "not implemented yet",
+        "passed": bool(structure["io_matches"] and _passes(result, tol)),
+    }
+
+
 def verify_artifact(artifact_dir: Path) -> dict:
     """Re-run the verification of an existing artifact directory."""
     from edgekit.artifacts import read_manifest, sha256
@@ -89,7 +124,7 @@ def verify_artifact(artifact_dir: Path) -> dict:
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
     model_file = artifact_dir / manifest["model_file"]
-    if not model_file.is_file():
+    if not model_file.exists():
         raise EdgekitError(f"{model_file} is missing")
     if sha256(model_file) != manifest["sha256"]:
         raise EdgekitError(f"{model_file} does not match the sha256 in its manifest (modified after export?)")
