@@ -32,6 +32,11 @@ T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+VariantArg = Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, b1-cls, m0-cls.")]
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="tflite | onnx | coreml")]
+UpsampleOpt = Annotated[
+    str | None, typer.Option("--upsample", help="exact (default for tflite/coreml) | bilinear | bicubic (onnx only)")
+]
 ResolutionOpt = Annotated[
     str | None, typer.Option("--resolution", "-r", help="Input HxW (or one side for square); multiples of 32.")
 ]
@@ -93,7 +98,7 @@ def variants(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def info(
-    variant: Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, b1-cls, m0-cls.")],
+    variant: VariantArg,
     resolution: ResolutionOpt = None,
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
@@ -111,13 +116,11 @@ def info(
 
 @app.command()
 def inspect(
-    variant: Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, m0-cls.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="tflite | coreml | onnx")] = "tflite",
+    variant: VariantArg,
+    target: TargetOpt = "tflite",
     resolution: ResolutionOpt = None,
     weights: WeightsOpt = None,
-    upsample: Annotated[
-        str | None, typer.Option("--upsample", help="exact (default for tflite/coreml) | bilinear | bicubic (onnx)")
-    ] = None,
+    upsample: UpsampleOpt = None,
     precision: Annotated[
         str | None, typer.Option("--precision", "-p", help="the artifact precision to plan for (default: target's)")
     ] = None,
@@ -140,8 +143,8 @@ def inspect(
 
 @app.command()
 def export(
-    variant: Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, b1-cls, m0-cls.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="tflite | onnx | coreml")] = "tflite",
+    variant: VariantArg,
+    target: TargetOpt = "tflite",
     precision: Annotated[
         str | None,
         typer.Option("--precision", "-p", help="tflite: fp32 | fp16 | int8-dynamic | int8; coreml: fp16 | fp32 | int8-weights"),
@@ -156,7 +159,7 @@ def export(
         Path | None, typer.Option("--calibration", help="Folder of .jpg/.png or an .npy batch (int8).")
     ] = None,
     num_calibration: Annotated[int, typer.Option("--num-calibration", help="Calibration samples (int8).")] = 8,
-    upsample: Annotated[str | None, typer.Option("--upsample", help="exact | bilinear | bicubic (onnx)")] = None,
+    upsample: UpsampleOpt = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for artifact directories.")] = Path(
         "edgekit-artifacts"
     ),

@@ -20,18 +20,13 @@ import torch.nn as nn
 
 from edgekit import __version__
 from edgekit.artifacts import MANIFEST, atomic_directory, check_writable, sha256, size_bytes, tool_versions, write_json
-from edgekit.deploy import Target, Upsample, make_deploy_form
+from edgekit.deploy import Target, Upsample, check_precision, make_deploy_form
 from edgekit.errors import EdgekitError
 from edgekit.models import build_model
 from edgekit.registry import Size, Variant, get_variant, parse_resolution
 
 DEFAULT_OUTPUT = Path("edgekit-artifacts")
 STAND_IN_SEED = 0
-PRECISIONS = {
-    Target.TFLITE: ("fp32", "fp16", "int8-dynamic", "int8"),
-    Target.ONNX: ("fp32",),
-    Target.COREML: ("fp16", "fp32", "int8-weights", "int8"),
-}
 Progress = Callable[[str], None]
 
 
@@ -53,11 +48,7 @@ class ExportOptions:
 
 
 def _validate(opts: ExportOptions) -> None:
-    allowed = PRECISIONS.get(opts.target)
-    if allowed is None:
-        raise EdgekitError(f"--target {opts.target.value} export is not available yet")
-    if opts.precision not in allowed:
-        raise EdgekitError(f"--precision {opts.precision!r} is not one of: {', '.join(allowed)} (for {opts.target.value})")
+    check_precision(opts.target, opts.precision)
     if opts.io not in ("float", "int8"):
         raise EdgekitError(f"--io {opts.io!r} is not one of: float, int8")
     if opts.io == "int8" and opts.precision != "int8":
@@ -119,7 +110,7 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
     started = time.perf_counter()
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
     model, source = source_model(variant, size, opts.weights)
-    form = make_deploy_form(model, size, opts.target, plan_precision(opts.target, opts.precision), opts.upsample,
+    form = make_deploy_form(model, size, opts.target, opts.precision, opts.upsample,
                             calibration=calib.data if calib is not None else None)
     final = Path(opts.output) / artifact_name(variant, size, opts.target, opts.precision)
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
@@ -137,11 +128,6 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
         write_json(tmp / MANIFEST, manifest)
     manifest["artifact_dir"] = str(final)
     return manifest
-
-
-def plan_precision(target: Target, precision: str) -> str:
-    """The precision the deploy form is planned for: CoreML computes int8-weights models in fp16."""
-    return "fp16" if target is Target.COREML and precision == "int8-weights" else precision
 
 
 def _convert_coreml(opts: ExportOptions, variant: Variant, deploy: nn.Module, size: Size, out: Path, progress):

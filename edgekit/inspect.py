@@ -40,8 +40,11 @@ RANDOM_WEIGHTS_NOTE = (
 
 
 def run_images(model: nn.Module, images: np.ndarray, dtype: torch.dtype = torch.float32) -> np.ndarray:
-    """Outputs for each image, one at a time (deploy forms have a static batch of 1)."""
-    model = model.to(dtype).eval()
+    """Outputs for each image, one at a time (deploy forms have a static batch of 1). Another dtype
+    runs on a copy: the caller's model is never converted in place."""
+    if dtype != torch.float32:
+        model = copy.deepcopy(model).to(dtype)
+    model.eval()
     with torch.no_grad():
         outs = [model(torch.from_numpy(img[None]).to(dtype)).float().numpy() for img in images]
     return np.concatenate(outs)
@@ -150,7 +153,7 @@ def inspect_variant(
     # The fp16 check runs the form this target builds for fp16 (with fp16-safe attention).
     fp16_form = form.model if precision == "fp16" else make_deploy_form(model, size, target, "fp16", upsample).model
     fp32 = run_images(fp16_form, images)
-    fp16 = run_images(copy.deepcopy(fp16_form), images, torch.float16)
+    fp16 = run_images(fp16_form, images, torch.float16)
     ms = cpu_latency_ms({"trained": model, "deploy": form.model}, images[0], runs)
     result = {
         "variant": variant.name,

@@ -21,10 +21,12 @@ import torch.nn as nn
 
 from edgekit.errors import EdgekitError
 
-PRECISIONS = ("fp16", "fp32", "int8-weights")
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 IOS_TARGETS = (16, 17, 18)
+# Linux can only compare the torch model that was converted with the trained one; the package's own
+# numbers need macOS.
+VERIFY_TORCH = {"psnr_db": 40.0}
 
 
 class Normalize(nn.Module):
@@ -45,8 +47,6 @@ def convert(deploy: nn.Module, size: tuple[int, int], precision: str, ios: int, 
     """An MLModel (not yet saved)."""
     import coremltools as ct
 
-    if precision not in PRECISIONS:
-        raise EdgekitError(f"--precision {precision!r} for coreml is not one of: {', '.join(PRECISIONS)}")
     model = Normalize(deploy, mean, std).eval() if image_input else deploy.eval()
     x = torch.rand(1, 3, *size)
     with warnings.catch_warnings(), torch.no_grad():

@@ -108,3 +108,4 @@ def test_inspect_table():
 def test_inspect_bad_options():
     _one_line_error(["inspect", "b0-seg", "--target", "tensorrt"], "--target 'tensorrt' is not one of")
     _one_line_error(["inspect", "b0-seg", "--upsample", "bicubic"], "not available for tflite")
+    _one_line_error(["inspect", "b0-seg", "-p", "int4"], "--precision 'int4' is not one of")

@@ -136,7 +136,8 @@ def test_fp16_forward_of_deploy_form_on_real_images(name, size):
     model = calibrated_random_init(build_model(variant, size), images)
     form = make_deploy_form(model, size, Target.TFLITE, "fp16")
     fp32 = run_images(form.model, images)
-    fp16 = run_images(copy.deepcopy(form.model), images, torch.float16)
+    fp16 = run_images(form.model, images, torch.float16)
+    assert next(form.model.parameters()).dtype == torch.float32  # run_images never converts in place
     result = compare(fp32, fp16)
     assert result["finite"]
     assert result["psnr_db"] >= 40.0, result
@@ -153,6 +154,9 @@ def test_plans_per_target():
     assert "fp16_safe_attention" not in plan_rewrites(Target.TFLITE, "fp32")
     assert "fp16_safe_attention" in plan_rewrites(Target.TFLITE, "fp16")
     assert "fp16_safe_attention" in plan_rewrites(Target.COREML)  # CoreML's default precision is fp16
+    assert "fp16_safe_attention" in plan_rewrites(Target.COREML, "int8-weights")  # computes in fp16
+    with pytest.raises(EdgekitError, match="--precision 'fp16' is not one of: fp32"):
+        plan_rewrites(Target.ONNX, "fp16")
 
 
 def test_deploy_form_leaves_the_trained_model_untouched():

@@ -69,20 +69,42 @@ REWRITES = {
 }
 
 
+FP16_PRECISIONS = ("fp16",)
+INT8_PRECISIONS = ("int8",)  # full-integer; dynamic-range int8 keeps float activations
+
+
 @dataclass(frozen=True)
 class TargetPlan:
     upsample: Upsample
     allowed_upsample: tuple[Upsample, ...]
-    default_precision: str
+    precisions: tuple[str, ...]  # the first is the default
+
+    @property
+    def default_precision(self) -> str:
+        return self.precisions[0]
 
 
 TARGET_PLANS = {
-    Target.ONNX: TargetPlan(Upsample.BICUBIC, tuple(Upsample), "fp32"),
-    Target.TFLITE: TargetPlan(Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), "fp32"),
-    Target.COREML: TargetPlan(Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), "fp16"),
+    Target.ONNX: TargetPlan(Upsample.BICUBIC, tuple(Upsample), ("fp32",)),
+    Target.TFLITE: TargetPlan(
+        Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), ("fp32", "fp16", "int8-dynamic", "int8")
+    ),
+    Target.COREML: TargetPlan(
+        Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), ("fp16", "fp32", "int8-weights", "int8")
+    ),
 }
-FP16_PRECISIONS = ("fp16",)
-INT8_PRECISIONS = ("int8",)  # full-integer; dynamic-range int8 keeps float activations
+
+
+def fp16_compute(target: Target, precision: str) -> bool:
+    """fp16 artifacts, and CoreML int8-weights models (their weights dequantise to fp16 compute)."""
+    return precision in FP16_PRECISIONS or (target is Target.COREML and precision == "int8-weights")
+
+
+def check_precision(target: Target, precision: str) -> str:
+    allowed = TARGET_PLANS[target].precisions
+    if precision not in allowed:
+        raise EdgekitError(f"--precision {precision!r} is not one of: {', '.join(allowed)} (for {target.value})")
+    return precision
 
 
 @dataclass
@@ -96,13 +118,13 @@ class DeployForm:
 
 def plan_rewrites(target: Target, precision: str | None = None, upsample: Upsample | None = None) -> list[str]:
     plan = TARGET_PLANS[target]
-    precision = precision or plan.default_precision
+    precision = check_precision(target, precision or plan.default_precision)
     upsample = upsample or plan.upsample
     if upsample not in plan.allowed_upsample:
         allowed = ", ".join(u.value for u in plan.allowed_upsample)
         raise EdgekitError(f"--upsample {upsample.value} is not available for {target.value} (choose {allowed})")
     names = ["fold_batchnorm", "static_attention"]
-    if precision in FP16_PRECISIONS:
+    if fp16_compute(target, precision):
         names.append("fp16_safe_attention")
     if upsample is Upsample.EXACT:
         names.append("bicubic_exact")
