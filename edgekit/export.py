@@ -66,9 +66,6 @@ def _validate(opts: ExportOptions) -> None:
             raise EdgekitError(f"--input {opts.input_kind!r} is not one of: image, tensor")
         if opts.precision == "int8" and opts.ios < 17:
             raise EdgekitError("--precision int8 quantises activations, which CoreML runs from iOS 17: add --ios 17")
-        if opts.precision == "int8":
-            raise EdgekitError("CoreML --precision int8 (torch-side activation calibration) is not implemented yet; "
-                               "use int8-weights")
 
 
 def source_model(variant: Variant, size: Size, weights: Path | None) -> tuple[nn.Module, dict]:
@@ -102,7 +99,7 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
     variant = get_variant(opts.variant)
     size = parse_resolution(opts.resolution, variant)
     calib = None
-    if opts.precision == "int8" and opts.target is Target.TFLITE:
+    if opts.precision == "int8":
         from calibration.sources import calibration_set
 
         calib = calibration_set(variant, size, opts.calibration, opts.num_calibration)
@@ -114,8 +111,9 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
                             calibration=calib.data if calib is not None else None)
     final = Path(opts.output) / artifact_name(variant, size, opts.target, opts.precision)
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
+        converted = None
         if opts.target is Target.COREML:
-            model_file, ops, io = _convert_coreml(opts, variant, form.model, size, tmp, progress)
+            model_file, ops, io, converted = _convert_coreml(opts, variant, form.model, size, tmp, calib, progress)
         else:
             model_file, ops, io = _convert(opts, form.model, size, variant.num_classes, Path(work), tmp, calib, progress)
         manifest = _manifest(opts, variant, size, form, source, model_file, ops, io, calib)
@@ -123,14 +121,16 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
         progress("verifying against PyTorch on real images")
         from edgekit.verify import verify_model
 
-        manifest["verification"] = verify_model(model_file, manifest, model)
+        manifest["verification"] = verify_model(model_file, manifest, model, converted)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         write_json(tmp / MANIFEST, manifest)
     manifest["artifact_dir"] = str(final)
     return manifest
 
 
-def _convert_coreml(opts: ExportOptions, variant: Variant, deploy: nn.Module, size: Size, out: Path, progress):
+def _convert_coreml(opts: ExportOptions, variant: Variant, deploy: nn.Module, size: Size, out: Path, calib, progress):
+    """The package, its MIL ops and I/O, and the torch model that was converted (deploy form, or its
+    calibrated int8 version)."""
     from edgekit.info import output_semantics
     from edgekit.labels import class_names
     from targets import coreml
@@ -145,11 +145,14 @@ def _convert_coreml(opts: ExportOptions, variant: Variant, deploy: nn.Module, si
         "edgekit_version": __version__,
     }
     labels = class_names(variant) if variant.task == "cls" else None
+    if opts.precision == "int8":
+        progress(f"calibrating int8 activations on {len(calib.data)} images (coremltools.optimize.torch)")
+        deploy = coreml.calibrated_int8(deploy, calib.data)
     ml = coreml.convert(deploy, size, opts.precision, opts.ios, opts.input_kind == "image", variant.mean,
                         variant.std, labels, metadata)
     model_file = out / "model.mlpackage"
     ml.save(str(model_file))
-    return model_file, coreml.mil_ops(ml), coreml.describe_io(ml)
+    return model_file, coreml.mil_ops(ml), coreml.describe_io(ml), deploy
 
 
 def _convert(opts: ExportOptions, deploy: nn.Module, size: Size, classes: int, work: Path, out: Path, calib, progress):

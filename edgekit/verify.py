@@ -23,9 +23,9 @@ def tolerance(manifest: dict) -> dict:
 
         return VERIFY
     if manifest["target"] == "coreml":
-        from targets.coreml import VERIFY_TORCH
+        from targets.coreml import verify_torch
 
-        return VERIFY_TORCH
+        return verify_torch(manifest["precision"])
     from targets.tflite import VERIFY, Precision
 
     return VERIFY[Precision(manifest["precision"])]
@@ -49,7 +49,7 @@ def _fp32_noise_floor(reference: nn.Module, images: np.ndarray, expected: np.nda
     return compare(run_images(reference, images, torch.float64), expected)["max_rel"]
 
 
-def verify_model(model_file: Path, manifest: dict, reference: nn.Module) -> dict:
+def verify_model(model_file: Path, manifest: dict, reference: nn.Module, converted: nn.Module | None = None) -> dict:
     """Compare the artifact with `reference` on the built-in photographs of the variant's dataset.
 
     An fp32 artifact is held to max rel error 1e-4, or to twice PyTorch's own fp32 rounding error
@@ -67,7 +67,7 @@ def verify_model(model_file: Path, manifest: dict, reference: nn.Module) -> dict
     images = image_batch(variant, size, paths)
     expected = run_images(reference, images)
     if model_file.suffix == ".mlpackage":
-        return _verify_coreml(model_file, manifest, reference, images, expected, [p.name for p in paths])
+        return _verify_coreml(model_file, manifest, reference, converted, images, expected, [p.name for p in paths])
     got = runner_for(model_file).run(images, expected.shape)
     if got.shape != expected.shape:
         raise EdgekitError(f"artifact output shape {got.shape} differs from PyTorch's {expected.shape}")
@@ -87,30 +87,66 @@ def verify_model(model_file: Path, manifest: dict, reference: nn.Module) -> dict
     }
 
 
-def _verify_coreml(model_file: Path, manifest: dict, reference: nn.Module, images: np.ndarray,
-                   expected: np.ndarray, names: list[str]) -> dict:
-    """Linux: the package's structure, and the torch model that was converted against the trained one.
-    The package's own numbers need CoreML's predict, i.e. macOS: reported as such, never as a pass."""
+def _coreml_torch_model(manifest: dict, reference: nn.Module) -> nn.Module:
+    """Rebuild the torch model an existing package was converted from (int8: recalibrated on the
+    same calibration source, which is deterministic)."""
     from edgekit.deploy import Target, make_deploy_form
-    from edgekit.inspect import run_images
     from edgekit.registry import get_variant
-    from targets.coreml import can_predict, structural_check
 
-    structure = structural_check(model_file, manifest["io"])
     size = tuple(manifest["resolution"])
-    deploy = make_deploy_form(reference, size, Target.COREML, manifest["precision"])
-    result = compare(expected, run_images(deploy.model, images))
-    tol = tolerance(manifest)
+    calib = None
+    if manifest["precision"] == "int8":
+        from calibration.sources import calibration_set
+
+        recorded = manifest["calibration"]
+        source = None if recorded["source"] == "builtin" else recorded["source"]
+        calib = calibration_set(get_variant(manifest["variant"]), size, source, recorded["samples"])
+    deploy = make_deploy_form(reference, size, Target.COREML, manifest["precision"],
+                              calibration=calib.data if calib is not None else None).model
+    if calib is None:
+        return deploy
+    from targets.coreml import calibrated_int8
+
+    return calibrated_int8(deploy, calib.data)
+
+
+def _verify_coreml(model_file: Path, manifest: dict, reference: nn.Module, converted: nn.Module | None,
+                   images: np.ndarray, expected: np.ndarray, names: list[str]) -> dict:
+    """Linux: the package's structure and stored weights, and the torch model that was converted
+    against the trained one. The package's own numbers need CoreML's predict, i.e. macOS: there they
+    are compared; elsewhere reported as not run, never as a pass."""
+    from edgekit.inspect import run_images
+    from edgekit.labels import class_names
+    from edgekit.registry import get_variant
+    from targets.coreml import can_predict, check_weights, predict, structural_check, verify_torch
+
     variant = get_variant(manifest["variant"])
+    precision = manifest["precision"]
+    image_input = manifest["coreml"]["input"] == "image"
+    structure = structural_check(model_file, manifest["io"])
+    converted = converted if converted is not None else _coreml_torch_model(manifest, reference)
+    weights = check_weights(model_file, converted, precision, prefix="model." if image_input else "")
+    result = compare(expected, run_images(converted, images))
+    tol = verify_torch(precision)
+    passed = bool(structure["io_matches"] and weights["passed"] and _passes(result, tol))
+    if can_predict():
+        labels = class_names(variant) if variant.task == "cls" else None
+        package = compare(expected, predict(model_file, images, variant.mean, variant.std, image_input, labels))
+        numerics = {"compared": "the mlpackage (CoreML predict) against PyTorch", **package}
+        passed = passed and _passes(package, tol)
+    else:
+        numerics = "not run: CoreML prediction needs macOS"
     return {
         "images": names,
-        "reference": "PyTorch (trained model); compared: the deploy-form torch model that was converted",
+        "reference": "PyTorch (trained model); compared: the torch model that was converted"
+                     + (" (calibrated int8)" if precision == "int8" else ""),
         **result,
         "agreement_kind": "pixels with the same argmax" if variant.task == "seg" else "top-1 agreement",
         "tolerance": tol,
         "structure": structure,
-        "numerics": "not run: CoreML prediction needs macOS" if not can_predict() else "not implemented yet",
-        "passed": bool(structure["io_matches"] and _passes(result, tol)),
+        "weights": weights,
+        "numerics": numerics,
+        "passed": passed,
     }
 
 

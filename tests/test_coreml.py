@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 from edgekit.cli import app
 from edgekit.deploy import Target
 from edgekit.export import ExportOptions, export
+from edgekit.registry import VARIANTS
+from edgekit.verify import verify_artifact
 
 runner = CliRunner()
 
@@ -26,6 +28,8 @@ def test_b0_seg_fp16_image_input(tmp_path):
     v = m["verification"]
     assert v["structure"]["loads"] and v["structure"]["io_matches"] and v["passed"]
     assert v["numerics"] == "not run: CoreML prediction needs macOS"  # never a pass it did not earn
+    # every folded conv weight is in the package, equal to the torch weight rounded to fp16
+    assert v["weights"]["compared"] == 61 and v["weights"]["not_found"] == 0 and v["weights"]["max_error"] == 0.0
     spec = ct.models.MLModel(str(art / "model.mlpackage"), skip_model_load=True)
     meta = spec.user_defined_metadata
     assert meta["variant"] == "b0-seg-cityscapes" and meta["resolution"] == "128x256"
@@ -38,9 +42,54 @@ def test_m0_cls_int8_weights_is_a_classifier(tmp_path):
     assert [o["name"] for o in m["io"]["output"]] == ["classLabel", "classLabel_probs"]
     assert m["ops"].get("constexpr_affine_dequantize", 0) > 0  # weights stored as int8
     assert m["verification"]["passed"]
+    w = m["verification"]["weights"]  # stored int8 within half a step (+ fp16 roundings) of the folded weights
+    assert w["compared"] == 117 and w["error_unit"] == "int8 steps" and 0.4 < w["max_error"] < 0.66
     spec = ct.models.MLModel(str(tmp_path / "m0-cls-224x224-coreml-int8-weights" / "model.mlpackage"),
                              skip_model_load=True).get_spec()
     assert spec.description.predictedFeatureName == "classLabel"
+
+
+def test_weight_check_catches_a_changed_weight(tmp_path):
+    from edgekit.deploy import make_deploy_form
+    from edgekit.export import source_model
+    from targets.coreml import check_weights
+
+    export(ExportOptions("b0-seg", Target.COREML, "fp32", "64x128", input_kind="tensor", output=tmp_path))
+    model, _ = source_model(VARIANTS["b0-seg-cityscapes"], (64, 128), None)
+    deploy = make_deploy_form(model, (64, 128), Target.COREML, "fp32").model
+    package = tmp_path / "b0-seg-cityscapes-64x128-coreml-fp32" / "model.mlpackage"
+    assert check_weights(package, deploy, "fp32")["passed"]
+    name, weight = next((k, v) for k, v in deploy.state_dict().items() if v.ndim == 4)
+    weight.view(-1)[0] += 1e-3
+    result = check_weights(package, deploy, "fp32")
+    assert not result["passed"] and result["mismatched"] == [name]
+
+
+def test_int8_calibrates_activations_on_the_torch_side(tmp_path):
+    m = export(ExportOptions("b0-seg", Target.COREML, "int8", "128x256", ios=17, output=tmp_path))
+    assert m["ops"]["quantize"] > 0 and m["ops"]["dequantize"] > 0  # activations int8 in the package
+    assert m["calibration"]["source"] == "builtin" and m["calibration"]["samples"] == 8
+    v = m["verification"]
+    assert "calibrated int8" in v["reference"] and v["tolerance"] == {"psnr_db": 25.0}
+    assert v["psnr_db"] >= 25 and v["passed"] and v["weights"]["compared"] > 0
+    assert 0 <= v["argmax_agreement"] <= 1
+    # `edgekit verify` recalibrates from the recorded source and gets the same numbers
+    again = verify_artifact(tmp_path / "b0-seg-cityscapes-128x256-coreml-int8")["verification"]
+    assert again["psnr_db"] == pytest.approx(v["psnr_db"], abs=1e-6)
+
+
+def test_mit_classifier_family(tmp_path):
+    m = export(ExportOptions("b1-cls", Target.COREML, "fp16", "128", output=tmp_path))
+    assert m["verification"]["passed"] and m["verification"]["weights"]["not_found"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_variant_converts_to_fp16(tmp_path, name):
+    variant = VARIANTS[name]
+    resolution = None if variant.family == "msra" else ("256x512" if variant.task == "seg" else "224")
+    m = export(ExportOptions(name, Target.COREML, "fp16", resolution, output=tmp_path))
+    assert m["verification"]["passed"], m["verification"]
 
 
 def test_tensor_input(tmp_path):
@@ -53,7 +102,7 @@ def test_tensor_input(tmp_path):
     "args,needle",
     [
         (["-p", "int8"], "from iOS 17: add --ios 17"),
-        (["-p", "int8", "--ios", "17"], "not implemented yet"),
+        (["-p", "int8", "--ios", "17", "--calibration", "/nonexistent"], "/nonexistent"),
         (["--ios", "15"], "--ios 15 is not one of"),
         (["--input", "video"], "--input 'video' is not one of"),
         (["--layout", "nchw"], "--layout applies to TFLite only"),

@@ -96,8 +96,8 @@ TARGET_PLANS = {
 
 
 def fp16_compute(target: Target, precision: str) -> bool:
-    """fp16 artifacts, and CoreML int8-weights models (their weights dequantise to fp16 compute)."""
-    return precision in FP16_PRECISIONS or (target is Target.COREML and precision == "int8-weights")
+    """fp16 artifacts, and CoreML's int8 models (they dequantise to fp16 compute)."""
+    return precision in FP16_PRECISIONS or (target is Target.COREML and precision in ("int8-weights", "int8"))
 
 
 def check_precision(target: Target, precision: str) -> str:

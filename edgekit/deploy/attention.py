@@ -156,6 +156,6 @@ class StaticLocalWindowAttention(nn.Module):
         nh, nw = (h + pad_b) // wh, (w + pad_r) // ww
         windows = [x[:, :, i * wh : (i + 1) * wh, j * ww : (j + 1) * ww] for i in range(nh) for j in range(nw)]
         y = self.attn(torch.cat(windows, dim=0)).split(self.batch, dim=0)
-        rows = [torch.cat(y[i * nw : (i + 1) * nw], dim=3) for i in range(nh)]
+        rows = [torch.cat([y[j] for j in range(i * nw, (i + 1) * nw)], dim=3) for i in range(nh)]
         out = torch.cat(rows, dim=2)
         return out[:, :, :h, :w] if pad_b or pad_r else out
