@@ -147,7 +147,7 @@ def export(
     target: TargetOpt = "tflite",
     precision: Annotated[
         str | None,
-        typer.Option("--precision", "-p", help="tflite: fp32 | fp16 | int8-dynamic | int8; coreml: fp16 | fp32 | int8-weights"),
+        typer.Option("--precision", "-p", help="tflite: fp32 | fp16 | int8-dynamic | int8; coreml: fp16 | fp32 | int8-weights | int8 (--ios 17)"),
     ] = None,
     ios: Annotated[int, typer.Option("--ios", help="CoreML minimum iOS (16, 17, 18).")] = 16,
     input_kind: Annotated[str, typer.Option("--input", help="CoreML input: image (CVPixelBuffer) | tensor")] = "image",
@@ -235,3 +235,67 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+harness_app = typer.Typer(help="The benchmark_model binary pushed to phones (given once; never downloaded).",
+                          no_args_is_help=True)
+app.add_typer(harness_app, name="harness")
+
+
+@harness_app.command("add")
+def harness_add(
+    path: Annotated[Path, typer.Argument(help="LiteRT's benchmark_model for Android arm64.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Store a benchmark_model binary in edgekit's cache, with its sha256."""
+    from android_harness.profiler import add_harness
+
+    record = _run(add_harness, path)
+    if as_json:
+        return _print_json(record)
+    typer.echo(f"harness stored: {record['path']} ({record['kind']}{', ' + record['arch'] if record['arch'] else ''}, "
+               f"sha256 {record['sha256'][:12]}...)")
+
+
+@app.command()
+def devices(as_json: JsonOpt = False) -> None:
+    """List the phones adb sees: serial, model, SoC, matched device profile, state."""
+    from android_harness.profiler import list_devices
+
+    rows = _run(list_devices)
+    if as_json:
+        return _print_json(rows)
+    from edgekit.report import devices_table
+
+    devices_table(rows)
+
+
+@app.command()
+def profile(
+    artifacts: Annotated[
+        list[Path] | None, typer.Argument(help="Artifact directories (default: all under ./edgekit-artifacts).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", "-d", help="A profile (s8gen1, ...), an adb serial, or host.")] = "host",
+    threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the profile's).")] = None,
+    delegate: Annotated[str, typer.Option("--delegate", help="cpu (XNNPACK) | gpu | nnapi | qnn")] = "cpu",
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs.")] = 5,
+    op_profile: Annotated[bool, typer.Option("--op-profile", help="Per-op profile (benchmark_model on a phone).")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the files on the phone.")] = False,
+    harness: Annotated[Path | None, typer.Option("--harness", help="benchmark_model binary for this run.")] = None,
+    results: Annotated[Path | None, typer.Option("--results", help="JSONL file results are appended to.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure artifacts on a phone over adb (or on this machine) next to the paper's figure."""
+    from android_harness.profiler import ProfileOptions
+    from android_harness.profiler import profile as run_profile
+
+    opts = ProfileOptions(tuple(artifacts or ()), device, threads, delegate.lower(), runs, warmup, op_profile, keep,
+                          harness, results)
+    with _status("profiling") as status:
+        records = _run(run_profile, opts, lambda msg: status.update(msg))
+    if as_json:
+        return _print_json(records)
+    from edgekit.report import profile_table
+
+    profile_table(records)

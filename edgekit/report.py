@@ -144,3 +144,39 @@ def export_report(m: dict) -> None:
                   f"output {m['output_semantics']}")
     console.print("rewrites: " + ", ".join(r["name"] for r in m["rewrites"]))
     verification_table(m["verification"], m["precision"], m["source"]["weights"] is None)
+
+
+def devices_table(rows: list[dict]) -> None:
+    if not rows:
+        console.print("no devices (is the phone plugged in with USB debugging on? `adb devices` lists none)")
+        return
+    table = Table(title="connected devices")
+    for col in ("serial", "model", "SoC", "profile", "state"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["serial"], r["model"] or "-", r["soc"] or r["platform"] or "-", r["profile"] or "-", r["state"])
+    console.print(table)
+
+
+def profile_table(records: list[dict]) -> None:
+    table = Table(title="latency (benchmark_model)")
+    cols = ("variant", "res", "precision", "device", "delegate", "init ms", "median ms", "mean±std ms", "p90 ms",
+            "peak MB", "nodes delegated", "paper ms", "vs paper")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("variant", "precision", "device", "delegate") else "right",
+                         no_wrap=True)
+    f = lambda x, fmt=".1f": "-" if x is None else format(x, fmt)  # noqa: E731
+    for r in records:
+        d = r["delegate_nodes"]
+        cov = "-" if d["total"] is None else f"{d['replaced']}/{d['total']} ({d['partitions']} part.)"
+        table.add_row(r["variant"], _res(r["resolution"]), r["precision"], r["device"]["serial"] or "host",
+                      f"{r['delegate']} x{r['threads']}", f(r["init_ms"]), f(r["median_ms"], ".2f"),
+                      f"{f(r['mean_ms'], '.2f')}±{f(r['std_ms'], '.2f')}", f(r["p90_ms"], ".2f"),
+                      f(r["peak_memory_mb"]), cov, f(r["paper"]["ms"] if r["paper"] else None, "g"),
+                      f(r["vs_paper"], ".2f"))
+    Console(width=max(console.width, 170)).print(table)
+    if any(r["random_weights"] for r in records):
+        console.print("RANDOM WEIGHTS: latency does not depend on the weights; accuracy is not measured here")
+    if any(r["device"]["profile"] == "host" for r in records):
+        console.print("host: this machine, not a phone; 'paper ms' is the Snapdragon 8 Gen 1 figure, shown for "
+                      "scale, with no ratio")

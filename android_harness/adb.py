@@ -1,0 +1,113 @@
+"""The real `adb` client, driven as a subprocess (Debian package `adb`, or Android platform-tools).
+
+Which adb server it talks to is adb's own business: ANDROID_ADB_SERVER_PORT selects a private one
+(the tests use that). Shell commands report their exit status through a marker line, because the
+legacy `shell:` service many devices and adb versions use carries no exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+EXIT_MARKER = "__EDGEKIT_EXIT="
+_PROP = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
+
+
+class DeviceLost(EdgekitError):
+    pass
+
+
+@dataclass
+class Device:
+    serial: str
+    state: str  # device | unauthorized | offline | ...
+    info: dict[str, str] = field(default_factory=dict)  # product/model/device from `adb devices -l`
+
+
+def adb_binary() -> str:
+    found = os.environ.get("EDGEKIT_ADB") or shutil.which("adb")
+    if not found:
+        raise EdgekitError("adb not found: install Android platform-tools (Debian/Ubuntu: apt-get install adb)")
+    return found
+
+
+def _state_error(device: Device) -> EdgekitError:
+    if device.state == "unauthorized":
+        return EdgekitError(f"device {device.serial} is unauthorized: unlock the phone and accept the "
+                            "'Allow USB debugging' prompt, then retry")
+    if device.state == "offline":
+        return EdgekitError(f"device {device.serial} is offline: reconnect it (or `adb reconnect`) and retry")
+    return EdgekitError(f"device {device.serial} is {device.state}, not ready")
+
+
+class Adb:
+    def __init__(self, binary: str | None = None, timeout: float = 900):
+        self.binary = binary or adb_binary()
+        self.timeout = timeout
+
+    def _run(self, args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([self.binary, *args], capture_output=True, text=True, errors="replace",
+                                  timeout=timeout or self.timeout)
+        except subprocess.TimeoutExpired as e:
+            raise DeviceLost(f"adb {' '.join(args[:3])} timed out after {e.timeout:.0f} s") from None
+
+    def devices(self) -> list[Device]:
+        done = self._run(["devices", "-l"], timeout=60)
+        if done.returncode != 0:
+            raise EdgekitError(f"adb devices failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        found = []
+        for line in done.stdout.splitlines():
+            line = line.strip()
+            if not line or line.startswith(("List of devices", "*")):
+                continue
+            parts = line.split()
+            if len(parts) < 2:
+                continue
+            info = dict(p.split(":", 1) for p in parts[2:] if ":" in p)
+            found.append(Device(parts[0], parts[1], info))
+        return found
+
+    def device(self, serial: str) -> Device:
+        for d in self.devices():
+            if d.serial == serial:
+                if d.state != "device":
+                    raise _state_error(d)
+                return d
+        raise DeviceLost(f"device {serial} is not connected (see `edgekit devices`)")
+
+    def shell(self, serial: str, command: str, timeout: float | None = None) -> tuple[int, str]:
+        """Run `command` in the device's shell: (exit status, combined output without the marker)."""
+        done = self._run(["-s", serial, "shell", f"{command}; echo {EXIT_MARKER}$?"], timeout)
+        text = done.stdout
+        match = re.search(rf"{EXIT_MARKER}(\d+)\s*$", text)
+        if not match:
+            # no marker: the connection died before the command finished
+            detail = (done.stderr.strip() or "connection closed").splitlines()[-1]
+            raise DeviceLost(f"lost device {serial} while running a command ({detail})")
+        return int(match[1]), text[: match.start()]
+
+    def getprop(self, serial: str) -> dict[str, str]:
+        code, text = self.shell(serial, "getprop", timeout=60)
+        if code != 0:
+            raise EdgekitError(f"getprop failed on {serial}")
+        return {m[1]: m[2] for m in (_PROP.match(line.strip()) for line in text.splitlines()) if m}
+
+    def push(self, serial: str, local: Path, remote: str) -> None:
+        done = self._run(["-s", serial, "push", str(local), remote])
+        if done.returncode != 0:
+            detail = (done.stderr.strip() or done.stdout.strip() or "failed").splitlines()[-1]
+            raise DeviceLost(f"adb push {Path(local).name} to {serial} failed: {detail}")
+
+
+def quote(path: str) -> str:
+    """A device path for the device's sh (spaces, quotes and all)."""
+    return shlex.quote(path)
