@@ -114,11 +114,18 @@ def _representative(calibration_nchw: np.ndarray, layout: Layout):
     return gen
 
 
-# Ops that stay float in an `int8` model: the attention core. Quantised, the LiteMLA normaliser's
-# divisor hits its zero point (TFLite's int8 DIV then aborts) and the sums over all tokens lose
-# everything to one per-tensor scale (measured here: ~10^4 quantisation steps of error at each DIV,
-# 4 dB PSNR end to end on b0-seg); the softmax attention of the Microsoft models likewise.
-INT8_FLOAT_OPS = ("BATCH_MATMUL", "DIV", "SUM", "MAXIMUM", "SOFTMAX")
+# Ops that stay float in an `int8` model.
+# - The attention core. Quantised, the LiteMLA normaliser's divisor hits its zero point (TFLite's
+#   int8 DIV then aborts) and the sums over all tokens lose everything to one per-tensor scale
+#   (measured here: ~10^4 quantisation steps of error at each DIV, 4 dB PSNR end to end on b0-seg);
+#   the softmax attention of the Microsoft models likewise.
+# - Ops XNNPACK has no int8 kernel for: each one quantised fell back to the CPU reference kernels
+#   and cut the graph (b0-seg int8: 25 HARD_SWISH + 8 RELU outside, 33 partitions, 3x slower than
+#   fp32; b1-cls also its LayerNorm's RSQRT/SQUARED_DIFFERENCE/SUB). Kept float, they run in XNNPACK
+#   between QUANTIZE/DEQUANTIZE, and the graph is one partition (benchmarks/delegate_coverage.py).
+INT8_ATTENTION_FLOAT_OPS = ("BATCH_MATMUL", "DIV", "SUM", "MAXIMUM", "SOFTMAX")
+INT8_XNNPACK_FLOAT_OPS = ("HARD_SWISH", "RELU", "RSQRT", "SQUARED_DIFFERENCE", "SUB")
+INT8_FLOAT_OPS = INT8_ATTENTION_FLOAT_OPS + INT8_XNNPACK_FLOAT_OPS
 
 
 def quantize(saved_model: Path, precision: Precision, calibration_nchw: np.ndarray | None, layout: Layout,

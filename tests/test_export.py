@@ -2,6 +2,7 @@
 
 import json
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,12 +51,15 @@ def test_tflite_fp32_export_is_verified_and_complete(b0_fp32):
                                       "dtype": "float32", "quantization": None}
     assert on_disk["io"]["output"]["shape"] == [1, 16, 32, 19]
     assert on_disk["normalization"]["mean"] == [0.485, 0.456, 0.406]
-    assert [r["name"] for r in on_disk["rewrites"]] == ["fold_batchnorm", "static_attention", "bicubic_exact"]
+    assert [r["name"] for r in on_disk["rewrites"]] == ["fold_batchnorm", "static_attention", "bicubic_exact",
+                                                        "nearest_depth_to_space"]
     assert on_disk["source"]["weights"] is None and "RANDOM WEIGHTS" in on_disk["source"]["warning"]
-    assert not any(op.startswith("Flex") for op in on_disk["ops"]) and "RESIZE_NEAREST_NEIGHBOR" in on_disk["ops"]
+    assert not any(op.startswith("Flex") for op in on_disk["ops"]) and "DEPTH_TO_SPACE" in on_disk["ops"]
+    assert "RESIZE_NEAREST_NEIGHBOR" not in on_disk["ops"]
     assert on_disk["tools"]["onnx2tf"] and on_disk["tools"]["tensorflow"]
     v = on_disk["verification"]
     assert v["passed"] and v["max_rel"] <= 1e-4 and v["argmax_agreement"] == 1.0
+    assert _coverage(art / "model.tflite") == (True, 1)  # the whole graph in XNNPACK, one partition
     assert (art / "labels.txt").read_text().splitlines()[:3] == ["road", "sidewalk", "building"]
 
 
@@ -90,6 +94,23 @@ def test_tflite_int8_with_int8_io(tmp_path, no_network):
     v = m["verification"]
     assert v["finite"] and v["psnr_db"] > 20  # the number that matters is reported; see the benchmark
     assert "DIV" in m["ops"] and "QUANTIZE" in m["ops"]  # attention core kept float on purpose
+    # every node runs in XNNPACK, in one partition (int8 HARD_SWISH/RELU kept float: XNNPACK has no int8 kernels
+    # for them, and each one left out cut the graph, 33 partitions before)
+    assert _coverage(Path(m["artifact_dir"]) / m["model_file"]) == (True, 1)
+
+
+def _coverage(model: Path) -> tuple[bool, int]:
+    """(every node delegated to XNNPACK, number of partitions), measured by the host harness's method."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from android_harness.host_benchmark import delegate_coverage, partitions
+
+    interpreter = Interpreter(model_path=str(model), num_threads=1)
+    interpreter.allocate_tensors()
+    inputs = [np.zeros(d["shape"], d["dtype"]) for d in interpreter.get_input_details()]
+    replaced, total, outside = delegate_coverage(str(model), 1, inputs)
+    return replaced == total and not outside, partitions(interpreter)
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):

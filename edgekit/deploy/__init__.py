@@ -59,6 +59,11 @@ REWRITES = {
             False,
         ),
         Rewrite("bicubic_exact", "bicubic x2/x4 as resize-nearest + replicate pad + separable depthwise conv", True),
+        Rewrite(
+            "nearest_depth_to_space",
+            "tflite: the exact upsample's nearest x2 steps as concat + depth-to-space (XNNPACK has no resize-nearest)",
+            True,
+        ),
         Rewrite("bicubic_to_bilinear", "bicubic replaced by bilinear (opt-in; changes the trained function)", False),
         Rewrite(
             "int8_attention_floor",
@@ -128,6 +133,8 @@ def plan_rewrites(target: Target, precision: str | None = None, upsample: Upsamp
         names.append("fp16_safe_attention")
     if upsample is Upsample.EXACT:
         names.append("bicubic_exact")
+        if target is Target.TFLITE:
+            names.append("nearest_depth_to_space")
     elif upsample is Upsample.BILINEAR:
         names.append("bicubic_to_bilinear")
     if precision in INT8_PRECISIONS:

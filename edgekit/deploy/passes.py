@@ -118,6 +118,13 @@ def bicubic_exact(model: nn.Module, resolution: Size) -> nn.Module:
     return _swap_upsample(model, resolution, lambda m, channels: ExactBicubicUpsample(m.factor, channels))
 
 
+def nearest_depth_to_space(model: nn.Module, resolution: Size) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, ExactBicubicUpsample):
+            m.depth_to_space = True
+    return model
+
+
 def bicubic_to_bilinear(model: nn.Module, resolution: Size) -> nn.Module:
     return _swap_upsample(model, resolution, lambda m, channels: BilinearUpsample(m.factor))
 
@@ -127,6 +134,7 @@ PASSES: dict[str, Pass] = {
     "static_attention": static_attention,
     "fp16_safe_attention": fp16_safe_attention,
     "bicubic_exact": bicubic_exact,
+    "nearest_depth_to_space": nearest_depth_to_space,
     "bicubic_to_bilinear": bicubic_to_bilinear,
     "int8_attention_floor": int8_attention_floor,
 }

@@ -49,13 +49,56 @@ def bicubic_factorisation(scale: int) -> tuple[tuple[float, ...], int]:
     return tuple(float(v) for v in reversed(w)), pad
 
 
+def _repeat(edge: torch.Tensor, n: int, dim: int) -> torch.Tensor | None:
+    """`n` copies of a width-1 slice, by doubling: concats of two inputs only."""
+    if n == 0:
+        return None
+    block = edge if n % 2 else None
+    power = edge
+    n //= 2
+    while n:
+        power = torch.cat([power, power], dim=dim)
+        if n % 2:
+            block = power if block is None else torch.cat([block, power], dim=dim)
+        n //= 2
+    return block
+
+
 def replicate_pad(x: torch.Tensor, left: int, right: int, dim: int) -> torch.Tensor:
-    """Edge-replicate padding from slices and one concat (4-D, static, every runtime has both)."""
+    """Edge-replicate padding from slices and concats of at most three inputs (4-D, static, every
+    runtime has both; XNNPACK leaves a concat of more inputs to the CPU reference kernel)."""
     if not (left or right):
         return x
     lead = (slice(None),) * dim
     first, last = x[(*lead, slice(0, 1))], x[(*lead, slice(-1, None))]  # constant slices: no Shape op
-    return torch.cat([first] * left + [x] + [last] * right, dim=dim)
+    parts = [p for p in (_repeat(first, left, dim), x, _repeat(last, right, dim)) if p is not None]
+    return torch.cat(parts, dim=dim)
+
+
+class _NearestX2(torch.autograd.Function):
+    """Nearest-neighbour x2 upsampling. Exported to ONNX as Concat (four copies on the channel axis)
+    + DepthToSpace(DCR): output[c, 2h+i, 2w+j] = copies[(2i+j)C + c, h, w] = x[c, h, w]. onnx2tf maps
+    that to CONCATENATION + DEPTH_TO_SPACE, which XNNPACK runs; RESIZE_NEAREST_NEIGHBOR it does not."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+    @staticmethod
+    def symbolic(g, x):
+        copies = g.op("Concat", x, x, x, x, axis_i=1)
+        return g.op("DepthToSpace", copies, blocksize_i=2, mode_s="DCR")
+
+
+def nearest_upsample(x: torch.Tensor, scale: int, depth_to_space: bool) -> torch.Tensor:
+    if not depth_to_space:
+        return F.interpolate(x, scale_factor=scale, mode="nearest")
+    if scale & (scale - 1):
+        raise ValueError(f"depth-to-space nearest upsampling needs a power-of-two scale, not {scale}")
+    while scale > 1:  # x4 as two x2 steps: each concat has four inputs
+        x = _NearestX2.apply(x)
+        scale //= 2
+    return x
 
 
 class ExactBicubicUpsample(nn.Module):
@@ -65,6 +108,7 @@ class ExactBicubicUpsample(nn.Module):
         super().__init__()
         taps, self.pad = bicubic_factorisation(scale)
         self.scale = scale
+        self.depth_to_space = False  # set by the nearest_depth_to_space pass (TFLite)
         k = torch.tensor(taps, dtype=torch.float32)
         self.conv_h = nn.Conv2d(channels, channels, (len(taps), 1), groups=channels, bias=False)
         self.conv_w = nn.Conv2d(channels, channels, (1, len(taps)), groups=channels, bias=False)
@@ -75,9 +119,17 @@ class ExactBicubicUpsample(nn.Module):
             p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
-        x = self.conv_h(replicate_pad(x, self.pad, self.pad, 2))
-        return self.conv_w(replicate_pad(x, self.pad, self.pad, 3))
+        # Edge-clamp the *input* by q = ceil(pad / scale) pixels (a concat of 2q + 1 <= 5 inputs, which
+        # XNNPACK takes; padding the upsampled tensor needed up to 13), upsample, then crop the
+        # q * scale - pad extra copies of the edge: the same tensor as replicate-padding the
+        # upsampled one by `pad`, so the same linear map exactly.
+        q = -(-self.pad // self.scale)
+        x = replicate_pad(replicate_pad(x, q, q, 2), q, q, 3)
+        x = nearest_upsample(x, self.scale, self.depth_to_space)
+        c = q * self.scale - self.pad
+        if c:
+            x = x[:, :, c:-c, c:-c]
+        return self.conv_w(self.conv_h(x))
 
 
 class BilinearUpsample(nn.Module):
