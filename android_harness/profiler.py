@@ -276,14 +276,19 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
 
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
-    artifacts = _artifacts(opts)
-    manifests = []
-    for a in artifacts:
+    artifacts, manifests = [], []
+    for a in _artifacts(opts):
         m = read_manifest(a)
         if m["target"] != "tflite":
-            raise EdgekitError(f"{a} is a {m['target']} artifact; profiling runs TFLite models "
-                               "(CoreML needs an iPhone and Xcode)")
+            if opts.artifacts:  # asked for by name: say why not
+                raise EdgekitError(f"{a} is a {m['target']} artifact; profiling runs TFLite models "
+                                   "(CoreML needs an iPhone and Xcode)")
+            progress(f"skipping {a.name}: not a TFLite artifact")
+            continue
+        artifacts.append(a)
         manifests.append(m)
+    if not artifacts:
+        raise EdgekitError(f"no TFLite artifacts under {opts.root}: export one first (edgekit export b0-seg)")
     adb = None
     if opts.device == "host":
         target = Target(HOST, None, {})
@@ -320,6 +325,9 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
             "delegate": opts.delegate, "threads": threads, "warmup": opts.warmup, "harness_sha256": harness_sha,
             **summary,
             "op_profile": parsed.op_profile or None,
+            "op_profile_note": None if parsed.op_profile or not opts.op_profile else
+            "no per-op table: the host harness has no profiler (ai-edge-litert exposes none)"
+            if target.serial is None else "benchmark_model printed no per-op table",
             "paper": paper,
             "vs_paper": (summary["median_ms"] or summary["mean_ms"]) / paper["ms"]
             if paper and paper["device"] == target.profile.name else None,

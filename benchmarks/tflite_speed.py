@@ -47,15 +47,78 @@ def matmul_gflops(runs: int = 5) -> float:
     return 2 * 1024**3 / statistics.median(times) / 1e9
 
 
+def host_int8_conv_speedup(runs: int = 20) -> dict:
+    """The host's own int8-vs-fp32 speed on plain convolutions: 1x1 and depthwise 3x3 convs with ReLU,
+    converted by TFLiteConverter to fp32 and full int8, timed with XNNPACK in one round robin. This is
+    the most int8 can gain on this host; on AVX2 without VNNI, XNNPACK's int8 GEMM has no faster
+    instructions than fp32 FMA, while phones (ARM dot-product) do."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    inp = tf.keras.Input((64, 64, 128), batch_size=1)
+    x = inp
+    for _ in range(4):
+        x = tf.keras.layers.Conv2D(256, 1, activation="relu")(x)
+        x = tf.keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+        x = tf.keras.layers.Conv2D(128, 1)(x)
+    model = tf.keras.Model(inp, x)
+    rng = np.random.default_rng(0)
+
+    def rep():
+        for _ in range(8):
+            yield [rng.random((1, 64, 64, 128), dtype=np.float32)]
+
+    files = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("fp32", "int8"):
+            conv = tf.lite.TFLiteConverter.from_keras_model(model)
+            if name == "int8":
+                conv.optimizations = [tf.lite.Optimize.DEFAULT]
+                conv.representative_dataset = rep
+                conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            path = Path(tmp) / f"{name}.tflite"
+            path.write_bytes(conv.convert())
+            files[name] = path
+        x = rng.random((1, 64, 64, 128), dtype=np.float32)
+        fns = {}
+        for k, f in files.items():
+            it = Interpreter(model_path=str(f), num_threads=THREADS)
+            it.allocate_tensors()
+            d = it.get_input_details()[0]
+            scale, zero = d["quantization"]
+            feed = x if d["dtype"] == np.float32 else np.clip(np.round(x / scale + zero), -128, 127).astype(d["dtype"])
+
+            def fn(it=it, idx=d["index"], feed=feed):
+                it.set_tensor(idx, feed)
+                it.invoke()
+
+            fns[k] = fn
+        ms = time_round_robin(fns, runs)
+    return {"fp32_ms": ms["fp32"], "int8_ms": ms["int8"], "int8_speedup": ms["fp32"] / ms["int8"]}
+
+
+ROUNDS = 5
+
+
 def time_round_robin(fns: dict, runs: int) -> dict[str, float]:
+    """Median ms of each fn over `runs` timed calls, taken back to back in blocks (the steady state
+    benchmark_model measures), the blocks interleaved over ROUNDS rounds in rotating order so load
+    drift hits all alike. Each block starts with an untimed call: ONNX Runtime's and OpenMP's worker
+    threads spin for a while after a run and steal the cores from whichever runner comes next
+    (measured: TFLite fp32 right after ONNX Runtime took 42 ms, 25 ms otherwise); and after an idle
+    gap instead, small models pay thread wake-up (b1-cls: 13.9 ms after 0.1 s idle, 8.2 back to back)."""
     for fn in fns.values():
         fn()
     times = {k: [] for k in fns}
-    for _ in range(runs):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t0) * 1000)
+    keys = list(fns)
+    per_round = max(1, -(-runs // ROUNDS))
+    for i in range(ROUNDS):
+        for k in keys[i % len(keys):] + keys[: i % len(keys)]:
+            fns[k]()
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fns[k]()
+                times[k].append((time.perf_counter() - t0) * 1000)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -96,12 +159,14 @@ def bench_case(name: str, resolution: str, runs: int, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="only b0-seg 512x1024 and m0-cls")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tflite_speed.json")
     args = parser.parse_args()
     cases = [CASES[0], CASES[-1]] if args.quick else CASES
-    report = {"threads": THREADS, "host_matmul_gflops": matmul_gflops(), "cases": []}
+    report = {"threads": THREADS, "host_matmul_gflops": matmul_gflops(),
+              "host_int8_conv": host_int8_conv_speedup(), "cases": []}
+    print(f"host int8 vs fp32 on plain convs: {report['host_int8_conv']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name, res in cases:
             case = bench_case(name, res, args.runs, Path(tmp))

@@ -128,8 +128,14 @@ def verification_table(v: dict, precision: str, random_weights: bool) -> None:
               verdict)
     console.print(t)
     if "numerics" in v:
-        console.print(f"[yellow]CoreML package numerics: {v['numerics']}[/] (table: the converted torch model; "
-                      f"package loads and its I/O matches: {v['structure']['io_matches']})")
+        numerics = v["numerics"] if isinstance(v["numerics"], str) else (
+            f"PSNR {v['numerics']['psnr_db']:.1f} dB, agreement {v['numerics']['argmax_agreement']:.2%} (CoreML predict)")
+        w, st = v["weights"], v["structure"]
+        casts = ", ".join(st["unexpected_casts"]) or "none"
+        console.print(f"[yellow]CoreML package numerics: {numerics}[/] (the table compares the torch model that was "
+                      f"converted)\npackage: loads, I/O as declared: {st['io_matches']}; casts inside the graph: {casts}; "
+                      f"weights vs folded torch weights: {w['compared']} compared, {w['not_found']} not found, "
+                      f"max error {w['max_error']:.3g} {w['error_unit']}: {'pass' if w['passed'] else 'FAIL'}")
     if random_weights:
         console.print("[yellow]RANDOM WEIGHTS (no --weights): these numbers measure the conversion, not accuracy[/]")
 
@@ -175,6 +181,16 @@ def profile_table(records: list[dict]) -> None:
                       f(r["peak_memory_mb"]), cov, f(r["paper"]["ms"] if r["paper"] else None, "g"),
                       f(r["vs_paper"], ".2f"))
     Console(width=max(console.width, 170)).print(table)
+    for r in records:
+        if r.get("op_profile"):
+            ops = Table(title=f"{r['variant']} {r['precision']}: time by node type (benchmark_model --enable_op_profiling)")
+            for col in ("node type", "count", "avg ms", "share"):
+                ops.add_column(col, justify="left" if col == "node type" else "right")
+            for row in sorted(r["op_profile"], key=lambda x: -x["avg_ms"])[:12]:
+                ops.add_row(row["node_type"], str(row["count"]), f"{row['avg_ms']:.3f}", f"{row['avg_pct']:.1f}%")
+            console.print(ops)
+        elif r.get("op_profile_note"):
+            console.print(f"{r['variant']} {r['precision']}: {r['op_profile_note']}")
     if any(r["random_weights"] for r in records):
         console.print("RANDOM WEIGHTS: latency does not depend on the weights; accuracy is not measured here")
     if any(r["device"]["profile"] == "host" for r in records):

@@ -128,7 +128,8 @@ def _verify_coreml(model_file: Path, manifest: dict, reference: nn.Module, conve
     weights = check_weights(model_file, converted, precision, prefix="model." if image_input else "")
     result = compare(expected, run_images(converted, images))
     tol = verify_torch(precision)
-    passed = bool(structure["io_matches"] and weights["passed"] and _passes(result, tol))
+    passed = bool(structure["io_matches"] and not structure["unexpected_casts"] and weights["passed"]
+                  and _passes(result, tol))
     if can_predict():
         labels = class_names(variant) if variant.task == "cls" else None
         package = compare(expected, predict(model_file, images, variant.mean, variant.std, image_input, labels))

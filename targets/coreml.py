@@ -213,15 +213,41 @@ def check_weights(path: Path, converted: nn.Module, precision: str, prefix: str 
             "max_error": worst, "error_unit": unit, "passed": compared > 0 and not failed}
 
 
+def unexpected_casts(ml) -> list[str]:
+    """Casts other than the input's (image -> fp16) and the output's (-> fp32): a cast inside the
+    graph means part of an fp16 model silently computes in fp32 (or the reverse)."""
+    main = ml.get_spec().mlProgram.functions["main"]
+    block = main.block_specializations[main.opset]
+    inputs = tuple(i.name for i in main.inputs)
+    consumers: dict[str, list[str]] = {}
+    for op in block.operations:
+        for arg in op.inputs.values():
+            for a in arg.arguments:
+                if a.name:
+                    consumers.setdefault(a.name, []).append(op.type)
+    found = []
+    for op in block.operations:
+        if op.type != "cast":
+            continue
+        source = op.inputs["x"].arguments[0].name
+        out = op.outputs[0].name
+        at_input = source.startswith(inputs)
+        at_output = out in block.outputs or all(c == "classify" for c in consumers.get(out, ["?"]))
+        if not (at_input or at_output):
+            found.append(out)
+    return found
+
+
 def structural_check(path: Path, expected_io: dict) -> dict:
-    """What can be verified without macOS: the package loads and declares the I/O it should."""
+    """What can be verified without macOS: the package loads, declares the I/O it should, and has
+    no casts inside the graph."""
     import coremltools as ct
 
     ml = ct.models.MLModel(str(path), skip_model_load=True)
     io = describe_io(ml)
     ok = io["input"] == expected_io["input"] and [o["name"] for o in io["output"]] == [
         o["name"] for o in expected_io["output"]]
-    return {"loads": True, "io_matches": ok, "ops": mil_ops(ml)}
+    return {"loads": True, "io_matches": ok, "unexpected_casts": unexpected_casts(ml), "ops": mil_ops(ml)}
 
 
 def can_predict() -> bool:

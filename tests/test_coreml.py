@@ -27,6 +27,7 @@ def test_b0_seg_fp16_image_input(tmp_path):
     assert not any("bicubic" in op or "resize_bicubic" in op for op in m["ops"])
     v = m["verification"]
     assert v["structure"]["loads"] and v["structure"]["io_matches"] and v["passed"]
+    assert v["structure"]["unexpected_casts"] == [] and m["ops"].get("cast", 0) <= 1  # fp16 end to end
     assert v["numerics"] == "not run: CoreML prediction needs macOS"  # never a pass it did not earn
     # every folded conv weight is in the package, equal to the torch weight rounded to fp16
     assert v["weights"]["compared"] == 61 and v["weights"]["not_found"] == 0 and v["weights"]["max_error"] == 0.0
@@ -112,3 +113,18 @@ def test_coreml_bad_input(tmp_path, args, needle):
     result = runner.invoke(app, ["export", "m0-cls", "--target", "coreml", *args, "-o", str(tmp_path / "o")])
     assert result.exit_code == 1 and needle in result.stderr and "\n" not in result.stderr.strip()
     assert not (tmp_path / "o").exists()
+
+
+def test_unexpected_casts_are_found():
+    from coremltools.converters.mil import Builder as mb
+
+    from targets.coreml import unexpected_casts
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4))])
+    def program(x):
+        y = mb.relu(x=mb.cast(x=x, dtype="fp16"))  # at the input: expected
+        y = mb.relu(x=mb.cast(x=y, dtype="fp32", name="inner"))  # inside the graph: not
+        return mb.cast(x=mb.cast(x=y, dtype="fp16", name="round_trip"), dtype="fp32", name="out")  # out: expected
+
+    ml = ct.convert(program, convert_to="mlprogram", compute_precision=ct.precision.FLOAT32)
+    assert unexpected_casts(ml) == ["inner", "round_trip"]

@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,27 @@ def test_exact_bicubic_is_the_same_linear_map(scale, shape):
     out = ExactBicubicUpsample(scale, shape[1])(x)
     assert out.shape == ref.shape
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_depth_to_space_upsample_exports_as_depth_to_space(tmp_path, scale):
+    """The TFLite form's nearest steps leave PyTorch as Concat + DepthToSpace(DCR); ONNX Runtime runs
+    that file and must give torch's bicubic."""
+    import onnx
+    import onnxruntime as ort
+
+    from targets.onnx import export_onnx
+
+    up = ExactBicubicUpsample(scale, 3)
+    up.depth_to_space = True
+    path = export_onnx(up, (5, 7), tmp_path / "up.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("DepthToSpace") == scale // 2 and "Resize" not in ops
+    x = torch.randn(1, 3, 5, 7)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    ref = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).numpy()
+    assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
 @pytest.mark.parametrize("size", [(4, 4), (8, 16)])  # quadratic (16 tokens == dim) and linear forms

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -216,6 +217,21 @@ def test_profile_on_host(artifact, tmp_path):
     assert nodes["partitions"] >= 1 + (nodes["outside"] > 0)
     assert sum((nodes["outside_ops"] or {}).values()) == nodes["outside"]
     assert rec["vs_paper"] is None  # no published figure for this machine
+
+
+def test_profile_defaults_to_every_tflite_artifact(artifact, tmp_path, monkeypatch):
+    _, art = artifact
+    root = tmp_path / "edgekit-artifacts"
+    shutil.copytree(art, root / "b0")
+    coreml = root / "b0-coreml"  # a CoreML artifact is skipped, not an error
+    coreml.mkdir()
+    manifest = json.loads((root / "b0" / "edgekit.json").read_text())
+    (coreml / "edgekit.json").write_text(json.dumps({**manifest, "target": "coreml"}))
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["profile", "--runs", "2", "--warmup", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [rec["artifact"] for rec in json.loads(r.stdout)] == [str(Path("edgekit-artifacts") / "b0")]
+    assert len(read_results(root / "results.jsonl")) == 1
 
 
 def test_devices_and_profile_through_real_adb(artifact, connect, harness, tmp_path):
