@@ -63,7 +63,8 @@ class Adb:
     def devices(self) -> list[Device]:
         done = self._run(["devices", "-l"], timeout=60)
         if done.returncode != 0:
-            raise EdgekitError(f"adb devices failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            lines = (done.stderr or done.stdout or "no output").strip().splitlines() or ["no output"]
+            raise EdgekitError(f"adb devices failed: {lines[-1]}")
         found = []
         for line in done.stdout.splitlines():
             line = line.strip()

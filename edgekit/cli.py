@@ -233,10 +233,6 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
-
-
 harness_app = typer.Typer(help="The benchmark_model binary pushed to phones (given once; never downloaded).",
                           no_args_is_help=True)
 app.add_typer(harness_app, name="harness")
@@ -299,3 +295,7 @@ def profile(
     from edgekit.report import profile_table
 
     profile_table(records)
+
+
+if __name__ == "__main__":
+    main()
