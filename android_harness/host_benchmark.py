@@ -120,6 +120,20 @@ def delegate_coverage(graph: str, threads: int, inputs) -> tuple[int, int, list[
     return len(nodes) - len(outside), len(nodes), outside
 
 
+def coverage(graph: str, threads: int = 1) -> dict:
+    """Delegate coverage of a model file on its own: nodes XNNPACK takes, nodes in the model,
+    partitions, and the op names it leaves out (with counts)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(graph), num_threads=threads)
+    interpreter.allocate_tensors()
+    inputs = [np.zeros(d["shape"], d["dtype"]) for d in interpreter.get_input_details()]
+    replaced, total, outside = delegate_coverage(str(graph), threads, inputs)
+    return {"replaced": replaced, "total": total, "partitions": partitions(interpreter),
+            "outside": {name: outside.count(name) for name in sorted(set(outside))}}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log("STARTING!")

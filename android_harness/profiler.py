@@ -10,7 +10,6 @@ crash, no timings printed) raises before anything is recorded.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 from android_harness import benchmark_output
 from android_harness.adb import Adb, DeviceLost, quote
 from android_harness.profiles import HOST, PROFILES, DeviceProfile, check_delegate, get_profile, profile_for
+from edgekit.artifacts import sha256
 from edgekit.errors import EdgekitError
 
 DEVICE_DIR = "/data/local/tmp/edgekit"
@@ -37,14 +37,6 @@ def cache_dir() -> Path:
     root = os.environ.get("EDGEKIT_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgekit")
     return Path(root)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def add_harness(path: Path) -> dict:
@@ -66,7 +58,7 @@ def add_harness(path: Path) -> dict:
     shutil.copyfile(path, tmp)
     tmp.chmod(0o755)
     tmp.replace(folder / HARNESS_NAME)
-    record = {"path": str(folder / HARNESS_NAME), "sha256": _sha256(folder / HARNESS_NAME), "source": str(path),
+    record = {"path": str(folder / HARNESS_NAME), "sha256": sha256(folder / HARNESS_NAME), "source": str(path),
               "kind": kind, "arch": arch, "added": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     (folder / "harness.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -76,14 +68,14 @@ def find_harness(explicit: Path | None) -> tuple[Path, str]:
     if explicit is not None:
         if not Path(explicit).is_file():
             raise EdgekitError(f"harness not found: {explicit}")
-        return Path(explicit), _sha256(Path(explicit))
+        return Path(explicit), sha256(Path(explicit))
     record_file = cache_dir() / "harness" / "harness.json"
     if not record_file.is_file():
         raise EdgekitError("no benchmark harness: give LiteRT's benchmark_model for Android arm64 once with "
                            "`edgekit harness add PATH` (or --harness PATH); edgekit never downloads it")
     record = json.loads(record_file.read_text())
     path = Path(record["path"])
-    if not path.is_file() or _sha256(path) != record["sha256"]:
+    if not path.is_file() or sha256(path) != record["sha256"]:
         raise EdgekitError(f"the cached harness {path} is missing or changed since `edgekit harness add`; add it again")
     return path, record["sha256"]
 

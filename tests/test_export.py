@@ -101,16 +101,10 @@ def test_tflite_int8_with_int8_io(tmp_path, no_network):
 
 def _coverage(model: Path) -> tuple[bool, int]:
     """(every node delegated to XNNPACK, number of partitions), measured by the host harness's method."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
+    from android_harness.host_benchmark import coverage
 
-    from android_harness.host_benchmark import delegate_coverage, partitions
-
-    interpreter = Interpreter(model_path=str(model), num_threads=1)
-    interpreter.allocate_tensors()
-    inputs = [np.zeros(d["shape"], d["dtype"]) for d in interpreter.get_input_details()]
-    replaced, total, outside = delegate_coverage(str(model), 1, inputs)
-    return replaced == total and not outside, partitions(interpreter)
+    c = coverage(str(model))
+    return c["replaced"] == c["total"] and not c["outside"], c["partitions"]
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
