@@ -24,3 +24,12 @@ def randomize_bn_stats(model: nn.Module, seed: int = 0) -> nn.Module:
             if hasattr(m, "attention_biases"):
                 m.attention_biases.copy_(torch.randn(m.attention_biases.shape, generator=g) * 0.5)
     return model
+
+
+def every_variant_resolution(name: str) -> str | None:
+    """The input the slow every-variant exports use: MSRA models at their own 224, MIT seg models at
+    256x512 and MIT classifiers at 224 (smaller than their defaults, to keep the slow run short)."""
+    from edgekit.registry import VARIANTS
+
+    variant = VARIANTS[name]
+    return None if variant.family == "msra" else ("256x512" if variant.task == "seg" else "224")

@@ -1,6 +1,5 @@
 """--weights: the three published layouts load strictly; anything else fails with one clear line."""
 
-import pickle
 
 import pytest
 import torch

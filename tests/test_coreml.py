@@ -6,6 +6,7 @@ import coremltools as ct
 import pytest
 from typer.testing import CliRunner
 
+from conftest import every_variant_resolution
 from edgekit.cli import app
 from edgekit.deploy import Target
 from edgekit.export import ExportOptions, export
@@ -87,9 +88,7 @@ def test_mit_classifier_family(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_every_variant_converts_to_fp16(tmp_path, name):
-    variant = VARIANTS[name]
-    resolution = None if variant.family == "msra" else ("256x512" if variant.task == "seg" else "224")
-    m = export(ExportOptions(name, Target.COREML, "fp16", resolution, output=tmp_path))
+    m = export(ExportOptions(name, Target.COREML, "fp16", every_variant_resolution(name), output=tmp_path))
     assert m["verification"]["passed"], m["verification"]
 
 

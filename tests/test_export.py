@@ -4,11 +4,11 @@ import json
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from edgekit.artifacts import MANIFEST, sha256
+from conftest import every_variant_resolution
 from edgekit.cli import app
 from edgekit.deploy import Target
 from edgekit.export import ExportOptions, export
@@ -145,9 +145,7 @@ def test_export_bad_input(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_every_variant_exports_to_fp32_tflite(tmp_path, name):
-    variant = VARIANTS[name]
-    resolution = None if variant.family == "msra" else ("256x512" if variant.task == "seg" else "224")
-    m = export(ExportOptions(name, Target.TFLITE, "fp32", resolution, output=tmp_path))
+    m = export(ExportOptions(name, Target.TFLITE, "fp32", every_variant_resolution(name), output=tmp_path))
     assert m["verification"]["passed"], m["verification"]
 
 
