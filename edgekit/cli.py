@@ -215,6 +215,27 @@ def verify(
     _exit_on_failed_verification(result["verification"])
 
 
+@app.command("package")
+def package_cmd(
+    artifacts: Annotated[list[Path], typer.Argument(help="Artifact directories written by `edgekit export`.")],
+    platform: Annotated[str, typer.Option("--platform", help="android (TFLite artifacts) | ios (CoreML artifacts)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for bundles and zips.")] = Path(
+        "edgekit-bundles"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Make app-ready bundles: model, labels, model.json, a Kotlin/Swift snippet, and a zip of each."""
+    from edgekit.bundle import PackageOptions, package
+
+    with _status("packaging") as status:
+        records = _run(package, PackageOptions(tuple(artifacts), platform.lower(), output),
+                       lambda msg: status.update(msg))
+    if as_json:
+        return _print_json(records)
+    from edgekit.report import package_report
+
+    package_report(records)
+
+
 def _exit_on_failed_verification(verification: dict) -> None:
     if not verification["passed"]:
         typer.echo("error: verification failed: the artifact is outside its tolerance (see the table)", err=True)

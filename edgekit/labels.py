@@ -1,4 +1,4 @@
-"""Class names for each dataset, in output-index order (shipped in edgekit/data/labels/)."""
+"""Class names (and segmentation colours) for each dataset, in output-index order (edgekit/data/)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from edgekit.registry import Variant
 
 LABELS_DIR = Path(__file__).parent / "data" / "labels"
+PALETTES_DIR = Path(__file__).parent / "data" / "palettes"
 
 
 def class_names(variant: Variant) -> list[str]:
@@ -14,3 +15,11 @@ def class_names(variant: Variant) -> list[str]:
     if len(names) != variant.num_classes:
         raise ValueError(f"{variant.dataset} labels: {len(names)} names for {variant.num_classes} classes")
     return names
+
+
+def palette(dataset: str) -> list[list[int]] | None:
+    """One [R, G, B] per class for a segmentation dataset (None for classification datasets)."""
+    path = PALETTES_DIR / f"{dataset}.txt"
+    if not path.is_file():
+        return None
+    return [[int(v) for v in line.split()] for line in path.read_text().splitlines() if line.strip()]

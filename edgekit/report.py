@@ -196,3 +196,17 @@ def profile_table(records: list[dict]) -> None:
     if any(r["device"]["profile"] == "host" for r in records):
         console.print("host: this machine, not a phone; 'paper ms' is the Snapdragon 8 Gen 1 figure, shown for "
                       "scale, with no ratio")
+
+
+def package_report(records: list[dict]) -> None:
+    for r in records:
+        console.print(f"[bold]{r['bundle']}[/]  ({r['variant']}, {r['precision']}, {r['platform']})")
+        console.print(f"  files: {', '.join(r['files'])}")
+        console.print(f"  zip:   {r['zip']}")
+        if r["compiled_model"] and not r["compiled_model"].endswith(".mlmodelc"):
+            console.print(f"  [dim].mlmodelc {r['compiled_model']}[/]")
+        if r["random_weights"]:
+            console.print("  [yellow]RANDOM WEIGHTS: exported without --weights; fine for wiring up an app, "
+                          "not for its results[/]")
+        if not r["verified"]:
+            console.print("  [red]this artifact FAILED verification at export (see its edgekit.json)[/]")

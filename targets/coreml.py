@@ -144,6 +144,17 @@ def describe_io(ml) -> dict:
             "output": [{"name": o.name, "type": o.type.WhichOneof("Type")} for o in out]}
 
 
+def output_arrays(path: Path) -> dict[str, dict]:
+    """Shape and element type of each multi-array output of a saved package (read from its spec)."""
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    types = {v: k.lower() for k, v in ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.items()}
+    return {o.name: {"shape": [int(s) for s in o.type.multiArrayType.shape],
+                     "dtype": types[o.type.multiArrayType.dataType]}
+            for o in spec.description.output if o.type.WhichOneof("Type") == "multiArrayType"}
+
+
 def _weight_key(name: str) -> str:
     """A MIL weight name or a torch state-dict key, reduced to what both share: torch.export names a
     parameter p_<path with _>, coremltools appends _to_fp16 or _cast_fp16 (TorchScript) and

@@ -27,18 +27,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-@pytest.fixture(scope="module")
-def b0_fp32(tmp_path_factory):
-    out = tmp_path_factory.mktemp("artifacts")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
-    try:
-        manifest = export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "128x256", output=out))
-    finally:
-        mp.undo()
-    return out, manifest
-
-
 def test_tflite_fp32_export_is_verified_and_complete(b0_fp32):
     out, m = b0_fp32
     art = out / "b0-seg-cityscapes-128x256-tflite-fp32"

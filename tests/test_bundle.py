@@ -1,0 +1,185 @@
+"""`edgekit package`: bundles from real exports; the generated Kotlin/Swift are parsed and every
+constant is checked against the model file itself (not only against the manifest it came from)."""
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.bundle import PackageOptions, package
+from edgekit.cli import app
+from edgekit.deploy import Target
+from edgekit.export import ExportOptions, export
+from edgekit.labels import palette
+
+runner = CliRunner()
+
+
+# ---- tiny parsers for the two snippet languages: the declarations we generate, nothing more ----------
+def _value(text: str):
+    text = text.strip()
+    if text.startswith('"'):
+        return json.loads(text)
+    array = re.fullmatch(r"(?:intArrayOf|floatArrayOf)\((.*)\)|\[(.*)\]", text, re.S)
+    if array:
+        body = array.group(1) if array.group(1) is not None else array.group(2)
+        items = re.findall(r"\[[^\[\]]*\]|[^,\s][^,]*", body)
+        return [_value(i) for i in items]
+    return float(text[:-1]) if text.endswith("f") else (float(text) if "." in text or "e" in text else int(text))
+
+
+def kotlin_constants(code: str) -> dict:
+    found = re.findall(r"^\s*(?:const )?val ([A-Z][A-Z0-9_]*) = ([^\n]+?)(?:\s*//[^\n]*)?$", code, re.M)
+    return {name: _value(value) for name, value in found}
+
+
+def swift_constants(code: str) -> dict:
+    found = re.findall(r"^\s*static let (\w+)(?:: [^=]+)? = ([^\n]+?)(?:\s*//[^\n]*)?$", code, re.M)
+    return {name: _value(value) for name, value in found}
+
+
+def _tflite_details(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    return interp.get_input_details()[0], interp.get_output_details()[0]
+
+
+def _single(records):
+    assert len(records) == 1
+    bundle = Path(records[0]["bundle"])
+    return records[0], bundle, json.loads((bundle / "model.json").read_text())
+
+
+# ---- Android ---------------------------------------------------------------------------------------
+def test_android_bundle_of_b0_seg(b0_fp32, tmp_path):
+    out, manifest = b0_fp32
+    art = Path(manifest["artifact_dir"])
+    record, bundle, spec = _single(package(PackageOptions((art,), "android", tmp_path)))
+    assert record["files"] == ["EdgekitModel.kt", "README.md", "labels.txt", "model.json", "model.tflite"]
+    assert (bundle / "model.tflite").read_bytes() == (art / "model.tflite").read_bytes()
+
+    k = kotlin_constants((bundle / "EdgekitModel.kt").read_text())
+    inp, outp = _tflite_details(bundle / "model.tflite")  # the constants must match the model file itself
+    assert k["INPUT_NAME"] == inp["name"] and k["INPUT_SHAPE"] == inp["shape"].tolist() == [1, 128, 256, 3]
+    assert k["OUTPUT_NAME"] == outp["name"] and k["OUTPUT_SHAPE"] == outp["shape"].tolist() == [1, 16, 32, 19]
+    assert (k["INPUT_HEIGHT"], k["INPUT_WIDTH"], k["OUTPUT_HEIGHT"], k["OUTPUT_WIDTH"]) == (128, 256, 16, 32)
+    assert k["MEAN"] == [0.485, 0.456, 0.406] and k["STD"] == [0.229, 0.224, 0.225]
+    assert k["NUM_CLASSES"] == 19 == len((bundle / "labels.txt").read_text().splitlines())
+    assert k["PALETTE_RGB"][:6] == [128, 64, 128, 244, 35, 232] and len(k["PALETTE_RGB"]) == 19 * 3
+    assert "INPUT_SCALE" not in k  # float I/O: no quantisation constants
+    code = (bundle / "EdgekitModel.kt").read_text()
+    assert "z[i * NUM_CLASSES + c]" in code  # NHWC output indexing, as the model's output is laid out
+    assert "RANDOM WEIGHTS" in code and spec["warning"]
+
+    assert spec["input"]["name"] == inp["name"] and spec["output"]["shape"] == [1, 16, 32, 19]
+    assert spec["palette"] == palette("cityscapes") and spec["verification"]["passed"]
+    with zipfile.ZipFile(record["zip"]) as z:
+        names = sorted(z.namelist())
+        assert names == sorted(f"{bundle.name}/{f}" for f in record["files"])
+        assert z.read(f"{bundle.name}/model.tflite") == (art / "model.tflite").read_bytes()
+
+    # the same artifact packaged again gives the same zip, byte for byte
+    first = Path(record["zip"]).read_bytes()
+    package(PackageOptions((art,), "android", tmp_path))
+    assert Path(record["zip"]).read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bundle.name, f"{bundle.name}.zip"]  # no temp files
+
+
+def test_int8_io_bundle_has_the_models_quantisation(tmp_path):
+    m = export(ExportOptions("b0-seg", Target.TFLITE, "int8", "64x128", io="int8", num_calibration=2,
+                             output=tmp_path / "a"))
+    record, bundle, spec = _single(package(PackageOptions((Path(m["artifact_dir"]),), "android", tmp_path / "b")))
+    k = kotlin_constants((bundle / "EdgekitModel.kt").read_text())
+    inp, outp = _tflite_details(bundle / "model.tflite")
+    assert inp["dtype"] == np.int8 and outp["dtype"] == np.int8
+    assert k["INPUT_SCALE"] == pytest.approx(inp["quantization"][0], rel=1e-6)
+    assert k["INPUT_ZERO_POINT"] == inp["quantization"][1]
+    assert k["OUTPUT_SCALE"] == pytest.approx(outp["quantization"][0], rel=1e-6)
+    assert k["OUTPUT_ZERO_POINT"] == outp["quantization"][1]
+    code = (bundle / "EdgekitModel.kt").read_text()
+    assert ".coerceIn(-128, 127).toByte()" in code and "OUTPUT_ZERO_POINT) * OUTPUT_SCALE" in code
+    assert spec["input"]["quantization"]["scale"] == pytest.approx(inp["quantization"][0])
+
+
+# ---- iOS ---------------------------------------------------------------------------------------------
+def test_ios_bundle_of_m0_cls(tmp_path):
+    import coremltools as ct
+
+    m = export(ExportOptions("m0-cls", Target.COREML, "fp16", output=tmp_path / "a"))
+    record, bundle, spec = _single(package(PackageOptions((Path(m["artifact_dir"]),), "ios", tmp_path / "b")))
+    assert record["files"] == ["EdgekitModel.swift", "README.md", "labels.txt", "model.json", "model.mlpackage"]
+    assert "needs macOS" in record["compiled_model"]  # no .mlmodelc is claimed on Linux
+
+    s = swift_constants((bundle / "EdgekitModel.swift").read_text())
+    desc = ct.models.MLModel(str(bundle / "model.mlpackage"), skip_model_load=True).get_spec().description
+    image = desc.input[0].type.imageType
+    assert s["inputName"] == desc.input[0].name == "image"
+    assert s["inputShape"] == [1, 3, image.height, image.width] == [1, 3, 224, 224]
+    assert s["outputName"] == desc.predictedFeatureName == "classLabel"
+    assert s["scoresName"] == desc.predictedProbabilitiesName == "classLabel_probs"
+    assert s["mean"] == [0.485, 0.456, 0.406] and s["std"] == [0.229, 0.224, 0.225]
+    assert s["cropRatio"] == 0.875 and s["numClasses"] == 1000 and s["modelName"] == "model"
+    code = (bundle / "EdgekitModel.swift").read_text()
+    assert "VNClassificationObservation" in code and "centreCrop" in code and "MLMultiArray" not in code
+    assert spec["input"]["normalization"]["applied"] == "inside the model"
+    labels = (bundle / "labels.txt").read_text().splitlines()
+    assert len(labels) == 1000 and labels[:2] == ["tench", "goldfish"]
+    with zipfile.ZipFile(record["zip"]) as z:  # the package directory is zipped whole
+        assert any(n.startswith(f"{bundle.name}/model.mlpackage/Data/") for n in z.namelist())
+        assert f"{bundle.name}/model.mlpackage/Manifest.json" in z.namelist()
+
+
+def test_ios_bundle_of_a_tensor_input_seg_model(tmp_path):
+    import coremltools as ct
+
+    m = export(ExportOptions("b0-seg", Target.COREML, "fp16", "64x128", input_kind="tensor", output=tmp_path / "a"))
+    _, bundle, spec = _single(package(PackageOptions((Path(m["artifact_dir"]),), "ios", tmp_path / "b")))
+    s = swift_constants((bundle / "EdgekitModel.swift").read_text())
+    out = ct.models.MLModel(str(bundle / "model.mlpackage"), skip_model_load=True).get_spec().description.output[0]
+    assert s["outputName"] == out.name == "logits"
+    assert s["outputShape"] == list(out.type.multiArrayType.shape) == [1, 19, 8, 16]
+    assert (s["outputHeight"], s["outputWidth"], s["numClasses"]) == (8, 16, 19)
+    assert s["palette"][0] == [128, 64, 128] and len(s["palette"]) == 19
+    code = (bundle / "EdgekitModel.swift").read_text()
+    # a tensor input: the snippet normalises the pixels itself, with the constants above
+    assert "MLMultiArray(shape: Info.inputShape" in code and "Info.mean[c]) / Info.std[c]" in code
+    assert "import Vision" not in code
+    assert spec["input"]["normalization"]["applied"].startswith("by the app")
+
+
+# ---- errors: one line, nothing written ---------------------------------------------------------------
+def test_package_refusals(b0_fp32, tmp_path):
+    _, manifest = b0_fp32
+    art = Path(manifest["artifact_dir"])
+    cases = [
+        (["package", str(art), "--platform", "ios"], "takes coreml artifacts"),
+        (["package", str(art), "--platform", "windows"], "is not one of: android, ios"),
+        (["package", str(tmp_path), "--platform", "android"], "is not an edgekit artifact"),
+    ]
+    copy = tmp_path / "copy" / art.name
+    copy.mkdir(parents=True)
+    for f in art.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "model.tflite").write_bytes((art / "model.tflite").read_bytes()[:-4] + b"\0\0\0\0")
+    cases.append((["package", str(copy), "--platform", "android"], "changed since export"))
+    for args, needle in cases:
+        out = tmp_path / "bundles"
+        result = runner.invoke(app, [*args, "--output", str(out)])
+        assert result.exit_code == 1, result.output
+        assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def test_package_cli_json(b0_fp32, tmp_path):
+    _, manifest = b0_fp32
+    result = runner.invoke(app, ["package", manifest["artifact_dir"], "--platform", "android", "-o", str(tmp_path),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert records[0]["snippet"] == "EdgekitModel.kt" and Path(records[0]["zip"]).is_file()
+    assert records[0]["random_weights"] is True and records[0]["verified"] is True
