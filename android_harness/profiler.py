@@ -256,7 +256,8 @@ def _artifacts(opts: ProfileOptions) -> list[Path]:
 
     if opts.artifacts:
         return [Path(a) for a in opts.artifacts]
-    found = sorted(p.parent for p in Path(opts.root).glob(f"*/{MANIFEST}"))
+    # a dot-folder is an export still being written (or one killed before its final rename)
+    found = sorted(p.parent for p in Path(opts.root).glob(f"*/{MANIFEST}") if not p.parent.name.startswith("."))
     if not found:
         raise EdgekitError(f"no artifacts under {opts.root}: export one first (edgekit export b0-seg)")
     return found

@@ -58,12 +58,32 @@ def check_writable(parent: Path) -> None:
         raise EdgekitError(f"output folder {parent} is not writable ({e.strerror or e})") from e
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _remove_orphans(final: Path) -> None:
+    """Temp folders of `final` whose writer was killed (SIGKILL, power loss) before its rename: the
+    writer's pid is in the name, so a live concurrent writer's folder is never touched."""
+    for tmp in final.parent.glob(f".{final.name}.*.*"):
+        pid = tmp.name[len(final.name) + 2:].split(".", 1)[0]
+        if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path, overwrite: bool = True):
     """Yield a temporary sibling of `final`; on success it replaces `final` in one rename, on any
     failure it is removed, so a reader never sees a half-written artifact."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    _remove_orphans(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", dir=final.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; an artifact is an ordinary folder

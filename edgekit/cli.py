@@ -236,6 +236,46 @@ def package_cmd(
     package_report(records)
 
 
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+@app.command()
+def sweep(
+    variants: Annotated[str, typer.Option("--variants", help="Comma-separated, e.g. b0-seg,b1-cls,m0-cls.")],
+    targets: Annotated[str, typer.Option("--targets", help="Comma-separated: tflite, onnx, coreml.")] = "tflite",
+    precisions: Annotated[str, typer.Option("--precisions", help="Comma-separated, e.g. fp32,int8.")] = "fp32",
+    resolutions: Annotated[
+        str | None, typer.Option("--resolutions", help="Comma-separated HxW for every variant (default: each one's own).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", "-d", help="host, a profile (s8gen1, ...) or an adb serial.")] = "host",
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per cell.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs per cell.")] = 3,
+    threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the device profile's).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder; results.jsonl lives in it.")] = Path(
+        "edgekit-artifacts"),
+    plot: Annotated[Path | None, typer.Option("--plot", help="PNG path (default: <output>/sweep.png).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export and profile a grid; resumes where an interrupted sweep stopped; table and latency-vs-MACs PNG."""
+    from edgekit.sweep import SweepOptions
+    from edgekit.sweep import sweep as run_sweep
+
+    opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
+                        output, runs, warmup, threads, plot)
+    try:
+        with _status("sweeping") as status:
+            result = _run(run_sweep, opts, lambda msg: status.update(msg))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished cells are kept; run the same command again to finish the rest", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        return _print_json(result)
+    from edgekit.report import sweep_table
+
+    sweep_table(result)
+
+
 def _exit_on_failed_verification(verification: dict) -> None:
     if not verification["passed"]:
         typer.echo("error: verification failed: the artifact is outside its tolerance (see the table)", err=True)

@@ -210,3 +210,39 @@ def package_report(records: list[dict]) -> None:
                           "not for its results[/]")
         if not r["verified"]:
             console.print("  [red]this artifact FAILED verification at export (see its edgekit.json)[/]")
+
+
+def _parity(r: dict) -> str:
+    if r["psnr_db"] is None:
+        return "-"
+    kind = "top-1" if (r["agreement_kind"] or "").startswith("top-1") else "argmax"
+    agree = f", {kind} {100 * r['agreement']:.1f}%" if r["agreement"] is not None else ""
+    return f"{r['psnr_db']:.1f} dB{agree}"
+
+
+def sweep_table(result: dict) -> None:
+    rows = result["rows"]
+    paper_devices = sorted({r["paper_device"] for r in rows if r["paper_device"]})
+    paper_col = f"paper ms ({', '.join(paper_devices)})" if paper_devices else "paper ms"
+    table = Table(title=f"edgekit sweep on {result['device']}")
+    for col in ("variant", "input", "target", "precision", "status", "size MB", "PSNR, agreement", "GMACs",
+                "latency ms", paper_col):
+        table.add_column(col, justify="right" if col[0].isupper() or "ms" in col or col == "size MB" else "left")
+    for r in rows:
+        status = {"ok": "[green]ok[/]"}.get(r["status"], f"[red]{r['status']}[/]" if "failed" in r["status"]
+                                            else f"[yellow]{r['status']}[/]")
+        if r["error"]:
+            status += f"\n[dim]{r['error']}[/]"
+        table.add_row(r["variant"], _res(r["resolution"]), r["target"], r["precision"], status,
+                      f"{r['size_mb']:.2f}" if r["size_mb"] is not None else "-", _parity(r), f"{r['gmacs']:.3g}",
+                      f"{r['latency_ms']:.2f}" if r["latency_ms"] else "-",
+                      f"{r['paper_ms']:g}" if r["paper_ms"] else "-")
+    Console(width=max(console.width, 150)).print(table)
+    reused = sum(1 for r in rows if r["profiled"] == "from results.jsonl")
+    if reused:
+        console.print(f"{reused} of {len(rows)} cells were already measured ({result['results']}): not redone")
+    if any(r["random_weights"] for r in rows):
+        console.print("[yellow]random weights: the latencies hold, the PSNR/agreement only show conversion fidelity[/]")
+    if result["device"] == "host" and paper_devices:
+        console.print("[dim]paper ms: the paper's phone figure, for scale; this host is not that phone[/]")
+    console.print(f"plot: {result['plot']}")

@@ -1,6 +1,7 @@
 """Real exports (onnx2tf, TFLiteConverter, ai-edge-litert, onnxruntime), checked against PyTorch."""
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -148,3 +149,22 @@ def test_nchw_layout_keeps_nchw_input(tmp_path, no_network):
     m = export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "64x128", layout="nchw", output=tmp_path))
     assert m["io"]["input"]["shape"] == [1, 3, 64, 128] and m["io"]["input"]["layout"] == "NCHW"
     assert m["verification"]["passed"]
+
+
+def test_atomic_directory_removes_temp_folders_of_killed_writers(tmp_path):
+    import subprocess
+    import sys
+
+    from edgekit.artifacts import atomic_directory
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    final = tmp_path / "b0-seg-cityscapes-64x128-tflite-fp32"
+    orphan = tmp_path / f".{final.name}.{dead.pid}.k1ll3d"  # a writer SIGKILLed before its rename
+    live = tmp_path / f".{final.name}.{os.getpid()}.alive"  # a concurrent writer still at work
+    for d in (orphan, live):
+        d.mkdir()
+        (d / "edgekit.json").write_text("{}")
+    with atomic_directory(final) as tmp:
+        (tmp / "x").write_text("x")
+    assert not orphan.exists() and live.exists() and (final / "x").exists()

@@ -1,0 +1,221 @@
+"""`edgekit sweep`: export and profile a grid of variants x targets x precisions x resolutions.
+
+A cell is done when results.jsonl holds a measurement of exactly its artifact (same sha256) on the
+same device; an artifact already on disk with an intact model file is reused, not re-exported. So
+an interrupted sweep, run again with the same arguments, finishes the rest and redoes nothing.
+Failed cells are retried on the next run (a phone may have been unplugged). Artifacts and results
+are written atomically, so an interruption at any moment leaves no half cell behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+Progress = Callable[[str], None]
+PROFILED_TARGETS = ("tflite",)  # what benchmark_model (and the host harness) can run
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    variants: tuple[str, ...]
+    targets: tuple[str, ...] = ("tflite",)
+    precisions: tuple[str, ...] = ("fp32",)
+    resolutions: tuple[str | None, ...] = (None,)  # None: each variant's default
+    device: str = "host"
+    output: Path = Path("edgekit-artifacts")
+    runs: int = 20
+    warmup: int = 3
+    threads: int | None = None
+    plot: Path | None = None  # default: <output>/sweep.png
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str  # the registry name
+    resolution: tuple[int, int]
+    target: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} {self.resolution[0]}x{self.resolution[1]} {self.target} {self.precision}"
+
+
+def plan(opts: SweepOptions) -> list[Cell]:
+    """Every cell of the grid, validated before any work (an unknown name fails the whole sweep)."""
+    from edgekit.deploy import Target
+    from edgekit.registry import get_variant, parse_resolution
+
+    if not opts.variants:
+        raise EdgekitError("--variants is empty: name at least one (edgekit variants lists them)")
+    targets = []
+    for t in opts.targets:
+        try:
+            targets.append(Target(t.lower()).value)
+        except ValueError:
+            raise EdgekitError(f"--targets {t!r} is not one of: {', '.join(x.value for x in Target)}") from None
+    cells = []
+    for name, res, target, precision in itertools.product(opts.variants, opts.resolutions, targets, opts.precisions):
+        variant = get_variant(name)
+        cells.append(Cell(variant.name, parse_resolution(res, variant), target, precision.lower()))
+    return list(dict.fromkeys(cells))  # the same cell asked twice is done once
+
+
+def _device_key(device: str):
+    """What identifies 'the same device' in a result record: the host, a profile name or a serial."""
+    from android_harness.profiles import PROFILES
+
+    if device == "host":
+        return lambda rec: rec["device"]["profile"] == "host"
+    if device in PROFILES:
+        return lambda rec: rec["device"]["profile"] == device
+    return lambda rec: rec["device"]["serial"] == device
+
+
+def _existing_artifact(folder: Path) -> dict | None:
+    """The manifest of an artifact already on disk whose model file is intact, else None."""
+    from edgekit.artifacts import MANIFEST, read_manifest, sha256
+
+    if not (folder / MANIFEST).is_file():
+        return None
+    manifest = read_manifest(folder)
+    model = folder / manifest["model_file"]
+    if not model.exists() or sha256(model) != manifest["sha256"]:
+        return None
+    manifest["artifact_dir"] = str(folder)
+    return manifest
+
+
+def _export(cell: Cell, opts: SweepOptions, progress: Progress) -> tuple[dict, bool]:
+    """(manifest, reused)."""
+    from edgekit.deploy import Target
+    from edgekit.export import ExportOptions, artifact_name, export
+    from edgekit.registry import get_variant
+
+    folder = Path(opts.output) / artifact_name(get_variant(cell.variant), cell.resolution, Target(cell.target),
+                                               cell.precision)
+    manifest = _existing_artifact(folder)
+    if manifest is not None:
+        return manifest, True
+    res = f"{cell.resolution[0]}x{cell.resolution[1]}"
+    return export(ExportOptions(cell.variant, Target(cell.target), cell.precision, res, output=Path(opts.output)),
+                  progress), False
+
+
+def _macs(variant: str, resolution: tuple[int, int], cache: dict) -> float:
+    from edgekit.complexity import measure
+    from edgekit.registry import get_variant
+
+    key = (variant, resolution)
+    if key not in cache:
+        cache[key] = measure(get_variant(variant), resolution).macs / 1e9
+    return cache[key]
+
+
+def _row(cell: Cell, gmacs: float) -> dict:
+    return {"variant": cell.variant, "resolution": list(cell.resolution), "target": cell.target,
+            "precision": cell.precision, "gmacs": gmacs, "status": None, "error": None, "artifact": None,
+            "size_mb": None, "psnr_db": None, "agreement": None, "agreement_kind": None, "verified": None,
+            "random_weights": None, "latency_ms": None, "paper_ms": None, "paper_device": None,
+            "exported": None, "profiled": None}
+
+
+def _fill_from_manifest(row: dict, manifest: dict) -> None:
+    v = manifest["verification"]
+    row.update(artifact=manifest["artifact_dir"], size_mb=manifest["file_bytes"] / 1e6, psnr_db=v.get("psnr_db"),
+               agreement=v.get("argmax_agreement"), agreement_kind=v.get("agreement_kind"), verified=v["passed"],
+               random_weights=manifest["source"].get("weights") is None)
+
+
+def _fill_from_record(row: dict, record: dict) -> None:
+    paper = record.get("paper") or {}
+    row.update(latency_ms=record.get("median_ms") or record.get("mean_ms"), paper_ms=paper.get("ms"),
+               paper_device=paper.get("device"))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _run_cell(cell: Cell, row: dict, opts: SweepOptions, results_path: Path, done, progress: Progress) -> None:
+    """Fill `row` for one cell: export (or reuse), then profile unless already measured."""
+    from android_harness.profiler import ProfileOptions, profile
+
+    try:
+        manifest, reused = _export(cell, opts, progress)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # one bad cell must not stop the grid; its reason goes in the table
+        row.update(status="export failed", error=_first_line(e))
+        return
+    row["exported"] = "reused" if reused else "exported"
+    _fill_from_manifest(row, manifest)
+    if cell.target not in PROFILED_TARGETS:
+        row["status"] = "exported; not profiled (CoreML needs an iPhone)" if cell.target == "coreml" \
+            else f"exported; not profiled ({cell.target} is not a phone format)"
+        return
+    record = done(manifest["sha256"])
+    if record is None:
+        try:
+            record = profile(ProfileOptions((Path(manifest["artifact_dir"]),), opts.device, opts.threads, "cpu",
+                                            opts.runs, opts.warmup, results=results_path), progress)[0]
+        except KeyboardInterrupt:
+            raise
+        except EdgekitError as e:
+            row.update(status="profile failed", error=_first_line(e))
+            return
+        row["profiled"] = "measured"
+    else:
+        row["profiled"] = "from results.jsonl"
+    _fill_from_record(row, record)
+    row["status"] = "ok" if manifest["verification"]["passed"] else "verification failed"
+
+
+def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
+    """Run the grid; return {"rows": [...], "plot": path, "results": path, "device": ...}."""
+    from android_harness.profiler import RESULTS, read_results
+
+    if opts.runs < 1 or opts.warmup < 0:
+        raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
+    cells = plan(opts)
+    results_path = Path(opts.output) / RESULTS
+    same_device = _device_key(opts.device)
+
+    def done(sha: str) -> dict | None:
+        """The last measurement of this exact artifact on this device, if results.jsonl has one."""
+        matches = [r for r in read_results(results_path) if r.get("sha256") == sha and same_device(r)]
+        return matches[-1] if matches else None
+
+    rows, macs_cache = [], {}
+    for i, cell in enumerate(cells, 1):
+        progress(f"[{i}/{len(cells)}] {cell.label}")
+        row = _row(cell, _macs(cell.variant, cell.resolution, macs_cache))
+        _run_cell(cell, row, opts, results_path, done, lambda msg, i=i: progress(f"[{i}/{len(cells)}] {msg}"))
+        rows.append(row)
+    plot_path = Path(opts.plot) if opts.plot else Path(opts.output) / "sweep.png"
+    from edgekit.sweep_plot import paper_points, plot
+
+    device = "host" if opts.device == "host" else _profile_name(rows, results_path, opts.device)
+    points = paper_points(sorted({r["variant"] for r in rows}), device, macs_cache)
+    plot(rows, points, device, plot_path)
+    return {"device": opts.device, "device_profile": device, "results": str(results_path), "plot": str(plot_path),
+            "rows": rows, "paper_points": points}
+
+
+def _profile_name(rows: list[dict], results_path: Path, device: str) -> str | None:
+    """The device profile the measurements ran on (a serial resolves to its profile)."""
+    from android_harness.profiler import read_results
+    from android_harness.profiles import PROFILES
+
+    if device in PROFILES:
+        return device
+    for r in reversed(read_results(results_path)):
+        if r["device"]["serial"] == device:
+            return r["device"]["profile"]
+    return None

@@ -1,0 +1,104 @@
+"""`edgekit sweep`: a real grid (exports + host harness), killed mid-way and resumed, and its picture."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+from edgekit.errors import EdgekitError
+from edgekit.sweep import SweepOptions, plan
+from edgekit.sweep_plot import paper_points, plot
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+GRID = ["sweep", "--variants", "b0-seg", "--precisions", "fp32,int4,fp16", "--resolutions", "64x128",
+        "--runs", "3", "--warmup", "1"]
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_sweep_killed_midway_resumes_without_redoing(tmp_path):
+    out = tmp_path / "artifacts"
+    results = out / "results.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", *GRID, "--output", str(out)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 600
+        while not _records(results) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        os.kill(proc.pid, signal.SIGKILL)  # no cleanup code runs: the hardest interruption
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    first = _records(results)
+    assert len(first) == 1 and first[0]["precision"] == "fp32"
+
+    result = runner.invoke(app, [*GRID, "--output", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [(r["precision"], r["status"]) for r in rows] == [("fp32", "ok"), ("int4", "export failed"), ("fp16", "ok")]
+    fp32, bad, fp16 = rows
+    assert fp32["exported"] == "reused" and fp32["profiled"] == "from results.jsonl"  # not redone
+    assert fp16["exported"] == "exported" and fp16["profiled"] == "measured"
+    assert "int4" in bad["error"] and bad["latency_ms"] is None
+    records = _records(results)
+    assert len(records) == 2 and records[0] == first[0]  # the finished cell's measurement is untouched
+    assert fp32["latency_ms"] == first[0]["median_ms"] and fp16["latency_ms"] == records[1]["median_ms"]
+    assert fp32["psnr_db"] > 60 and fp32["size_mb"] > 0 and fp32["gmacs"] == pytest.approx(0.0172, rel=0.01)
+    # the export the kill cut short left a temp folder; the rerun's export of that cell removed it
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    png = out / "sweep.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a third run: everything is done, nothing is measured again
+    again = runner.invoke(app, [*GRID, "--output", str(out)])
+    assert again.exit_code == 0 and "2 of 3 cells were already measured" in again.stdout
+    assert len(_records(results)) == 2
+
+
+def test_plan_validates_before_any_work():
+    cells = plan(SweepOptions(("b0-seg", "m0-cls", "b0-seg"), ("tflite",), ("fp32", "int8")))
+    assert [c.label for c in cells] == ["b0-seg-cityscapes 1024x2048 tflite fp32", "b0-seg-cityscapes 1024x2048 tflite int8",
+                                        "m0-cls 224x224 tflite fp32", "m0-cls 224x224 tflite int8"]
+    with pytest.raises(EdgekitError, match="unknown variant 'b9-seg'"):
+        plan(SweepOptions(("b0-seg", "b9-seg")))
+    with pytest.raises(EdgekitError, match="--targets 'tf' is not one of"):
+        plan(SweepOptions(("b0-seg",), ("tf",)))
+    with pytest.raises(EdgekitError, match="multiple of 32"):
+        plan(SweepOptions(("b0-seg",), resolutions=("100x200",)))
+
+
+def test_paper_points_only_for_their_own_device():
+    cache = {}
+    s8 = paper_points(["b0-seg-cityscapes", "b1-cls", "m0-cls"], "s8gen1", cache)
+    assert [(p["variant"], p["resolution"], p["ms"]) for p in s8] == [
+        ("b0-seg-cityscapes", [960, 1920], 200), ("b1-cls", [224, 224], 19), ("b1-cls", [256, 256], 24),
+        ("b1-cls", [288, 288], 31)]  # m0 has no published phone latency
+    assert s8[1]["gmacs"] == pytest.approx(0.52, rel=0.05)  # our MACs at the paper's resolution
+    assert paper_points(["b0-seg-cityscapes"], "host", cache) == []
+
+
+def test_plot_draws_paper_points_and_labels(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    rows = [{"variant": "b1-cls", "precision": p, "resolution": [224, 224], "gmacs": 0.53, "latency_ms": ms,
+             "random_weights": True} for p, ms in (("fp32", 20.5), ("int8", 12.0))]
+    points = [{"variant": "b1-cls", "resolution": [224, 224], "gmacs": 0.52, "ms": 19, "device": "s8gen1"}]
+    drawn = []
+    original = matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter",
+                        lambda self, x, y, **kw: drawn.append((x, y, kw["marker"])) or original(self, x, y, **kw))
+    plot(rows, points, "s8gen1", tmp_path / "p.png")
+    assert drawn == [(0.53, 20.5, "o"), (0.53, 12.0, "^"), (0.52, 19, "*")]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG" and sorted(os.listdir(tmp_path)) == ["p.png"]
