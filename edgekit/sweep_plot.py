@@ -69,14 +69,20 @@ def plot(rows: list[dict], points: list[dict], device: str | None, path: Path) -
     variants = sorted({r["variant"] for r in measured} | {p["variant"] for p in points})
     colors = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
     fig, ax = plt.subplots(figsize=(9, 6), dpi=150)
+    labelled = set()
     for r in measured:
         ax.scatter(r["gmacs"], r["latency_ms"], s=60, color=colors[r["variant"]],
                    marker=PRECISION_MARKERS.get(r["precision"], "o"), edgecolors="black", linewidths=0.5, zorder=3)
-        ax.annotate(f"{r['resolution'][0]}x{r['resolution'][1]}", (r["gmacs"], r["latency_ms"]),
-                    textcoords="offset points", xytext=(6, -3), fontsize=7, color="dimgray")
+        key = (r["variant"], tuple(r["resolution"]))
+        if key not in labelled:  # precisions of one model share their MACs: one input label per column
+            labelled.add(key)
+            ax.annotate(f"{r['resolution'][0]}x{r['resolution'][1]}", (r["gmacs"], r["latency_ms"]),
+                        textcoords="offset points", xytext=(7, -3), fontsize=7, color="dimgray")
     for p in points:
         ax.scatter(p["gmacs"], p["ms"], s=180, color=colors[p["variant"]], marker=PAPER_MARKER,
                    edgecolors="black", linewidths=0.7, zorder=4)
+        ax.annotate(f"paper {p['resolution'][0]}x{p['resolution'][1]}", (p["gmacs"], p["ms"]),
+                    textcoords="offset points", xytext=(8, 4), fontsize=7, color="dimgray")
     _log_axes(ax, [r["gmacs"] for r in measured] + [p["gmacs"] for p in points],
               [r["latency_ms"] for r in measured] + [p["ms"] for p in points])
     ax.set_xlabel("MACs (G, measured on edgekit's model at the input resolution)")

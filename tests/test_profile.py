@@ -326,3 +326,32 @@ def test_harness_add(tmp_path, harness, monkeypatch):
     bogus.write_text("hello")
     r = runner.invoke(app, ["harness", "add", str(bogus)])
     assert r.exit_code == 1 and "not a benchmark_model" in r.stderr
+
+
+def test_sweep_on_a_phone_draws_the_papers_points(artifact, connect, harness, tmp_path, monkeypatch):
+    """`edgekit sweep --device s8gen1` through real adb: the artifact on disk is reused (not
+    re-exported), measured on the phone, and the paper's s8gen1 points join ours in the picture."""
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    assert runner.invoke(app, ["harness", "add", str(harness)]).exit_code == 0
+    phone = connect()
+    out = tmp_path / "artifacts"
+    shutil.copytree(artifact[1], out / Path(artifact[1]).name)
+    args = ["sweep", "--variants", "b0-seg", "--resolutions", "64x128", "--device", "s8gen1", "--runs", "2",
+            "--warmup", "0", "--output", str(out), "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    (row,) = result["rows"]
+    assert (row["status"], row["exported"], row["profiled"]) == ("ok", "reused", "measured")
+    (rec,) = read_results(out / "results.jsonl")
+    assert rec["device"]["serial"] == phone.serial and rec["device"]["profile"] == "s8gen1"
+    assert row["latency_ms"] == rec["median_ms"] > 0
+    assert result["device_profile"] == "s8gen1"
+    assert [(p["variant"], p["resolution"], p["ms"]) for p in result["paper_points"]] == [
+        ("b0-seg-cityscapes", [960, 1920], 200)]
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # the same sweep by serial finds the measurement already made on that phone
+    r = runner.invoke(app, [*args[:6], phone.serial, *args[7:]])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rows"][0]["profiled"] == "from results.jsonl"
+    assert len(read_results(out / "results.jsonl")) == 1
