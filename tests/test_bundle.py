@@ -55,8 +55,122 @@ def _single(records):
     return records[0], bundle, json.loads((bundle / "model.json").read_text())
 
 
+# ---- the generated Kotlin, compiled and run on the JVM against tests/android_stubs ---------------------
+STUBS = Path(__file__).parent / "android_stubs"
+DRIVER = """
+import ai.edgekit.model.EdgekitModel
+import android.content.Context
+import android.content.res.AssetManager
+import android.graphics.Bitmap
+import java.io.DataInputStream
+import java.io.File
+
+fun main(args: Array<String>) {
+    val assets = File(args[0])
+    val work = File(args[1])
+    val data = DataInputStream(work.resolve("pixels.bin").inputStream().buffered())
+    val w = data.readInt()
+    val h = data.readInt()
+    val bitmap = Bitmap.createBitmap(IntArray(w * h) { data.readInt() }, w, h, Bitmap.Config.ARGB_8888)
+    val context = object : Context() { override fun getAssets() = AssetManager(assets) }
+    val model = EdgekitModel(context)  // (Kotlin 1.3's stdlib has no AutoCloseable.use: close by hand)
+    try {
+        CALL
+    } finally {
+        model.close()
+    }
+}
+"""
+SEG_CALL = """val classes = model.segment(bitmap)
+        work.resolve("classes.txt").writeText(classes.joinToString("\\n"))
+        val colored = model.colorize(classes)
+        val argb = (0 until colored.height).flatMap { y -> (0 until colored.width).map { x -> colored.getPixel(x, y) } }
+        work.resolve("colors.txt").writeText(argb.joinToString("\\n"))"""
+CLS_CALL = """val top = model.classify(bitmap, 5)
+        work.resolve("top.txt").writeText(top.joinToString("\\n") { "${it.first}\\t${it.second}" })"""
+
+
+@pytest.fixture(scope="session")
+def stub_classes(tmp_path_factory):
+    import shutil
+    import subprocess
+
+    if not shutil.which("kotlinc") or not shutil.which("javac"):
+        pytest.fail("kotlinc/javac not installed (.ci/run installs Debian's kotlin package)")
+    out = tmp_path_factory.mktemp("stub_classes")
+    sources = [str(p) for p in STUBS.rglob("*.java")]
+    subprocess.run(["javac", "-d", str(out), *sources], check=True, capture_output=True, timeout=300)
+    return out
+
+
+def run_kotlin(bundle: Path, stub_classes: Path, work: Path, pixels: np.ndarray, output: np.ndarray) -> None:
+    """Compile the bundle's EdgekitModel.kt with a driver, run it on `pixels` (H, W, 3 uint8); the
+    stub Interpreter answers with `output` (what the real model gives for that input)."""
+    import subprocess
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    work.mkdir(parents=True, exist_ok=True)
+    details = Interpreter(model_path=str(bundle / "model.tflite"))
+    inp, out = details.get_input_details()[0], details.get_output_details()[0]
+    (work / "tensors.txt").write_text("\n".join([inp["name"], ",".join(map(str, inp["shape"])), out["name"],
+                                                 ",".join(map(str, out["shape"]))]) + "\n")
+    (work / "output.bin").write_bytes(np.ascontiguousarray(output, dtype=out["dtype"]).astype(
+        np.dtype(out["dtype"]).newbyteorder("<")).tobytes())
+    h, w, _ = pixels.shape
+    argb = (0xFF << 24) | (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) \
+        | pixels[..., 2].astype(np.uint32)
+    (work / "pixels.bin").write_bytes(np.array([w, h], ">i4").tobytes() + argb.astype(">u4").tobytes())
+    call = SEG_CALL if "fun segment" in (bundle / "EdgekitModel.kt").read_text() else CLS_CALL
+    (work / "Driver.kt").write_text(DRIVER.replace("CALL", call))
+    jar = work / "app.jar"
+    done = subprocess.run(["kotlinc", str(bundle / "EdgekitModel.kt"), str(work / "Driver.kt"), "-cp", str(stub_classes),
+                           "-include-runtime", "-d", str(jar)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "warning:" in line and "EdgekitModel.kt" in line]
+    assert warnings == [], warnings  # the generated code compiles cleanly
+    done = subprocess.run(["java", f"-Dedgekit.stub.dir={work}", "-cp", f"{jar}:{stub_classes}", "DriverKt",
+                           str(bundle), str(work)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def normalised(pixels: np.ndarray, spec: dict) -> np.ndarray:
+    """(pixel / 255 - mean) / std in float32, the snippet's order of operations; NHWC."""
+    norm = spec["input"]["normalization"]
+    x = pixels.astype(np.float32) / np.float32(255)
+    return (x - np.array(norm["mean"], np.float32)) / np.array(norm["std"], np.float32)
+
+
+def photo(name: str, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    from calibration.images import BUILTIN_DIR, load_rgb
+
+    return np.asarray(load_rgb(BUILTIN_DIR / name).resize((width, height), Image.BILINEAR), dtype=np.uint8)
+
+
+def real_output(model: Path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(model))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    interp.set_tensor(inp["index"], x.reshape(inp["shape"]).astype(inp["dtype"]))
+    interp.invoke()
+    return interp.get_tensor(out["index"])
+
+
+def check_segmentation(bundle: Path, work: Path, output: np.ndarray, spec: dict) -> None:
+    classes = np.array((work / "classes.txt").read_text().split(), dtype=np.int64)
+    expected = output.reshape(-1, spec["classes"]).astype(np.float64).argmax(axis=1)  # NHWC: classes last
+    np.testing.assert_array_equal(classes, expected)
+    palette = np.array(spec["palette"], dtype=np.int64)[expected]
+    argb = ((0xFF << 24) | (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]).astype(np.uint32)
+    np.testing.assert_array_equal(np.array((work / "colors.txt").read_text().split(), np.int64).astype(np.uint32), argb)
+
+
 # ---- Android ---------------------------------------------------------------------------------------
-def test_android_bundle_of_b0_seg(b0_fp32, tmp_path):
+def test_android_bundle_of_b0_seg(b0_fp32, tmp_path, stub_classes):
     out, manifest = b0_fp32
     art = Path(manifest["artifact_dir"])
     record, bundle, spec = _single(package(PackageOptions((art,), "android", tmp_path)))
@@ -89,8 +203,19 @@ def test_android_bundle_of_b0_seg(b0_fp32, tmp_path):
     assert Path(record["zip"]).read_bytes() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == [bundle.name, f"{bundle.name}.zip"]  # no temp files
 
+    # the Kotlin compiles, and run on a real photo it feeds the model exactly the normalised NHWC
+    # pixels and decodes the model's real output into the right classes and colours
+    pixels = photo("city.png", 256, 128)
+    x = normalised(pixels, spec)
+    output = real_output(bundle / "model.tflite", x)
+    work = tmp_path.parent / f"{tmp_path.name}-kotlin"
+    run_kotlin(bundle, stub_classes, work, pixels, output)
+    fed = np.frombuffer((work / "input.bin").read_bytes(), "<f4")
+    np.testing.assert_array_equal(fed, x.reshape(-1))
+    check_segmentation(bundle, work, output, spec)
 
-def test_int8_io_bundle_has_the_models_quantisation(tmp_path):
+
+def test_int8_io_bundle_has_the_models_quantisation(tmp_path, stub_classes):
     m = export(ExportOptions("b0-seg", Target.TFLITE, "int8", "64x128", io="int8", num_calibration=2,
                              output=tmp_path / "a"))
     record, bundle, spec = _single(package(PackageOptions((Path(m["artifact_dir"]),), "android", tmp_path / "b")))
@@ -104,6 +229,41 @@ def test_int8_io_bundle_has_the_models_quantisation(tmp_path):
     code = (bundle / "EdgekitModel.kt").read_text()
     assert ".coerceIn(-128, 127).toByte()" in code and "OUTPUT_ZERO_POINT) * OUTPUT_SCALE" in code
     assert spec["input"]["quantization"]["scale"] == pytest.approx(inp["quantization"][0])
+
+    # run: int8 quantisation of the input (round half up, as Kotlin's roundToInt) and dequantised decode
+    pixels = photo("indoor.jpg", 128, 64)
+    scale, zero = inp["quantization"]
+    v = normalised(pixels, spec) / np.float32(scale) + np.float32(zero)
+    q = np.clip(np.floor(v + np.float32(0.5)), -128, 127).astype(np.int8)
+    output = real_output(bundle / "model.tflite", q)
+    run_kotlin(bundle, stub_classes, tmp_path / "kotlin", pixels, output)
+    np.testing.assert_array_equal(np.frombuffer((tmp_path / "kotlin" / "input.bin").read_bytes(), np.int8),
+                                  q.reshape(-1))
+    check_segmentation(bundle, tmp_path / "kotlin", output, spec)
+
+
+def test_android_classifier_bundle_runs(tmp_path, stub_classes):
+    m = export(ExportOptions("b0-cls", Target.TFLITE, "fp32", "64", output=tmp_path / "a"))
+    _, bundle, spec = _single(package(PackageOptions((Path(m["artifact_dir"]),), "android", tmp_path / "b")))
+    k = kotlin_constants((bundle / "EdgekitModel.kt").read_text())
+    inp, outp = _tflite_details(bundle / "model.tflite")
+    assert k["INPUT_SHAPE"] == inp["shape"].tolist() == [1, 64, 64, 3] and k["OUTPUT_SHAPE"] == [1, 1000]
+    assert k["CROP_RATIO"] == 0.875 and "PALETTE_RGB" not in k
+
+    # a 73x73 photo: the snippet crops its central 64x64 (0.875 of the short side), no resize needed
+    pixels = photo("cat.jpg", 73, 73)
+    x = normalised(pixels[4:68, 4:68], spec)
+    output = real_output(bundle / "model.tflite", x)
+    run_kotlin(bundle, stub_classes, tmp_path / "kotlin", pixels, output)
+    np.testing.assert_array_equal(np.frombuffer((tmp_path / "kotlin" / "input.bin").read_bytes(), "<f4"),
+                                  x.reshape(-1))
+    top = [line.split("\t") for line in (tmp_path / "kotlin" / "top.txt").read_text().splitlines()]
+    logits = output.reshape(-1).astype(np.float64)
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    best = np.argsort(-probs, kind="stable")[:5]
+    labels = (bundle / "labels.txt").read_text().splitlines()
+    assert [name for name, _ in top] == [labels[i] for i in best]
+    np.testing.assert_allclose([float(p) for _, p in top], probs[best], rtol=1e-4)
 
 
 # ---- iOS ---------------------------------------------------------------------------------------------

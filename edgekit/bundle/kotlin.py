@@ -110,7 +110,7 @@ def _decode(spec: dict) -> str:
         return """    /** The topK classes with their softmax probabilities. */
     fun classify(bitmap: Bitmap, topK: Int = 5): List<Pair<String, Float>> {
         val z = logits(bitmap)
-        val max = z.maxOrNull() ?: 0f
+        val max = z.fold(Float.NEGATIVE_INFINITY) { a, b -> maxOf(a, b) }
         val e = FloatArray(z.size) { exp(z[it] - max) }
         val sum = e.sum()
         return e.indices.sortedByDescending { e[it] }.take(topK).map { labels[it] to e[it] / sum }
