@@ -48,7 +48,7 @@ class Cell:
 
 def plan(opts: SweepOptions) -> list[Cell]:
     """Every cell of the grid, validated before any work (an unknown name fails the whole sweep)."""
-    from edgekit.deploy import Target
+    from edgekit.deploy import TARGET_PLANS, Target
     from edgekit.registry import get_variant, parse_resolution
 
     if not opts.variants:
@@ -59,6 +59,13 @@ def plan(opts: SweepOptions) -> list[Cell]:
             targets.append(Target(t.lower()).value)
         except ValueError:
             raise EdgekitError(f"--targets {t!r} is not one of: {', '.join(x.value for x in Target)}") from None
+    # a precision no chosen target has is a typo: refuse it now, not cell by cell an hour later (one
+    # that only some targets have fails in the others' cells, with the reason in the table)
+    for precision in opts.precisions:
+        if not any(precision.lower() in TARGET_PLANS[Target(t)].precisions for t in targets):
+            known = sorted({p for t in targets for p in TARGET_PLANS[Target(t)].precisions})
+            raise EdgekitError(f"--precisions {precision!r} is not a precision of {', '.join(targets)} "
+                               f"(one of: {', '.join(known)})")
     cells = []
     for name, res, target, precision in itertools.product(opts.variants, opts.resolutions, targets, opts.precisions):
         variant = get_variant(name)
