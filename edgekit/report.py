@@ -237,7 +237,7 @@ def sweep_table(result: dict) -> None:
                       f"{r['size_mb']:.2f}" if r["size_mb"] is not None else "-", _parity(r), f"{r['gmacs']:.3g}",
                       f"{r['latency_ms']:.2f}" if r["latency_ms"] else "-",
                       f"{r['paper_ms']:g}" if r["paper_ms"] else "-")
-    Console(width=max(console.width, 150)).print(table)
+    Console(width=max(console.width, 170)).print(table)
     reused = sum(1 for r in rows if r["profiled"] == "from results.jsonl")
     if reused:
         console.print(f"{reused} of {len(rows)} cells were already measured ({result['results']}): not redone")
