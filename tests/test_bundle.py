@@ -242,6 +242,24 @@ def test_int8_io_bundle_has_the_models_quantisation(tmp_path, stub_classes):
     check_segmentation(bundle, tmp_path / "kotlin", output, spec)
 
 
+def test_android_nchw_bundle_runs(tmp_path, stub_classes):
+    """--layout nchw: the snippet writes all of R, then G, then B, and still decodes the output."""
+    m = export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "64x128", layout="nchw", output=tmp_path / "a"))
+    _, bundle, spec = _single(package(PackageOptions((Path(m["artifact_dir"]),), "android", tmp_path / "b")))
+    assert kotlin_constants((bundle / "EdgekitModel.kt").read_text())["INPUT_SHAPE"] == [1, 3, 64, 128]
+    pixels = photo("city.png", 128, 64)
+    x = normalised(pixels, spec).transpose(2, 0, 1)  # CHW
+    output = real_output(bundle / "model.tflite", x)
+    run_kotlin(bundle, stub_classes, tmp_path / "kotlin", pixels, output)
+    np.testing.assert_array_equal(np.frombuffer((tmp_path / "kotlin" / "input.bin").read_bytes(), "<f4"),
+                                  x.reshape(-1))
+    if spec["output"]["layout"] == "NHWC":
+        check_segmentation(bundle, tmp_path / "kotlin", output, spec)
+    else:  # classes on axis 1
+        classes = np.array((tmp_path / "kotlin" / "classes.txt").read_text().split(), dtype=np.int64)
+        np.testing.assert_array_equal(classes, output.reshape(spec["classes"], -1).argmax(axis=0))
+
+
 def test_android_classifier_bundle_runs(tmp_path, stub_classes):
     m = export(ExportOptions("b0-cls", Target.TFLITE, "fp32", "64", output=tmp_path / "a"))
     _, bundle, spec = _single(package(PackageOptions((Path(m["artifact_dir"]),), "android", tmp_path / "b")))
