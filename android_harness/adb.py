@@ -33,7 +33,12 @@ class Device:
 
 
 def adb_binary() -> str:
-    found = os.environ.get("EDGEKIT_ADB") or shutil.which("adb")
+    explicit = os.environ.get("EDGEKIT_ADB")
+    if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise EdgekitError(f"adb not found: EDGEKIT_ADB={explicit} is not an executable file")
+        return explicit
+    found = shutil.which("adb")
     if not found:
         raise EdgekitError("adb not found: install Android platform-tools (Debian/Ubuntu: apt-get install adb)")
     return found

@@ -191,6 +191,7 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
     cells = plan(opts)
+    device = _check_device(opts.device)
     results_path = Path(opts.output) / RESULTS
     same_device = _device_key(opts.device)
 
@@ -208,21 +209,19 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     plot_path = Path(opts.plot) if opts.plot else Path(opts.output) / "sweep.png"
     from edgekit.sweep_plot import paper_points, plot
 
-    device = "host" if opts.device == "host" else _profile_name(rows, results_path, opts.device)
     points = paper_points(sorted({r["variant"] for r in rows}), device, macs_cache)
     plot(rows, points, device, plot_path)
     return {"device": opts.device, "device_profile": device, "results": str(results_path), "plot": str(plot_path),
             "rows": rows, "paper_points": points}
 
 
-def _profile_name(rows: list[dict], results_path: Path, device: str) -> str | None:
-    """The device profile the measurements ran on (a serial resolves to its profile)."""
-    from android_harness.profiler import read_results
-    from android_harness.profiles import PROFILES
+def _check_device(device: str) -> str:
+    """The device profile's name, after checking the phone and the harness are there: a sweep must not
+    export for an hour and then find no phone. (A phone lost mid-sweep fails only its cells.)"""
+    if device == "host":
+        return "host"
+    from android_harness.profiler import find_harness, resolve_device
 
-    if device in PROFILES:
-        return device
-    for r in reversed(read_results(results_path)):
-        if r["device"]["serial"] == device:
-            return r["device"]["profile"]
-    return None
+    target = resolve_device(device)
+    find_harness(None)
+    return target.profile.name

@@ -135,3 +135,11 @@ def test_plot_draws_paper_points_and_labels(tmp_path, monkeypatch):
     plot(rows, points, "s8gen1", tmp_path / "p.png")
     assert drawn == [(0.53, 20.5, "o"), (0.53, 12.0, "^"), (0.52, 19, "*")]
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG" and sorted(os.listdir(tmp_path)) == ["p.png"]
+
+
+def test_a_phone_sweep_checks_the_phone_before_exporting(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_ADB", str(tmp_path / "no-adb-here"))
+    out = tmp_path / "artifacts"
+    result = runner.invoke(app, ["sweep", "--variants", "b0-seg", "--device", "s8gen1", "--output", str(out)])
+    assert result.exit_code == 1 and "adb not found" in result.stderr
+    assert not out.exists()  # nothing exported for a phone that is not there
