@@ -88,12 +88,14 @@ def verify_model(model_file: Path, manifest: dict, reference: nn.Module, convert
 
 
 def _coreml_torch_model(manifest: dict, reference: nn.Module) -> nn.Module:
-    """Rebuild the torch model an existing package was converted from (int8: recalibrated on the
-    same calibration source, which is deterministic)."""
-    from edgekit.deploy import Target, make_deploy_form
+    """Rebuild the torch model an existing package was converted from: the same rewrites (the
+    upsample it was exported with) and, for int8, recalibrated on the same calibration source, which
+    is deterministic."""
+    from edgekit.deploy import Target, make_deploy_form, upsample_of
     from edgekit.registry import get_variant
 
     size = tuple(manifest["resolution"])
+    upsample = upsample_of([r["name"] for r in manifest["rewrites"]])
     calib = None
     if manifest["precision"] == "int8":
         from calibration.sources import calibration_set
@@ -101,7 +103,7 @@ def _coreml_torch_model(manifest: dict, reference: nn.Module) -> nn.Module:
         recorded = manifest["calibration"]
         source = None if recorded["source"] == "builtin" else recorded["source"]
         calib = calibration_set(get_variant(manifest["variant"]), size, source, recorded["samples"])
-    deploy = make_deploy_form(reference, size, Target.COREML, manifest["precision"],
+    deploy = make_deploy_form(reference, size, Target.COREML, manifest["precision"], upsample,
                               calibration=calib.data if calib is not None else None).model
     if calib is None:
         return deploy

@@ -127,3 +127,14 @@ def test_unexpected_casts_are_found():
 
     ml = ct.convert(program, convert_to="mlprogram", compute_precision=ct.precision.FLOAT32)
     assert unexpected_casts(ml) == ["inner", "round_trip"]
+
+
+def test_verify_rebuilds_the_upsample_the_artifact_was_exported_with(tmp_path):
+    """`edgekit verify` used to rebuild the default (exact) upsample for every CoreML artifact, so a
+    `--upsample bilinear` package was checked against the wrong torch model (and passed)."""
+    from edgekit.deploy import Upsample
+
+    m = export(ExportOptions("b0-seg", Target.COREML, "fp16", "64x128", upsample=Upsample.BILINEAR, output=tmp_path))
+    again = verify_artifact(m["artifact_dir"])["verification"]
+    assert again["psnr_db"] == m["verification"]["psnr_db"] and again["passed"] == m["verification"]["passed"]
+    assert again["weights"]["not_found"] == m["verification"]["weights"]["not_found"] == 0

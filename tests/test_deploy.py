@@ -205,3 +205,11 @@ def test_int8_plan_floors_the_attention_normaliser():
     assert out["finite"] and out["psnr_db"] > 40  # the floor only touches near-zero normalisers
     with pytest.raises(ValueError, match="calibration"):
         make_deploy_form(model, size, Target.TFLITE, "int8")
+
+
+def test_upsample_of_inverts_plan_rewrites():
+    from edgekit.deploy import TARGET_PLANS, plan_rewrites, upsample_of
+
+    for target, plan in TARGET_PLANS.items():
+        for upsample in plan.allowed_upsample:
+            assert upsample_of(plan_rewrites(target, None, upsample)) is upsample, (target, upsample)

@@ -142,6 +142,14 @@ def plan_rewrites(target: Target, precision: str | None = None, upsample: Upsamp
     return names
 
 
+def upsample_of(rewrite_names: list[str]) -> Upsample:
+    """The --upsample an artifact was exported with, from the rewrites its manifest records (the
+    inverse of plan_rewrites' upsample choice)."""
+    if "bicubic_to_bilinear" in rewrite_names:
+        return Upsample.BILINEAR
+    return Upsample.EXACT if "bicubic_exact" in rewrite_names else Upsample.BICUBIC
+
+
 def make_deploy_form(
     model: nn.Module,
     resolution: Size,
