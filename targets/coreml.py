@@ -274,8 +274,8 @@ def predict(path: Path, images: np.ndarray, mean, std, image_input: bool, labels
     from PIL import Image
 
     ml = ct.models.MLModel(str(path))
-    output = ml.get_spec().description.output
-    name = "classLabel_probs" if ml.get_spec().description.predictedFeatureName else output[0].name
+    description = ml.get_spec().description
+    name = description.predictedProbabilitiesName or description.output[0].name
     outs = []
     for x in images:
         if image_input:

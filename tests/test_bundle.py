@@ -108,11 +108,8 @@ def run_kotlin(bundle: Path, stub_classes: Path, work: Path, pixels: np.ndarray,
     stub Interpreter answers with `output` (what the real model gives for that input)."""
     import subprocess
 
-    from ai_edge_litert.interpreter import Interpreter
-
     work.mkdir(parents=True, exist_ok=True)
-    details = Interpreter(model_path=str(bundle / "model.tflite"))
-    inp, out = details.get_input_details()[0], details.get_output_details()[0]
+    inp, out = _tflite_details(bundle / "model.tflite")
     (work / "tensors.txt").write_text("\n".join([inp["name"], ",".join(map(str, inp["shape"])), out["name"],
                                                  ",".join(map(str, out["shape"]))]) + "\n")
     (work / "output.bin").write_bytes(np.ascontiguousarray(output, dtype=out["dtype"]).astype(

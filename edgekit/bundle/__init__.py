@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.artifacts import atomic_directory, check_writable, read_manifest, sha256, write_json
+from edgekit.bundle import kotlin, swift
+from edgekit.bundle.spec import bundle_spec
 from edgekit.errors import EdgekitError
 
 PLATFORMS = {"android": "tflite", "ios": "coreml"}
@@ -90,9 +92,6 @@ def _compile_mlmodelc(package: Path, folder: Path) -> str:
 
 
 def _write_bundle(artifact: Path, manifest: dict, platform: str, folder: Path) -> tuple[dict, str | None]:
-    from edgekit.bundle import kotlin, swift
-    from edgekit.bundle.spec import bundle_spec
-
     model = artifact / manifest["model_file"]
     spec = bundle_spec(manifest, model, platform)
     copy = shutil.copytree if model.is_dir() else shutil.copy2
