@@ -1,10 +1,14 @@
-"""`edgekit profile` and `edgekit devices`: run benchmark_model on a phone (or the host harness here)
-for exported TFLite artifacts, and record each result.
+"""`edgekit profile` and `edgekit devices`: run each artifact's benchmark program (its target's
+`profiler` in the target table: benchmark_model for TFLite, ...) on a phone or its host stand-in
+here, and record each result.
 
-On a phone: push the harness and the model to /data/local/tmp/edgekit/, chmod, run under `taskset`
-with the profile's big-core mask, threads and delegate, parse the output, clean up unless --keep.
-Every finished measurement is appended to results.jsonl atomically; a fault (device lost, harness
-crash, no timings printed) raises before anything is recorded.
+Before running, the model file must still have the sha256 its manifest recorded (`--force` measures
+a changed file and records the sha256 of the bytes that ran). On a phone: push the harness and the
+model to /data/local/tmp/edgekit/, chmod, run under `taskset` with the profile's big-core mask,
+threads and delegate, parse the output, clean up unless --keep. Every finished measurement is
+appended atomically to results.jsonl next to the artifacts (or --results), a path checked before
+the benchmark runs; a fault (device lost, harness crash, no timings printed) raises before anything
+is recorded, and a write that fails after a measurement keeps the measurement and says why.
 """
 
 from __future__ import annotations
@@ -14,65 +18,65 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from android_harness import benchmark_output
 from android_harness.adb import Adb, DeviceLost, quote
+from android_harness.harnesses import BENCHMARK_MODEL, Harness, RunSettings, get_harness, host_command
 from android_harness.profiles import HOST, PROFILES, DeviceProfile, check_delegate, get_profile, profile_for
 from edgekit.artifacts import sha256
 from edgekit.errors import EdgekitError
 
 DEVICE_DIR = "/data/local/tmp/edgekit"
-HARNESS_NAME = "benchmark_model"
 DEFAULT_ROOT = Path("edgekit-artifacts")
 RESULTS = "results.jsonl"
 Progress = Callable[[str], None]
 
 
-# ---- the harness binary, given once by the user ---------------------------------------------------
+# ---- the harness binaries, given once by the user ---------------------------------------------------
 def cache_dir() -> Path:
     root = os.environ.get("EDGEKIT_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgekit")
     return Path(root)
 
 
-def add_harness(path: Path) -> dict:
-    """Store LiteRT's benchmark_model for Android arm64 in edgekit's cache, with its sha256."""
+def add_harness(path: Path, kind: str = "benchmark_model") -> dict:
+    """Store a benchmark program for Android arm64 in edgekit's cache, with its sha256."""
+    harness = get_harness(kind)
     path = Path(path)
     if not path.is_file():
         raise EdgekitError(f"harness not found: {path}")
     head = path.read_bytes()[:20]
-    kind = "ELF" if head[:4] == b"\x7fELF" else "script" if head[:2] == b"#!" else None
-    if kind is None:
-        raise EdgekitError(f"{path} is neither an executable (ELF) nor a script: not a benchmark_model")
+    kind_of_file = "ELF" if head[:4] == b"\x7fELF" else "script" if head[:2] == b"#!" else None
+    if kind_of_file is None:
+        raise EdgekitError(f"{path} is neither an executable (ELF) nor a script: not a {harness.name}")
     arch = None
-    if kind == "ELF":
+    if kind_of_file == "ELF":
         machine = int.from_bytes(head[18:20], "little")
         arch = {183: "arm64", 62: "x86_64", 40: "arm"}.get(machine, f"machine {machine}")
-    folder = cache_dir() / "harness"
+    folder = cache_dir() / "harness" / harness.name
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{HARNESS_NAME}.tmp"
+    tmp = folder / f".{harness.binary}.tmp"
     shutil.copyfile(path, tmp)
     tmp.chmod(0o755)
-    tmp.replace(folder / HARNESS_NAME)
-    record = {"path": str(folder / HARNESS_NAME), "sha256": sha256(folder / HARNESS_NAME), "source": str(path),
-              "kind": kind, "arch": arch, "added": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    tmp.replace(folder / harness.binary)
+    record = {"kind": harness.name, "path": str(folder / harness.binary), "sha256": sha256(folder / harness.binary),
+              "source": str(path), "file": kind_of_file, "arch": arch,
+              "added": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     (folder / "harness.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
-def find_harness(explicit: Path | None) -> tuple[Path, str]:
+def find_harness(explicit: Path | None, harness: Harness = BENCHMARK_MODEL) -> tuple[Path, str]:
     if explicit is not None:
         if not Path(explicit).is_file():
             raise EdgekitError(f"harness not found: {explicit}")
         return Path(explicit), sha256(Path(explicit))
-    record_file = cache_dir() / "harness" / "harness.json"
+    record_file = cache_dir() / "harness" / harness.name / "harness.json"
     if not record_file.is_file():
-        raise EdgekitError("no benchmark harness: give LiteRT's benchmark_model for Android arm64 once with "
-                           "`edgekit harness add PATH` (or --harness PATH); edgekit never downloads it")
+        raise EdgekitError(f"no {harness.name} harness: give {harness.what} once with `edgekit harness add PATH "
+                           f"--kind {harness.name}` (or --harness PATH); edgekit never downloads it")
     record = json.loads(record_file.read_text())
     path = Path(record["path"])
     if not path.is_file() or sha256(path) != record["sha256"]:
@@ -153,79 +157,68 @@ class ProfileOptions:
     artifacts: tuple[Path, ...] = ()
     device: str = "host"
     threads: int | None = None
-    delegate: str = "cpu"
+    delegate: str | None = None  # None: the harness's default
     runs: int = 50
     warmup: int = 5
     op_profile: bool = False
     keep: bool = False
     harness: Path | None = None
-    results: Path | None = None  # default: <root>/results.jsonl
+    results: Path | None = None  # default: results.jsonl next to each artifact
     root: Path = DEFAULT_ROOT
+    force: bool = False  # measure a model file whose sha256 no longer matches its manifest
 
 
-def _harness_flags(model: str, threads: int, delegate: str, runs: int, warmup: int, op_profile: bool) -> list[str]:
-    flags = [f"--graph={model}", f"--num_threads={threads}", f"--num_runs={runs}", f"--warmup_runs={warmup}"]
-    flags += {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"],
-              "qnn": [f"--external_delegate_path={DEVICE_DIR}/libQnnTFLiteDelegate.so"]}[delegate]
-    if op_profile:
-        flags.append("--enable_op_profiling=true")
-    return flags
-
-
-def _run_host(model: Path, opts: ProfileOptions, threads: int) -> str:
-    cmd = [sys.executable, "-m", "android_harness.host_benchmark",
-           *_harness_flags(str(model), threads, opts.delegate, opts.runs, opts.warmup, opts.op_profile)]
-    done = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+def _run_host(harness: Harness, model: Path, run: RunSettings) -> str:
+    done = subprocess.run(host_command(harness, model, run), capture_output=True, text=True, errors="replace")
     text = done.stdout + done.stderr
     if done.returncode != 0:
-        raise EdgekitError(f"host harness failed (exit {done.returncode}): {_last_error(text)}")
+        raise EdgekitError(f"host harness failed (exit {done.returncode}): {_last_error(harness, text)}")
     return text
 
 
-def _last_error(text: str) -> str:
-    errors = benchmark_output.parse(text).errors
+def _last_error(harness: Harness, text: str) -> str:
+    errors = harness.parse(text).errors
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return errors[-1] if errors else (lines[-1] if lines else "no output")
 
 
-def _run_device(adb: Adb, target: Target, model: Path, harness: Path, opts: ProfileOptions, threads: int,
-                progress: Progress) -> str:
+def _run_device(adb: Adb, target: Target, model: Path, harness: Harness, binary: Path, run: RunSettings,
+                keep: bool, progress: Progress) -> str:
     serial = target.serial
     remote_model = f"{DEVICE_DIR}/{model.parent.name}-{model.name}"
-    remote_harness = f"{DEVICE_DIR}/{HARNESS_NAME}"
+    remote_harness = f"{DEVICE_DIR}/{harness.binary}"
     code, out = adb.shell(serial, f"mkdir -p {DEVICE_DIR}")
     if code != 0:
         raise EdgekitError(f"cannot create {DEVICE_DIR} on {serial}: {out.strip()}")
     try:
-        progress(f"pushing harness and {model.parent.name} to {serial}")
-        adb.push(serial, harness, remote_harness)
+        progress(f"pushing {harness.name} and {model.parent.name} to {serial}")
+        adb.push(serial, binary, remote_harness)
         adb.push(serial, model, remote_model)
         code, out = adb.shell(serial, f"chmod 755 {quote(remote_harness)}")
         if code != 0:
             raise EdgekitError(f"chmod failed on {serial}: {out.strip()}")
-        flags = _harness_flags(remote_model, threads, opts.delegate, opts.runs, opts.warmup, opts.op_profile)
+        flags = harness.flags(remote_model, run, DEVICE_DIR)
         pin = f"taskset {target.profile.core_mask} " if target.profile.core_mask else ""
         command = f"cd {DEVICE_DIR} && {pin}{quote(remote_harness)} " + " ".join(quote(f) for f in flags)
-        progress(f"running benchmark_model on {serial} ({threads} threads, {opts.delegate})")
+        progress(f"running {harness.name} on {serial} ({run.threads} threads, {run.delegate})")
         code, out = adb.shell(serial, command)
         if code != 0:
-            raise EdgekitError(f"benchmark_model failed on {serial} (exit {code}): {_last_error(out)}")
+            raise EdgekitError(f"{harness.name} failed on {serial} (exit {code}): {_last_error(harness, out)}")
         return out
     finally:
-        if not opts.keep:
+        if not keep:
             try:
                 adb.shell(serial, f"rm -rf {DEVICE_DIR}", timeout=60)
             except DeviceLost:
                 pass  # the device is gone; nothing left to clean from here
 
 
-def _paper_figure(manifest: dict, profile: DeviceProfile) -> dict | None:
+def _paper_figure(manifest, profile: DeviceProfile) -> dict | None:
     from edgekit.registry import get_variant
 
-    variant = get_variant(manifest["variant"])
-    res = tuple(manifest["resolution"])
+    variant = get_variant(manifest.variant)
     for lat in variant.paper.latency:
-        if lat.device == profile.name and tuple(lat.resolution) == res:
+        if lat.device == profile.name and tuple(lat.resolution) == manifest.size:
             return {"ms": lat.ms, "device": lat.device, "runtime": lat.runtime}
     return None
 
@@ -238,11 +231,14 @@ def append_result(path: Path, record: dict) -> None:
     if old and not old.endswith(b"\n"):
         old += b"\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(old + json.dumps(record, sort_keys=True).encode() + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(old + json.dumps(record, sort_keys=True).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_results(path: Path) -> list[dict]:
@@ -251,80 +247,151 @@ def read_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def _artifacts(opts: ProfileOptions) -> list[Path]:
-    from edgekit.artifacts import MANIFEST
+def check_results_path(path: Path) -> None:
+    """Before any benchmark runs: the results file can be written (a folder is not a file)."""
+    import tempfile
 
-    if opts.artifacts:
-        return [Path(a) for a in opts.artifacts]
-    # a dot-folder is an export still being written (or one killed before its final rename)
-    found = sorted(p.parent for p in Path(opts.root).glob(f"*/{MANIFEST}") if not p.parent.name.startswith("."))
-    if not found:
-        raise EdgekitError(f"no artifacts under {opts.root}: export one first (edgekit export b0-seg)")
-    return found
+    path = Path(path)
+    if path.is_dir():
+        raise EdgekitError(f"results file {path} is a folder: give a file path (--results FILE)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise EdgekitError(f"results file {path} is not writable")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise EdgekitError(f"results file {path} cannot be written ({e.strerror or e}): use --results FILE") from e
+
+
+def _artifacts(opts: ProfileOptions) -> list[tuple[Path, bool]]:
+    """(artifact directory, named by the user) for each one to profile: each path given is an
+    artifact or a folder of them (a dot-folder is an export still being written, or one killed
+    before its final rename); none given: the folders under the default root."""
+    from edgekit.manifest import MANIFEST
+
+    def inside(folder: Path) -> list[tuple[Path, bool]]:
+        return [(p.parent, False) for p in sorted(folder.glob(f"*/{MANIFEST}")) if not p.parent.name.startswith(".")]
+
+    if not opts.artifacts:
+        found = inside(Path(opts.root))
+        if not found:
+            raise EdgekitError(f"no artifacts under {opts.root}: export one first (edgekit export b0-seg)")
+        return found
+    paths = []
+    for given in map(Path, opts.artifacts):
+        if not given.exists():
+            raise EdgekitError(f"{given} not found")
+        if (given / MANIFEST).is_file() or not given.is_dir():
+            paths.append((given, True))
+        elif found := inside(given):
+            paths += found
+        else:
+            raise EdgekitError(f"{given} is not an edgekit artifact and holds none (no {MANIFEST} in it or its "
+                               "folders)")
+    return paths
+
+
+def _selected(opts: ProfileOptions, progress: Progress) -> list:
+    """The manifests to measure: an artifact named by the user that its target does not profile is an
+    error; one found in a folder is skipped with a note."""
+    from edgekit.manifest import read_manifest
+
+    manifests = []
+    for path, named in _artifacts(opts):
+        m = read_manifest(path)
+        if m.spec.profiler is None:
+            if named:
+                raise EdgekitError(f"{path} is a {m.target} artifact, which is not profiled: {m.spec.not_profiled}")
+            progress(f"skipping {path.name}: {m.target} artifacts are not profiled")
+            continue
+        manifests.append(m)
+    if not manifests:
+        raise EdgekitError(f"no artifacts to profile under {', '.join(map(str, opts.artifacts or (opts.root,)))}: "
+                           "export one for a phone first (edgekit export b0-seg)")
+    return manifests
+
+
+def _measured_sha(manifest, force: bool) -> tuple[str, str | None]:
+    """(sha256 of the bytes that will run, a note if they are not the exported ones)."""
+    model = manifest.model_path
+    if not model.exists():
+        raise EdgekitError(f"{model} is missing")
+    actual = sha256(model)
+    if actual == manifest.sha256:
+        return actual, None
+    if not force:
+        raise EdgekitError(f"{model} does not match the sha256 in its manifest (modified after export?): export it "
+                           "again, or pass --force to measure it anyway under its real sha256")
+    return actual, f"model file changed since export (manifest sha256 {manifest.sha256[:12]}...); measured anyway"
 
 
 def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[dict]:
     """Measure each artifact on the chosen device; return the records appended to results.jsonl."""
-    from edgekit.artifacts import read_manifest
-
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
-    artifacts, manifests = [], []
-    for a in _artifacts(opts):
-        m = read_manifest(a)
-        if m["target"] != "tflite":
-            if opts.artifacts:  # asked for by name: say why not
-                raise EdgekitError(f"{a} is a {m['target']} artifact; profiling runs TFLite models "
-                                   "(CoreML needs an iPhone and Xcode)")
-            progress(f"skipping {a.name}: not a TFLite artifact")
-            continue
-        artifacts.append(a)
-        manifests.append(m)
-    if not artifacts:
-        raise EdgekitError(f"no TFLite artifacts under {opts.root}: export one first (edgekit export b0-seg)")
+    if opts.threads is not None and opts.threads < 1:
+        raise EdgekitError(f"--threads must be at least 1 (got {opts.threads})")
+    manifests = _selected(opts, progress)
+    shas = [_measured_sha(m, opts.force) for m in manifests]
+    results_paths = [Path(opts.results) if opts.results else Path(m.artifact_dir).parent / RESULTS for m in manifests]
+    for path in dict.fromkeys(results_paths):
+        check_results_path(path)
     adb = None
     if opts.device == "host":
         target = Target(HOST, None, {})
-        harness_sha = None
     else:
         adb = Adb()
         target = resolve_device(opts.device, adb)
-        harness, harness_sha = find_harness(opts.harness)
-    check_delegate(target.profile, opts.delegate)
+    harnesses = [get_harness(m.spec.profiler) for m in manifests]
+    binaries = {}
+    for harness in dict.fromkeys(harnesses):
+        check_delegate(target.profile, opts.delegate or harness.delegates[0], harness.delegates)
+        if target.serial is not None:
+            binaries[harness.name] = find_harness(opts.harness, harness)
     threads = opts.threads or target.profile.threads
-    results_path = Path(opts.results) if opts.results else Path(opts.root) / RESULTS
     records = []
-    for art, manifest in zip(artifacts, manifests):
-        model = art / manifest["model_file"]
+    for manifest, (actual_sha, note), results_path, harness in zip(manifests, shas, results_paths, harnesses):
+        art, model = Path(manifest.artifact_dir), manifest.model_path
+        run = RunSettings(threads, opts.delegate or harness.delegates[0], opts.runs, opts.warmup, opts.op_profile)
         if target.serial is None:
             progress(f"profiling {art.name} on the host ({threads} threads)")
-            text = _run_host(model, opts, threads)
+            text = _run_host(harness, model, run)
+            harness_sha = None
         else:
-            text = _run_device(adb, target, model, harness, opts, threads, progress)
-        parsed = benchmark_output.parse(text)
+            binary, harness_sha = binaries[harness.name]
+            text = _run_device(adb, target, model, harness, binary, run, opts.keep, progress)
+        parsed = harness.parse(text)
         if not parsed.complete:
-            raise EdgekitError(f"benchmark_model printed no timings for {art.name}: {_last_error(text)}")
+            raise EdgekitError(f"{harness.name} printed no timings for {art.name}: {_last_error(harness, text)}")
         summary = parsed.summary()
         # the host has no published figure: show the paper's phone figure for scale, never a ratio
         paper = _paper_figure(manifest, PROFILES["s8gen1"] if target.profile is HOST else target.profile)
         record = {
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "artifact": str(art), "sha256": manifest["sha256"], "variant": manifest["variant"],
-            "resolution": manifest["resolution"], "target": manifest["target"], "precision": manifest["precision"],
-            "random_weights": manifest["source"].get("weights") is None,
+            "artifact": str(art), "sha256": actual_sha, "manifest_sha256": manifest.sha256,
+            "integrity": note or "model file as exported", "variant": manifest.variant,
+            "resolution": manifest.resolution, "target": manifest.target, "precision": manifest.precision,
+            "random_weights": manifest.random_weights,
             "device": {"profile": target.profile.name, "serial": target.serial,
                        "model": target.props.get("ro.product.model"), "soc": target.props.get("ro.soc.model"),
                        "core_mask": target.profile.core_mask},
-            "delegate": opts.delegate, "threads": threads, "warmup": opts.warmup, "harness_sha256": harness_sha,
+            "harness": harness.name, "delegate": run.delegate, "threads": threads, "warmup": opts.warmup,
+            "harness_sha256": harness_sha,
             **summary,
             "op_profile": parsed.op_profile or None,
             "op_profile_note": None if parsed.op_profile or not opts.op_profile else
-            "no per-op table: the host harness has no profiler (ai-edge-litert exposes none)"
-            if target.serial is None else "benchmark_model printed no per-op table",
+            harness.no_op_profile_on_host if target.serial is None else f"{harness.name} printed no per-op table",
             "paper": paper,
             "vs_paper": (summary["median_ms"] or summary["mean_ms"]) / paper["ms"]
             if paper and paper["device"] == target.profile.name else None,
         }
-        append_result(results_path, record)
+        record["results_file"] = str(results_path)
+        try:
+            append_result(results_path, record)
+        except OSError as e:
+            record["results_file"] = None
+            record["results_error"] = f"could not append to {results_path} ({e.strerror or e}): the measurement is " \
+                                      "only in this output"
         records.append(record)
     return records

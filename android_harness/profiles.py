@@ -56,9 +56,9 @@ def get_profile(name: str) -> DeviceProfile:
     return PROFILES[name]
 
 
-def check_delegate(profile: DeviceProfile, delegate: str) -> str:
-    if delegate not in DELEGATES:
-        raise EdgekitError(f"--delegate {delegate!r} is not one of: {', '.join(DELEGATES)}")
+def check_delegate(profile: DeviceProfile, delegate: str, harness_delegates: tuple[str, ...] = DELEGATES) -> str:
+    if delegate not in harness_delegates:
+        raise EdgekitError(f"--delegate {delegate!r} is not one of: {', '.join(harness_delegates)}")
     if delegate not in profile.delegates:
         raise EdgekitError(f"--delegate {delegate} is not available on {profile.name} "
                            f"(available: {', '.join(profile.delegates)})")

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch.nn as nn
 
-from calibration.images import builtin_images, load_rgb
-from edgekit.deploy import Target, make_deploy_form
-from edgekit.export import _sample_nhwc01, source_model
+from edgekit.deploy import make_deploy_form
+from edgekit.reference import source_model
 from edgekit.registry import get_variant
 from targets import tflite
 from targets.onnx import export_onnx
+from targets.tflite import _sample_nhwc01
 
 VARIANT, SIZE, THREADS, ROUNDS, RUNS = "b1-cls", (224, 224), 2, 7, 30
 
@@ -63,12 +63,12 @@ def _runners(module: nn.Module, work: Path, sample: np.ndarray, x: np.ndarray):
 def main() -> None:
     variant = get_variant(VARIANT)
     model, _ = source_model(variant, SIZE, None)
-    deploy = make_deploy_form(model, SIZE, Target.TFLITE, "fp32").model.eval()
+    deploy = make_deploy_form(model, SIZE, "tflite", "fp32").model.eval()
     backbone = deploy.backbone
     pieces = {"input stem": Prefix(backbone, 0)}
     pieces.update({f"stage {k}": Prefix(backbone, k + 1) for k in range(len(backbone.stages))})
     pieces["head"] = deploy
-    sample = _sample_nhwc01([load_rgb(p) for p in builtin_images()], SIZE)
+    sample = _sample_nhwc01("imagenet", SIZE)
     x = np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)
     runners = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 from android_harness.host_benchmark import coverage
-from edgekit.deploy import Target
 from edgekit.export import ExportOptions, export
 
 CASES = [("b0-seg", "512x1024"), ("b1-seg-ade20k", "512x512"), ("b1-cls", "224"), ("m0-cls", "224")]
@@ -26,9 +25,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, res in CASES:
             for precision in PRECISIONS:
-                m = export(ExportOptions(name, Target.TFLITE, precision, res, output=Path(tmp)))
-                row = {"variant": m["variant"], "resolution": m["resolution"], "precision": precision,
-                       **coverage(str(Path(m["artifact_dir"]) / m["model_file"]), 2)}
+                m = export(ExportOptions(name, "tflite", precision, res, output=Path(tmp)))
+                row = {"variant": m.variant, "resolution": m.resolution, "precision": precision,
+                       **coverage(str(m.model_path), 2)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     out = Path(__file__).parent / "results" / "delegate_coverage.json"

@@ -2,7 +2,7 @@
 
 For each case it runs `edgekit inspect --target tflite --precision fp16` (every rewrite) and keeps the full result: each rewrite's output change, the
 seg-head upsampling options (trained bicubic / exact form / bilinear) with their pixel-argmax
-agreement and PyTorch CPU time (round-robin, ratios only), the fp16 forward's PSNR, and the ONNX op
+agreement and PyTorch CPU time (round-robin, ratios only), the fp16 forward's SQNR, and the ONNX op
 histogram. Run it on an otherwise idle machine:
 
     python benchmarks/deploy_form.py [--runs 5] [--out benchmarks/results/deploy_form.json]
@@ -14,7 +14,6 @@ import argparse
 import json
 from pathlib import Path
 
-from edgekit.deploy import Target
 from edgekit.inspect import inspect_variant
 
 CASES = [("b0-seg", None), ("b1-seg", "512x1024"), ("m0-cls", None), ("b1-cls", None)]
@@ -27,11 +26,11 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for name, resolution in CASES:
-        r = inspect_variant(name, Target.TFLITE, resolution, precision="fp16", runs=args.runs)
+        r = inspect_variant(name, "tflite", resolution, precision="fp16", runs=args.runs)
         results.append(r)
-        line = f"{r['variant']:20s} {'x'.join(map(str, r['resolution'])):>9s}  fp16 PSNR {r['fp16']['psnr_db']:.1f} dB"
+        line = f"{r['variant']:20s} {'x'.join(map(str, r['resolution'])):>9s}  fp16 min SQNR {r['fp16']['sqnr_db_min']:.1f} dB"
         for u in r.get("upsample_options", []):
-            line += (f"  {u['upsample']}: argmax {u['vs_trained']['argmax_agreement']:.2%}"
+            line += (f"  {u['upsample']}: argmax {u['vs_trained']['agreement']:.2%}"
                      f" cpu x{u['cpu_ratio']:.2f}")
         print(line, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,10 +24,11 @@ import torch
 
 from calibration.images import image_batch
 from edgekit.complexity import measure
-from edgekit.deploy import Target
-from edgekit.export import ExportOptions, export, source_model
+from edgekit.export import ExportOptions, export
+from edgekit.reference import source_model
 from edgekit.registry import get_variant, parse_resolution
-from edgekit.runtime import ONNXRunner, TFLiteRunner
+from targets.onnx import ONNXRunner
+from targets.tflite import TFLiteRunner
 
 CASES = [("b0-seg", "512x1024"), ("b0-seg", "1024x2048"), ("b1-seg-ade20k", "512x512"), ("b1-cls", "224"),
          ("m0-cls", "224")]
@@ -127,12 +128,12 @@ def bench_case(name: str, resolution: str, runs: int, out: Path) -> dict:
     size = parse_resolution(resolution, variant)
     macs = measure(variant, size).macs
     artifacts = {}
-    for target, precision in [(Target.ONNX, "fp32"), *((Target.TFLITE, p) for p in PRECISIONS)]:
-        key = "onnxruntime" if target is Target.ONNX else f"tflite-{precision}"
+    for target, precision in [("onnx", "fp32"), *(("tflite", p) for p in PRECISIONS)]:
+        key = "onnxruntime" if target == "onnx" else f"tflite-{precision}"
         t0 = time.perf_counter()
         m = export(ExportOptions(name, target, precision, resolution, output=out))
-        artifacts[key] = {"dir": m["artifact_dir"], "file": m["model_file"], "export_s": time.perf_counter() - t0,
-                          "verification": m["verification"], "file_mb": m["file_bytes"] / 1e6}
+        artifacts[key] = {"dir": m.artifact_dir, "file": m.model_file, "export_s": time.perf_counter() - t0,
+                          "verification": m.verification, "file_mb": m.file_bytes / 1e6}
     image = image_batch(variant, size)[:1]
     model, _ = source_model(variant, size, None)
     runners = {k: (ONNXRunner if k == "onnxruntime" else TFLiteRunner)(Path(a["dir"]) / a["file"], THREADS)
@@ -151,8 +152,9 @@ def bench_case(name: str, resolution: str, runs: int, out: Path) -> dict:
         if k in artifacts:
             a = artifacts[k]
             v = a["verification"]
-            row.update(export_s=a["export_s"], file_mb=a["file_mb"], psnr_db=v["psnr_db"], max_rel=v["max_rel"],
-                       agreement=v["argmax_agreement"], passed=v["passed"])
+            row.update(export_s=a["export_s"], file_mb=a["file_mb"], sqnr_db_min=v["sqnr_db_min"],
+                       sqnr_db_median=v["sqnr_db_median"], max_rel=v["max_rel"], agreement=v["agreement"],
+                       passed=v["passed"])
         rows[k] = row
     return {"variant": variant.name, "resolution": list(size), "gmacs": macs / 1e9, "results": rows}
 
@@ -172,7 +174,7 @@ def main() -> None:
             case = bench_case(name, res, args.runs, Path(tmp))
             report["cases"].append(case)
             for k, r in case["results"].items():
-                extra = f" psnr {r['psnr_db']:.1f} dB export {r['export_s']:.0f}s" if "psnr_db" in r else ""
+                extra = f" min SQNR {r['sqnr_db_min']:.1f} dB export {r['export_s']:.0f}s" if "sqnr_db_min" in r else ""
                 print(f"{case['variant']:18s} {res:>9s} {k:18s} {r['median_ms']:8.1f} ms  x{r['vs_onnxruntime']:.2f} ORT"
                       f"  {r['gflops']:6.1f} GFLOP/s{extra}", flush=True)
     report["host_matmul_gflops_end"] = matmul_gflops()

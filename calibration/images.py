@@ -1,7 +1,21 @@
-"""Image loading and each variant's own preprocessing (RGB, resize/crop, /255, ImageNet mean/std)."""
+"""The built-in photographs, split once into a calibration set and a verification set that never
+overlap, and each variant's own preprocessing (RGB, resize/crop, /255, ImageNet mean/std).
+
+Every photo has one role in int8, whatever the variant: the calibration photos are what int8 models
+are calibrated on; the verification photos are what every artifact is checked on, and never a
+calibration photo. Segmentation variants are verified on street scenes, classifiers on objects (and
+one street scene with a car, an ImageNet class).
+
+The random stand-in (used when no checkpoint is given) estimates its BatchNorm statistics on all
+the built-in photos: that is its training set, as a trained model has its own. Estimated on the four
+calibration photos alone, the stand-in was ill-conditioned on photos unlike them (m0-cls on the
+aquarium photo: logits 18x their usual size, PyTorch fp32 only 17.7 dB from float64), which no
+trained network is, and that chaos, not the conversion, would have set every number.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -13,22 +27,51 @@ from edgekit.registry import Size, Variant
 BUILTIN_DIR = Path(__file__).parent / "images"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CLS_CROP_RATIO = 0.875  # resize the short side to size/0.875, then centre-crop (ImageNet eval)
-# Which built-in photos suit which dataset: scenes for segmentation, objects for classification.
-BUILTIN_BY_DATASET = {
-    "cityscapes": ("city.png", "indoor.jpg"),
-    "ade20k": ("indoor.jpg", "city.png"),
-    "imagenet": ("cat.jpg", "bear.jpeg", "girl.png"),
+
+# Calibration: two scenes (a Cityscapes-style street, an ADE20K-style room) and two objects.
+CALIBRATION = ("city.png", "indoor.jpg", "girl.png", "cat.jpg")
+# Verification, per kind of dataset; none of these is ever a calibration photo.
+VERIFICATION = {
+    "scenes": ("mit-fig-1.jpeg", "mit-fig-5.jpeg", "mit-fig-6.jpeg", "mit-fig-7.jpeg"),
+    "objects": ("bear.jpeg", "mit-fig-2.jpeg", "mit-fig-3.jpeg", "mit-fig-1.jpeg"),
 }
+KIND = {"cityscapes": "scenes", "ade20k": "scenes", "imagenet": "objects"}
 
 
-def builtin_images(dataset: str | None = None) -> list[Path]:
-    names = BUILTIN_BY_DATASET.get(dataset or "", ())
-    paths = [BUILTIN_DIR / n for n in names] if names else sorted(_image_files(BUILTIN_DIR))
+def _kind(dataset: str) -> str:
+    if dataset not in KIND:
+        raise EdgekitError(f"no built-in photos for the dataset {dataset!r}")
+    return KIND[dataset]
+
+
+def calibration_images(dataset: str) -> list[Path]:
+    """The calibration photos, those of the dataset's kind first (they come first in a calibration
+    set smaller than the whole list)."""
+    first = ("city.png", "indoor.jpg") if _kind(dataset) == "scenes" else ("girl.png", "cat.jpg")
+    return [BUILTIN_DIR / n for n in (*first, *(n for n in CALIBRATION if n not in first))]
+
+
+def verification_images(dataset: str) -> list[Path]:
+    return [BUILTIN_DIR / n for n in VERIFICATION[_kind(dataset)]]
+
+
+def stand_in_images() -> list[Path]:
+    """Every built-in photo, once: what the random stand-in's BatchNorm statistics come from."""
+    names = dict.fromkeys((*CALIBRATION, *(n for kind in VERIFICATION.values() for n in kind)))
+    return [BUILTIN_DIR / n for n in names]
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The photos in a folder (sorted), or a one-line error."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise EdgekitError(f"image folder not found: {folder}")
+    if not folder.is_dir():
+        raise EdgekitError(f"{folder} is not a folder of images")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise EdgekitError(f"image folder {folder} has no .jpg/.jpeg/.png images")
     return paths
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def load_rgb(path: Path):
@@ -41,6 +84,21 @@ def load_rgb(path: Path):
         raise EdgekitError(f"cannot read image {path}: {e}") from e
 
 
+def rgb_sha256(image) -> str:
+    """Of the decoded RGB pixels (and the size): the same photo whether it came from a file or an
+    .npy batch, so overlap between calibration and verification is found either way."""
+    h = hashlib.sha256(f"{image.size[0]}x{image.size[1]}".encode())
+    h.update(np.asarray(image.convert("RGB"), dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def describe(path: Path) -> dict:
+    """A photo as manifests record it: its name, the file's sha256, the pixels' sha256."""
+    from edgekit.artifacts import sha256
+
+    return {"name": Path(path).name, "sha256": sha256(Path(path)), "rgb_sha256": rgb_sha256(load_rgb(path))}
+
+
 def preprocess(image, variant: Variant, size: Size) -> np.ndarray:
     """(3, H, W) float32, normalised; seg: resize to HxW; cls: short-side resize + centre crop."""
     from PIL import Image
@@ -49,17 +107,25 @@ def preprocess(image, variant: Variant, size: Size) -> np.ndarray:
     if variant.task == "seg":
         image = image.resize((w, h), Image.BILINEAR)
     else:
-        scale = max(h, w) / CLS_CROP_RATIO / min(image.size)
-        rw, rh = math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)
-        image = image.resize((rw, rh), Image.BICUBIC)
-        left, top = (rw - w) // 2, (rh - h) // 2
-        image = image.crop((left, top, left + w, top + h))
+        image = center_crop(image, size)
     x = np.asarray(image, dtype=np.float32) / 255.0
     x = (x - np.array(variant.mean, dtype=np.float32)) / np.array(variant.std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
+def center_crop(image, size: Size):
+    """ImageNet evaluation: resize the short side to size/CLS_CROP_RATIO (bicubic), crop the centre."""
+    from PIL import Image
+
+    h, w = size
+    scale = max(h, w) / CLS_CROP_RATIO / min(image.size)
+    rw, rh = math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)
+    image = image.resize((rw, rh), Image.BICUBIC)
+    left, top = (rw - w) // 2, (rh - h) // 2
+    return image.crop((left, top, left + w, top + h))
+
+
 def image_batch(variant: Variant, size: Size, paths: list[Path] | None = None) -> np.ndarray:
-    """(N, 3, H, W) from `paths` (default: the built-in photos suited to the variant's dataset)."""
-    paths = paths or builtin_images(variant.dataset)
+    """(N, 3, H, W) from `paths` (default: the variant's verification photos)."""
+    paths = paths or verification_images(variant.dataset)
     return np.stack([preprocess(load_rgb(p), variant, size) for p in paths])

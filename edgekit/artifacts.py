@@ -1,4 +1,4 @@
-"""Artifact directories: written atomically, described by an `edgekit.json` manifest."""
+"""Artifact directories and other outputs: written atomically; files identified by sha256."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
-MANIFEST = "edgekit.json"
-TOOLS = ("edgekit", "torch", "onnx", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert", "onnxruntime",
-         "coremltools", "numpy")
+TOOLS = ("edgekit", "torch", "numpy")  # every artifact; each target adds its converters and runtimes
 
 
 def _files(path: Path) -> list[Path]:
@@ -38,9 +36,9 @@ def size_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in _files(path))
 
 
-def tool_versions() -> dict[str, str | None]:
+def tool_versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
     versions = {}
-    for name in TOOLS:
+    for name in dict.fromkeys((*TOOLS, *extra)):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -109,12 +107,3 @@ def write_json(path: Path, data: dict) -> None:
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
 
-
-def read_manifest(artifact_dir: Path) -> dict:
-    path = Path(artifact_dir) / MANIFEST
-    if not path.is_file():
-        raise EdgekitError(f"{artifact_dir} is not an edgekit artifact (no {MANIFEST})")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise EdgekitError(f"{path} is not valid JSON ({e})") from e

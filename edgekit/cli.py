@@ -18,24 +18,28 @@ import typer
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from targets import DEFAULT_TARGET, TARGETS
+from targets.base import option_fields
 
 app = typer.Typer(
     name="edgekit",
-    help="EfficientViT from PyTorch to verified TFLite/CoreML artifacts and on-device latencies.",
+    help="EfficientViT from PyTorch to verified on-device artifacts (see `edgekit targets`) and on-device latencies.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
-_state = {"debug": False}
+_state = {"debug": False, "entry": False, "capture": None}
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 VariantArg = Annotated[str, typer.Argument(help="Variant name, e.g. b0-seg, b1-cls, m0-cls.")]
-TargetOpt = Annotated[str, typer.Option("--target", "-t", help="tflite | onnx | coreml")]
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help=" | ".join(TARGETS) + " (edgekit targets)")]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", "-p", help="; ".join(
+    f"{t.name}: {' | '.join(t.precisions)}" for t in TARGETS.values()) + " (the first is the default)")]
 UpsampleOpt = Annotated[
-    str | None, typer.Option("--upsample", help="exact (default for tflite/coreml) | bilinear | bicubic (onnx only)")
+    str | None, typer.Option("--upsample", help="exact | bilinear | bicubic (each target takes some; default its own)")
 ]
 ResolutionOpt = Annotated[
     str | None, typer.Option("--resolution", "-r", help="Input HxW (or one side for square); multiples of 32.")
@@ -46,11 +50,17 @@ WeightsOpt = Annotated[
 
 
 def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a library function; an EdgekitError becomes one line on stderr and exit code 1."""
+    """Call a library function; an EdgekitError becomes one line on stderr and its exit code, an
+    interruption one line and 130 (every artifact, bundle and result is written atomically)."""
     try:
         return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: nothing half-written was left (outputs are written atomically)", err=True)
+        raise typer.Exit(130) from None
     except EdgekitError as e:
         if _state["debug"]:
+            if e.log:
+                sys.stderr.write(f"--- captured converter output ---\n{e.log.rstrip()}\n--- end ---\n")
             raise
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
@@ -75,12 +85,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and the frameworks' output.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the frameworks' own output "
+                                                                  "(TensorFlow, coremltools, converters).")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
+    from edgekit.logs import VERBOSE_ENV, quiet_process
+
     _state["debug"] = debug or os.environ.get("EDGEKIT_DEBUG") == "1"
+    if verbose or _state["debug"]:
+        os.environ[VERBOSE_ENV] = "1"
+    if _state["entry"] and _state["capture"] is None:  # the real command, not an in-process test runner
+        _state["capture"] = quiet_process()
 
 
 @app.command()
@@ -117,23 +135,21 @@ def info(
 @app.command()
 def inspect(
     variant: VariantArg,
-    target: TargetOpt = "tflite",
+    target: TargetOpt = DEFAULT_TARGET,
     resolution: ResolutionOpt = None,
     weights: WeightsOpt = None,
     upsample: UpsampleOpt = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", "-p", help="the artifact precision to plan for (default: target's)")
-    ] = None,
+    precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the deploy form for a target: op histogram, rewrites applied and their measured effect."""
-    from edgekit.deploy import Target, Upsample
+    from edgekit.deploy import Upsample
     from edgekit.inspect import inspect_variant
 
-    tgt = _run(_choice, Target, target, "--target")
     up = _run(_choice, Upsample, upsample, "--upsample") if upsample else None
-    with _status(f"building and measuring the {tgt.value} deploy form of {variant}"):
-        data = _run(inspect_variant, variant, tgt, resolution, weights, up, precision)
+    with _status(f"building and measuring the {target} deploy form of {variant}") as status:
+        data = _run(inspect_variant, variant, target, resolution, weights, up, precision,
+                    progress=lambda msg: status.update(msg))
     if as_json:
         return _print_json(data)
     from edgekit.report import inspect_tables
@@ -141,93 +157,180 @@ def inspect(
     inspect_tables(data)
 
 
-@app.command()
+def _with_target_options(fn):
+    """Add one option per target-option field in the table (--layout, --io, --ios, ...) to a
+    command, collected into `target_options`: a new target's options appear without touching the
+    CLI. Each flag is None unless given; the target's table entry validates it."""
+    import inspect
+    import typing
+
+    fields = {}
+    for spec in TARGETS.values():
+        for f in option_fields(spec.options):
+            fields.setdefault(f.name, (f, []))[1].append(spec.name)
+    signature = inspect.signature(fn, eval_str=True)  # this module's annotations are strings
+    params = [p for p in signature.parameters.values() if p.name != "target_options"]
+    hints = typing.get_type_hints(fn, include_extras=True)
+    annotations = {k: v for k, v in hints.items() if k not in ("target_options", "return")}
+    for name, (f, owners) in fields.items():
+        kind = f.metadata["type"]
+        annotation = Annotated[(int if kind is int else str) | None,
+                               typer.Option(f.metadata["flag"], help=f"{f.metadata['help']} ({', '.join(owners)})")]
+        params.append(inspect.Parameter(f"opt_{name}", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=annotation))
+        annotations[f"opt_{name}"] = annotation
+
+    def command(**kwargs):
+        given = {k[len("opt_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("opt_")}
+        return fn(**kwargs, target_options=given)
+
+    command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+    command.__signature__ = signature.replace(parameters=params)
+    command.__annotations__ = annotations
+    return command
+
+
+VerifyImagesOpt = Annotated[
+    Path | None, typer.Option("--verify-images", help="Verify on your own photos (a folder) instead of the "
+                                                      "built-in held-out set.")]
+AllowCalibrationOpt = Annotated[
+    bool, typer.Option("--allow-calibration-images", help="Verify even on photos that were used for calibration "
+                                                          "(reported as such).")]
+
+
 def export(
     variant: VariantArg,
-    target: TargetOpt = "tflite",
-    precision: Annotated[
-        str | None,
-        typer.Option("--precision", "-p", help="tflite: fp32 | fp16 | int8-dynamic | int8; coreml: fp16 | fp32 | int8-weights | int8 (--ios 17)"),
-    ] = None,
-    ios: Annotated[int, typer.Option("--ios", help="CoreML minimum iOS (16, 17, 18).")] = 16,
-    input_kind: Annotated[str, typer.Option("--input", help="CoreML input: image (CVPixelBuffer) | tensor")] = "image",
+    target: TargetOpt = DEFAULT_TARGET,
+    precision: PrecisionOpt = None,
     resolution: ResolutionOpt = None,
     weights: WeightsOpt = None,
-    layout: Annotated[str, typer.Option("--layout", help="TFLite input layout: nhwc (camera) | nchw")] = "nhwc",
-    io: Annotated[str, typer.Option("--io", help="float | int8 (integer input/output; --precision int8)")] = "float",
     calibration: Annotated[
-        Path | None, typer.Option("--calibration", help="Folder of .jpg/.png or an .npy batch (int8).")
+        Path | None, typer.Option("--calibration", help="Folder of .jpg/.png or an .npy batch (calibrated precisions).")
     ] = None,
-    num_calibration: Annotated[int, typer.Option("--num-calibration", help="Calibration samples (int8).")] = 8,
+    num_calibration: Annotated[int, typer.Option("--num-calibration", help="Calibration samples.")] = 8,
     upsample: UpsampleOpt = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for artifact directories.")] = Path(
         "edgekit-artifacts"
     ),
+    verify_images: VerifyImagesOpt = None,
+    allow_calibration_images: AllowCalibrationOpt = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an artifact of the same name made from "
+                                                                "other weights or options.")] = False,
     as_json: JsonOpt = False,
+    target_options: dict | None = None,
 ) -> None:
     """Export a variant as a verified artifact directory (model, labels, edgekit.json)."""
-    from edgekit.deploy import Target, Upsample
+    from edgekit.deploy import Upsample
     from edgekit.export import ExportOptions
     from edgekit.export import export as run_export
+    from edgekit.verify import require_passed
 
-    tgt = _run(_choice, Target, target, "--target")
     opts = ExportOptions(
         variant=variant,
-        target=tgt,
-        precision=(precision or ("fp16" if tgt is Target.COREML else "fp32")).lower(),
-        ios=ios,
-        input_kind=input_kind.lower(),
+        target=target,
+        precision=precision,
         resolution=resolution,
         weights=weights,
-        layout=layout.lower(),
-        io=io.lower(),
+        target_options=target_options or {},
         calibration=calibration,
         num_calibration=num_calibration,
         upsample=_run(_choice, Upsample, upsample, "--upsample") if upsample else None,
         output=output,
+        verify_images=verify_images,
+        allow_calibration_images=allow_calibration_images,
+        overwrite=overwrite,
     )
     with _status("exporting") as status:
         manifest = _run(run_export, opts, lambda msg: status.update(msg))
     if as_json:
-        return _print_json(manifest)
-    from edgekit.report import export_report
+        _print_json(manifest.to_dict())
+    else:
+        from edgekit.report import export_report
 
-    export_report(manifest)
-    _exit_on_failed_verification(manifest["verification"])
+        export_report(manifest)
+    _run(require_passed, manifest.verification)
+
+
+app.command("export")(_with_target_options(export))
 
 
 @app.command()
 def verify(
     artifact_dir: Annotated[Path, typer.Argument(help="An artifact directory written by `edgekit export`.")],
+    verify_images: VerifyImagesOpt = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", "-w", help="The checkpoint, if it moved since the export "
+                                                          "(checked against the sha256 the export recorded).")
+    ] = None,
+    allow_calibration_images: AllowCalibrationOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-run an artifact's verification against the PyTorch model it came from."""
-    from edgekit.verify import verify_artifact
+    from edgekit.verify import require_passed, verify_artifact
 
     with _status(f"verifying {artifact_dir}"):
-        result = _run(verify_artifact, artifact_dir)
+        result = _run(verify_artifact, artifact_dir, verify_images, weights, allow_calibration_images)
     if as_json:
         _print_json(result)
     else:
         from edgekit.report import verification_table
 
         verification_table(result["verification"], result["precision"], result["random_weights"])
-    _exit_on_failed_verification(result["verification"])
+    _run(require_passed, result["verification"])
+
+
+@app.command()
+def predict(
+    artifact_dir: Annotated[Path, typer.Argument(help="An artifact directory written by `edgekit export`.")],
+    images: Annotated[list[Path], typer.Argument(help="Your photos (.jpg/.png).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the pictures.")] = Path(
+        "edgekit-predictions"),
+    top: Annotated[int, typer.Option("--top", help="Classes to show for a classifier.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run an artifact on your photos here: overlay and class-map PNGs, or the top classes."""
+    from edgekit.predict import PredictOptions
+    from edgekit.predict import predict as run_predict
+
+    with _status("predicting") as status:
+        result = _run(run_predict, PredictOptions(artifact_dir, tuple(images), output, top),
+                      lambda msg: status.update(msg))
+    if as_json:
+        return _print_json(result)
+    from edgekit.report import predict_report
+
+    predict_report(result)
+
+
+@app.command("targets")
+def targets_cmd(as_json: JsonOpt = False) -> None:
+    """List the targets: model file, precisions, host runner, app platform, how each is profiled."""
+    from targets import describe_table
+
+    rows = describe_table()
+    if as_json:
+        return _print_json(rows)
+    from edgekit.report import targets_table
+
+    targets_table(rows)
 
 
 @app.command("package")
 def package_cmd(
     artifacts: Annotated[list[Path], typer.Argument(help="Artifact directories written by `edgekit export`.")],
-    platform: Annotated[str, typer.Option("--platform", help="android (TFLite artifacts) | ios (CoreML artifacts)")],
+    platform: Annotated[str, typer.Option("--platform", help=" | ".join(sorted(
+        {f"{t.packaging.platform} ({t.name})" for t in TARGETS.values() if t.packaging})))],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for bundles and zips.")] = Path(
         "edgekit-bundles"),
+    allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Package an artifact that FAILED its "
+                                                                      "verification (the bundle says so).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Make app-ready bundles: model, labels, model.json, a Kotlin/Swift snippet, and a zip of each."""
     from edgekit.bundle import PackageOptions, package
 
     with _status("packaging") as status:
-        records = _run(package, PackageOptions(tuple(artifacts), platform.lower(), output),
+        records = _run(package, PackageOptions(tuple(artifacts), platform.lower(), output, allow_failed),
                        lambda msg: status.update(msg))
     if as_json:
         return _print_json(records)
@@ -243,7 +346,7 @@ def _csv(text: str | None) -> tuple[str, ...]:
 @app.command()
 def sweep(
     variants: Annotated[str, typer.Option("--variants", help="Comma-separated, e.g. b0-seg,b1-cls,m0-cls.")],
-    targets: Annotated[str, typer.Option("--targets", help="Comma-separated: tflite, onnx, coreml.")] = "tflite",
+    targets: Annotated[str, typer.Option("--targets", help="Comma-separated: " + ", ".join(TARGETS) + ".")] = DEFAULT_TARGET,
     precisions: Annotated[str, typer.Option("--precisions", help="Comma-separated, e.g. fp32,int8.")] = "fp32",
     resolutions: Annotated[
         str | None, typer.Option("--resolutions", help="Comma-separated HxW for every variant (default: each one's own).")
@@ -276,12 +379,6 @@ def sweep(
     sweep_table(result)
 
 
-def _exit_on_failed_verification(verification: dict) -> None:
-    if not verification["passed"]:
-        typer.echo("error: verification failed: the artifact is outside its tolerance (see the table)", err=True)
-        raise typer.Exit(3)
-
-
 def _choice(enum: type[E], value: str, option: str) -> E:
     try:
         return enum(value.lower())
@@ -291,26 +388,40 @@ def _choice(enum: type[E], value: str, option: str) -> E:
 
 
 def main() -> None:
-    app()
+    _state["entry"] = True
+    crashed = True
+    try:
+        app()
+        crashed = False
+    except SystemExit as e:
+        crashed = e.code not in (None, 0, 1, 3, 130)
+        raise
+    finally:
+        if _state["capture"] is not None:
+            _state["capture"].finish(crashed)
 
 
-harness_app = typer.Typer(help="The benchmark_model binary pushed to phones (given once; never downloaded).",
+harness_app = typer.Typer(help="The benchmark programs pushed to phones (given once; never downloaded).",
                           no_args_is_help=True)
 app.add_typer(harness_app, name="harness")
 
 
 @harness_app.command("add")
 def harness_add(
-    path: Annotated[Path, typer.Argument(help="LiteRT's benchmark_model for Android arm64.")],
+    path: Annotated[Path, typer.Argument(help="The program for Android arm64 (e.g. LiteRT's benchmark_model).")],
+    kind: Annotated[str, typer.Option("--kind", help="Which program: " + " | ".join(sorted(
+        {t.profiler for t in TARGETS.values() if t.profiler})) + " (the target table says which target uses which).")
+    ] = "benchmark_model",
     as_json: JsonOpt = False,
 ) -> None:
-    """Store a benchmark_model binary in edgekit's cache, with its sha256."""
+    """Store a benchmark program in edgekit's cache, with its sha256."""
     from android_harness.profiler import add_harness
 
-    record = _run(add_harness, path)
+    record = _run(add_harness, path, kind.lower())
     if as_json:
         return _print_json(record)
-    typer.echo(f"harness stored: {record['path']} ({record['kind']}{', ' + record['arch'] if record['arch'] else ''}, "
+    typer.echo(f"harness stored: {record['path']} ({record['kind']}, {record['file']}"
+               f"{', ' + record['arch'] if record['arch'] else ''}, "
                f"sha256 {record['sha256'][:12]}...)")
 
 
@@ -330,25 +441,31 @@ def devices(as_json: JsonOpt = False) -> None:
 @app.command()
 def profile(
     artifacts: Annotated[
-        list[Path] | None, typer.Argument(help="Artifact directories (default: all under ./edgekit-artifacts).")
+        list[Path] | None, typer.Argument(help="Artifact directories, or folders of them (default: all under "
+                                               "./edgekit-artifacts).")
     ] = None,
     device: Annotated[str, typer.Option("--device", "-d", help="A profile (s8gen1, ...), an adb serial, or host.")] = "host",
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the profile's).")] = None,
-    delegate: Annotated[str, typer.Option("--delegate", help="cpu (XNNPACK) | gpu | nnapi | qnn")] = "cpu",
+    delegate: Annotated[str | None, typer.Option("--delegate", help="benchmark_model: cpu (XNNPACK, default) | "
+                                                                    "gpu | nnapi | qnn")] = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs.")] = 5,
     op_profile: Annotated[bool, typer.Option("--op-profile", help="Per-op profile (benchmark_model on a phone).")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the files on the phone.")] = False,
     harness: Annotated[Path | None, typer.Option("--harness", help="benchmark_model binary for this run.")] = None,
-    results: Annotated[Path | None, typer.Option("--results", help="JSONL file results are appended to.")] = None,
+    results: Annotated[Path | None, typer.Option("--results", help="JSONL file results are appended to "
+                                                                   "(default: results.jsonl next to the artifacts).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Measure a model file changed since export (recorded "
+                                                        "under its real sha256).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure artifacts on a phone over adb (or on this machine) next to the paper's figure."""
     from android_harness.profiler import ProfileOptions
     from android_harness.profiler import profile as run_profile
 
-    opts = ProfileOptions(tuple(artifacts or ()), device, threads, delegate.lower(), runs, warmup, op_profile, keep,
-                          harness, results)
+    opts = ProfileOptions(tuple(artifacts or ()), device, threads, delegate.lower() if delegate else None, runs,
+                          warmup, op_profile, keep, harness, results, force=force)
     with _status("profiling") as status:
         records = _run(run_profile, opts, lambda msg: status.update(msg))
     if as_json:

@@ -1,7 +1,21 @@
-"""One exception type for every user-facing error; the CLI prints it as one line."""
+"""User-facing errors: one exception family, printed by the CLI as one line, each with its exit code."""
 
 
 class EdgekitError(Exception):
-    """An error the user can act on (bad input, missing tool, failed verification)."""
+    """An error the user can act on (bad input, missing tool, a device that is not there)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, log: str | None = None):
+        super().__init__(message)
+        self.log = log  # a converter's captured output, shown with --debug
+
+
+class ManifestError(EdgekitError):
+    """An artifact's edgekit.json is missing, unreadable, of an old schema, or names an unknown target."""
+
+
+class VerificationFailed(EdgekitError):
+    """The artifact is outside its precision's tolerance against PyTorch (the artifact is kept)."""
+
+    exit_code = 3

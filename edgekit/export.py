@@ -1,219 +1,168 @@
 """`edgekit export`: variant -> torch model -> deploy form -> artifact directory -> verification.
 
-The artifact directory `<output>/<variant>-<HxW>-<target>-<precision>/` is built in a temporary
-sibling and renamed into place only after the model converted and its verification ran, so a
-failed export leaves nothing behind.
+Every option is checked before any work (the target's own options by its table entry). The
+artifact directory `<output>/<variant>-<HxW>-<target>-<precision>/` is built in a temporary sibling
+and renamed into place only after the model converted and its verification ran, so a failed
+export leaves nothing behind. An artifact that converted but missed its tolerance is kept (its
+manifest says FAILED); the CLI exits 3 for it.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
-import torch.nn as nn
+from typing import Any
 
 from edgekit import __version__
-from edgekit.artifacts import MANIFEST, atomic_directory, check_writable, sha256, size_bytes, tool_versions, write_json
-from edgekit.deploy import Target, Upsample, check_precision, make_deploy_form
+from edgekit.artifacts import atomic_directory, check_writable, sha256, size_bytes, tool_versions
+from edgekit.deploy import Upsample, make_deploy_form
 from edgekit.errors import EdgekitError
-from edgekit.models import build_model
+from edgekit.manifest import SCHEMA, Manifest, write_manifest
 from edgekit.registry import Size, Variant, get_variant, parse_resolution
+from targets import DEFAULT_TARGET
 
 DEFAULT_OUTPUT = Path("edgekit-artifacts")
-STAND_IN_SEED = 0
 Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     variant: str
-    target: Target = Target.TFLITE
-    precision: str = "fp32"
+    target: str = DEFAULT_TARGET
+    precision: str | None = None  # None: the target's default
     resolution: str | None = None
     weights: Path | None = None
-    layout: str = "nhwc"
-    io: str = "float"
+    # the target's options: its options dataclass, or the flag values given (field name -> value)
+    target_options: Any = field(default_factory=dict)
     calibration: Path | None = None
     num_calibration: int = 8
     upsample: Upsample | None = None
-    output: Path = field(default=DEFAULT_OUTPUT)
-    ios: int = 16  # CoreML minimum deployment target
-    input_kind: str = "image"  # CoreML: "image" (CVPixelBuffer) or "tensor" (normalised float)
+    output: Path = DEFAULT_OUTPUT
+    verify_images: Path | None = None  # a folder of the user's photos (default: the built-in set)
+    allow_calibration_images: bool = False  # verify on a photo that was also used for calibration
+    overwrite: bool = False  # replace an artifact made from other weights or options
 
 
-def _validate(opts: ExportOptions) -> None:
-    check_precision(opts.target, opts.precision)
-    if opts.io not in ("float", "int8"):
-        raise EdgekitError(f"--io {opts.io!r} is not one of: float, int8")
-    if opts.io == "int8" and opts.precision != "int8":
-        raise EdgekitError("--io int8 needs --precision int8 (integer inputs exist only in a full-integer model)")
-    if opts.layout not in ("nhwc", "nchw"):
-        raise EdgekitError(f"--layout {opts.layout!r} is not one of: nhwc, nchw")
-    if opts.layout == "nchw" and opts.target is not Target.TFLITE:
-        raise EdgekitError("--layout applies to TFLite only (ONNX and CoreML models are NCHW)")
-    if opts.target is Target.COREML:
-        from targets.coreml import IOS_TARGETS
+@dataclass(frozen=True)
+class ExportPlan:
+    """The options, checked and resolved, before any work."""
 
-        if opts.ios not in IOS_TARGETS:
-            raise EdgekitError(f"--ios {opts.ios} is not one of: {', '.join(map(str, IOS_TARGETS))}")
-        if opts.input_kind not in ("image", "tensor"):
-            raise EdgekitError(f"--input {opts.input_kind!r} is not one of: image, tensor")
-        if opts.precision == "int8" and opts.ios < 17:
-            raise EdgekitError("--precision int8 quantises activations, which CoreML runs from iOS 17: add --ios 17")
+    variant: Variant
+    size: Size
+    spec: Any  # targets.base.TargetSpec
+    precision: str
+    options: Any  # the target's options dataclass
+    calibration: Any  # calibration.sources.CalibrationSet | None
+    verification: Any  # edgekit.verify.VerificationSet
 
 
-def source_model(variant: Variant, size: Size, weights: Path | None) -> tuple[nn.Module, dict]:
-    """The PyTorch model an artifact comes from: the checkpoint, or the reproducible random stand-in."""
-    from calibration.images import builtin_images, image_batch
+def plan_export(opts: ExportOptions) -> ExportPlan:
+    """Every check that can fail, before anything is built or written."""
+    from edgekit.verify import verification_set
+    from targets import TARGETS, get_target
+    from targets.base import parse_options
 
-    torch.manual_seed(STAND_IN_SEED)
-    model = build_model(variant, size)
-    if weights is not None:
-        from edgekit.checkpoints import load_weights
-
-        load_weights(model, weights, variant)
-        return model, {"weights": str(Path(weights).resolve()), "sha256": sha256(Path(weights))}
-    from edgekit.models.init import calibrated_random_init
-
-    paths = builtin_images(variant.dataset)
-    calibrated_random_init(model, image_batch(variant, size, paths), seed=STAND_IN_SEED)
-    return model, {
-        "weights": None,
-        "stand_in": {"seed": STAND_IN_SEED, "bn_statistics_from": [p.name for p in paths]},
-        "warning": "RANDOM WEIGHTS: no --weights given; this artifact shows the conversion, not a trained model",
-    }
-
-
-def artifact_name(variant: Variant, size: Size, target: Target, precision: str) -> str:
-    return f"{variant.name}-{size[0]}x{size[1]}-{target.value}-{precision}"
-
-
-def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> dict:
-    _validate(opts)
     variant = get_variant(opts.variant)
     size = parse_resolution(opts.resolution, variant)
+    spec = get_target(opts.target)
+    precision = spec.check_precision((opts.precision or spec.default_precision).lower())
+    options = opts.target_options if is_dataclass(opts.target_options) else \
+        parse_options(spec, opts.target_options or {}, TARGETS)
+    if spec.validate is not None:
+        spec.validate(precision, options)
+    from edgekit.deploy import plan_rewrites
+
+    plan_rewrites(spec.plan, precision, opts.upsample, spec.name)  # an upsample the target cannot take
     calib = None
-    if opts.precision == "int8":
+    if spec.needs_calibration(precision):
         from calibration.sources import calibration_set
 
         calib = calibration_set(variant, size, opts.calibration, opts.num_calibration)
+    elif opts.calibration is not None:
+        calibrated = [p for p in spec.precisions if spec.needs_calibration(p)]
+        raise EdgekitError(f"--calibration is used only by calibrated precisions ({', '.join(calibrated) or 'none'} "
+                           f"for {spec.name}); {precision} is not calibrated")
+    verification = verification_set(variant, opts.verify_images, calib.images if calib else (),
+                                     opts.allow_calibration_images)
+    return ExportPlan(variant, size, spec, precision, options, calib, verification)
+
+
+def artifact_name(variant: Variant, size: Size, target: str, precision: str) -> str:
+    return f"{variant.name}-{size[0]}x{size[1]}-{target}-{precision}"
+
+
+def _inputs(weights_sha: str | None, target_options: dict, rewrites: list[str], calibration: dict | None) -> dict:
+    """What makes two artifacts of the same name different models."""
+    calib = None if calibration is None else {
+        "source": calibration["source"], "samples": calibration["samples"],
+        "images": [i.get("rgb_sha256") or i["name"] for i in calibration["images"]]}
+    return {"weights": weights_sha or "random stand-in", "options": target_options, "rewrites": rewrites,
+            "calibration": calib}
+
+
+def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | None:
+    """Before any work: refuse to replace an artifact made from other inputs (a trained model is
+    never silently replaced by a stand-in) unless --overwrite; say when one is replaced."""
+    from edgekit.artifacts import sha256
+    from edgekit.deploy import plan_rewrites
+    from edgekit.errors import ManifestError
+    from edgekit.manifest import MANIFEST, read_manifest
+    from targets.base import options_dict
+
+    if not final.exists():
+        return None
+    if opts.overwrite:
+        return f"replaced the existing {final.name} (--overwrite)"
+    try:
+        old = read_manifest(final)
+    except ManifestError:
+        if (final / MANIFEST).exists() or any(final.iterdir()):
+            raise EdgekitError(f"{final} exists and is not an artifact this edgekit can read: pass --overwrite to "
+                               "replace it, or --output another folder") from None
+        return None
+    new_calib = plan.calibration.record() if plan.calibration is not None else None
+    new = _inputs(sha256(Path(opts.weights)) if opts.weights else None, options_dict(plan.options),
+                  plan_rewrites(plan.spec.plan, plan.precision, opts.upsample, plan.spec.name), new_calib)
+    was = _inputs(old.source.get("sha256"), old.target_options, [r["name"] for r in old.rewrites], old.calibration)
+    differ = [k for k in new if new[k] != was[k]]
+    if differ:
+        raise EdgekitError(f"{final} already holds an artifact made from other {', '.join(differ)} "
+                           f"(weights: {was['weights'][:16]}): pass --overwrite to replace it, or --output another "
+                           "folder")
+    return f"replaced the existing {final.name} (made from the same inputs)"
+
+
+def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> Manifest:
+    from edgekit.reference import source_model
+    from edgekit.verify import verify_model
+    from targets.base import ConvertJob
+
+    plan = plan_export(opts)
+    variant, size, spec = plan.variant, plan.size, plan.spec
+    final = Path(opts.output) / artifact_name(variant, size, spec.name, plan.precision)
+    replaced = _check_replace(final, plan, opts)
     check_writable(Path(opts.output))  # last check: it creates the output folder
     started = time.perf_counter()
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
     model, source = source_model(variant, size, opts.weights)
-    form = make_deploy_form(model, size, opts.target, opts.precision, opts.upsample,
-                            calibration=calib.data if calib is not None else None)
-    final = Path(opts.output) / artifact_name(variant, size, opts.target, opts.precision)
+    calib_data = plan.calibration.data if plan.calibration is not None else None
+    form = make_deploy_form(model, size, spec, plan.precision, opts.upsample, calibration=calib_data)
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
-        converted = None
-        if opts.target is Target.COREML:
-            model_file, ops, io, converted = _convert_coreml(opts, variant, form.model, size, tmp, calib, progress)
-        else:
-            model_file, ops, io = _convert(opts, form.model, size, variant.num_classes, Path(work), tmp, calib, progress)
-        manifest = _manifest(opts, variant, size, form, source, model_file, ops, io, calib)
+        converted = spec.convert(ConvertJob(variant, size, plan.precision, plan.options, form.model, calib_data,
+                                            Path(work), tmp, progress))
+        manifest = _manifest(plan, form, source, converted)
         _write_labels(variant, tmp)
-        progress("verifying against PyTorch on real images")
-        from edgekit.verify import verify_model
-
-        manifest["verification"] = verify_model(model_file, manifest, model, converted)
-        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-        write_json(tmp / MANIFEST, manifest)
-    manifest["artifact_dir"] = str(final)
+        progress(f"verifying against PyTorch on {len(plan.verification.paths)} held-out photos")
+        manifest.verification = verify_model(converted.model_file, manifest, model, plan.verification,
+                                             converted.torch_model)
+        manifest.export_seconds = round(time.perf_counter() - started, 1)
+        write_manifest(tmp, manifest)
+    manifest.artifact_dir = str(final)
+    manifest.replaced = replaced
     return manifest
-
-
-def _convert_coreml(opts: ExportOptions, variant: Variant, deploy: nn.Module, size: Size, out: Path, calib, progress):
-    """The package, its MIL ops and I/O, and the torch model that was converted (deploy form, or its
-    calibrated int8 version)."""
-    from edgekit.info import output_semantics
-    from edgekit.labels import class_names
-    from targets import coreml
-
-    progress(f"converting to CoreML {opts.precision} (torch.export, coremltools, iOS {opts.ios})")
-    metadata = {
-        "description": f"EfficientViT {variant.name}: {output_semantics(variant)}",
-        "license": "model code: edgekit; weights: see the checkpoint's licence",
-        "version": __version__,
-        "variant": variant.name,
-        "resolution": f"{size[0]}x{size[1]}",
-        "edgekit_version": __version__,
-    }
-    labels = class_names(variant) if variant.task == "cls" else None
-    if opts.precision == "int8":
-        progress(f"calibrating int8 activations on {len(calib.data)} images (coremltools.optimize.torch)")
-        deploy = coreml.calibrated_int8(deploy, calib.data)
-    ml = coreml.convert(deploy, size, opts.precision, opts.ios, opts.input_kind == "image", variant.mean,
-                        variant.std, labels, metadata)
-    model_file = out / "model.mlpackage"
-    ml.save(str(model_file))
-    return model_file, coreml.mil_ops(ml), coreml.describe_io(ml), deploy
-
-
-def _convert(opts: ExportOptions, deploy: nn.Module, size: Size, classes: int, work: Path, out: Path, calib, progress):
-    from targets.onnx import INPUT_NAME, export_onnx
-
-    progress("exporting the deploy form to ONNX")
-    onnx_path = export_onnx(deploy, size, work / "deploy.onnx")
-    if opts.target is Target.ONNX:
-        from targets.onnx import load_graph, op_histogram, simplify_onnx
-
-        model_file = simplify_onnx(onnx_path, out / "model.onnx")
-        return model_file, op_histogram(load_graph(model_file)), _io_onnx(size)
-    from calibration.images import builtin_images, load_rgb
-    from targets import tflite
-
-    progress(f"converting to TFLite {opts.precision} (onnxsim, onnx2tf{', int8 calibration' if calib else ''})")
-    sample = _sample_nhwc01([load_rgb(p) for p in builtin_images()], size)
-    result = tflite.convert(
-        onnx_path, work, tflite.Precision(opts.precision), tflite.Layout(opts.layout), INPUT_NAME, sample,
-        calib.data if calib is not None else None, int8_io=opts.io == "int8",
-    )
-    model_file = out / "model.tflite"
-    shutil.move(str(result.path), model_file)
-    return model_file, result.ops, _io_tflite(model_file, classes)
-
-
-def _sample_nhwc01(images, size: Size) -> np.ndarray:
-    from PIL import Image
-
-    return np.stack([np.asarray(im.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32) / 255 for im in images])
-
-
-def _io_onnx(size: Size) -> dict:
-    from targets.onnx import INPUT_NAME, OUTPUT_NAME
-
-    return {"input": {"name": INPUT_NAME, "shape": [1, 3, *size], "layout": "NCHW", "dtype": "float32"},
-            "output": {"name": OUTPUT_NAME, "layout": "NCHW", "dtype": "float32"}}
-
-
-def _layout(shape, classes: int) -> str:
-    if len(shape) != 4:
-        return "NC"
-    return "NHWC" if shape[-1] == classes else "NCHW"
-
-
-def _io_tflite(path: Path, classes: int) -> dict:
-    from edgekit.runtime import TFLiteRunner
-
-    r = TFLiteRunner(path)
-    inp, out = r.input, r.output
-
-    def quant(d):
-        scale, zero = d["quantization"]
-        return {"scale": float(scale), "zero_point": int(zero)} if d["dtype"] in (np.int8, np.uint8) else None
-
-    return {
-        "input": {"name": inp["name"], "shape": [int(s) for s in inp["shape"]], "layout": "NHWC" if r.input_nhwc else "NCHW",
-                  "dtype": np.dtype(inp["dtype"]).name, "quantization": quant(inp)},
-        "output": {"name": out["name"], "shape": [int(s) for s in out["shape"]], "layout": _layout(out["shape"], classes),
-                   "dtype": np.dtype(out["dtype"]).name, "quantization": quant(out)},
-    }
 
 
 def _write_labels(variant: Variant, out: Path) -> None:
@@ -222,27 +171,33 @@ def _write_labels(variant: Variant, out: Path) -> None:
     (out / "labels.txt").write_text("\n".join(class_names(variant)) + "\n")
 
 
-def _manifest(opts, variant: Variant, size: Size, form, source: dict, model_file: Path, ops: dict, io: dict, calib) -> dict:
+def _manifest(plan: ExportPlan, form, source: dict, converted) -> Manifest:
     from edgekit.info import output_semantics, variant_summary
+    from targets.base import options_dict
 
-    return {
-        "edgekit_version": __version__,
-        **variant_summary(variant, size),
-        "target": opts.target.value,
-        "precision": opts.precision,
-        "model_file": model_file.name,
-        "file_bytes": size_bytes(model_file),
-        "sha256": sha256(model_file),
-        "io": io,
-        "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(variant.mean), "std": list(variant.std)},
-        "output_semantics": output_semantics(variant),
-        "output_stride": variant.output_stride,
-        "labels": "labels.txt",
-        "rewrites": [{"name": r.name, "exact": r.exact, "summary": r.summary} for r in form.rewrites],
-        "source": source,
-        "coreml": {"ios": opts.ios, "input": opts.input_kind} if opts.target is Target.COREML else None,
-        "calibration": None if calib is None else {"source": calib.source, "samples": len(calib.data),
-                                                   "originals": calib.originals},
-        "ops": ops,
-        "tools": tool_versions(),
-    }
+    variant, spec = plan.variant, plan.spec
+    summary = variant_summary(variant, plan.size)
+    return Manifest(
+        schema=SCHEMA,
+        edgekit_version=__version__,
+        **summary,
+        target=spec.name,
+        precision=plan.precision,
+        target_options=options_dict(plan.options),
+        model_file=converted.model_file.name,
+        file_bytes=size_bytes(converted.model_file),
+        sha256=sha256(converted.model_file),
+        io=converted.io,
+        normalization={"color": "RGB", "scale": 1 / 255, "mean": list(variant.mean), "std": list(variant.std)},
+        output_semantics=output_semantics(variant),
+        output_stride=variant.output_stride,
+        labels="labels.txt",
+        rewrites=[{"name": r.name, "exact": r.exact, "summary": r.summary} for r in form.rewrites],
+        source=source,
+        calibration=plan.calibration.record() if plan.calibration is not None else None,
+        ops=converted.ops,
+        target_info=converted.target_info,
+        tools=tool_versions(spec.tools),
+        verification={"passed": False},  # replaced by the verification before the manifest is written
+    )
+

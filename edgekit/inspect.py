@@ -19,35 +19,25 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgekit.deploy import TARGET_PLANS, Target, Upsample, make_deploy_form
+from edgekit.deploy import Upsample, make_deploy_form
 from edgekit.deploy.attention import (
     TRANSPOSES_PER_CGA_HEAD,
     TRANSPOSES_PER_LITEMLA,
     StaticCascadedGroupAttention,
     StaticLiteMLA,
 )
-from edgekit.deploy.passes import bicubic_exact, bicubic_to_bilinear
+from edgekit.deploy.passes import bicubic_exact, bicubic_to_bilinear, fp16_safe_attention
 from edgekit.metrics import compare
-from edgekit.models import build_model
+from edgekit.reference import run_images, source_model
 from edgekit.registry import Size, get_variant, parse_resolution
+from targets import DEFAULT_TARGET
 
-FP16_PSNR_TARGET_DB = 40.0
+FP16_SQNR_TARGET_DB = 40.0
 SHAPE_OPS = ("Shape", "Gather", "ConstantOfShape")
 RANDOM_WEIGHTS_NOTE = (
-    "no --weights: random weights with BatchNorm statistics re-estimated on the images; "
+    "no --weights: random weights with BatchNorm statistics estimated on the built-in photos; "
     "the numbers show the rewrites' arithmetic, not a trained model's accuracy"
 )
-
-
-def run_images(model: nn.Module, images: np.ndarray, dtype: torch.dtype = torch.float32) -> np.ndarray:
-    """Outputs for each image, one at a time (deploy forms have a static batch of 1). Another dtype
-    runs on a copy: the caller's model is never converted in place."""
-    if dtype != torch.float32:
-        model = copy.deepcopy(model).to(dtype)
-    model.eval()
-    with torch.no_grad():
-        outs = [model(torch.from_numpy(img[None]).to(dtype)).float().numpy() for img in images]
-    return np.concatenate(outs)
 
 
 def cpu_latency_ms(models: dict[str, nn.Module], image: np.ndarray, runs: int) -> dict[str, float]:
@@ -94,7 +84,7 @@ def onnx_summary(model: nn.Module, resolution: Size) -> dict:
 
 
 def _upsample_options(base: nn.Module, resolution: Size, images: np.ndarray, reference: np.ndarray,
-                      runs: int) -> list[dict]:
+                      runs: int, task: str) -> list[dict]:
     """The trained bicubic against its exact form and bilinear, each on the same folded model."""
     models = {
         "bicubic": base,
@@ -103,62 +93,71 @@ def _upsample_options(base: nn.Module, resolution: Size, images: np.ndarray, ref
     }
     ms = cpu_latency_ms(models, images[0], runs)
     return [
-        {"upsample": mode, "vs_trained": compare(reference, run_images(model, images)), "cpu_ms": ms[mode],
+        {"upsample": mode, "vs_trained": _summary(compare(reference, run_images(model, images), task)), "cpu_ms": ms[mode],
          "cpu_ratio": ms[mode] / ms["bicubic"]}
         for mode, model in models.items()
     ]
 
 
+def _summary(result: dict) -> dict:
+    """A comparison without its per-image rows (the tables show the aggregate)."""
+    return {k: v for k, v in result.items() if k != "images"}
+
+
 def inspect_variant(
     name: str,
-    target: Target = Target.TFLITE,
+    target: str = DEFAULT_TARGET,
     resolution: str | None = None,
     weights: str | Path | None = None,
     upsample: Upsample | None = None,
     precision: str | None = None,
     image_paths: list[Path] | None = None,
     runs: int = 3,
+    progress=lambda _msg: None,
 ) -> dict:
-    from calibration.images import builtin_images, image_batch
+    from calibration.images import image_batch, verification_images
+    from targets import get_target
 
     variant = get_variant(name)
     size = parse_resolution(resolution, variant)
-    paths = image_paths or builtin_images(variant.dataset)
+    spec = get_target(target)
+    precision = spec.check_precision((precision or spec.default_precision).lower())
+    paths = image_paths or verification_images(variant.dataset)
     images = image_batch(variant, size, paths)
-    model = build_model(variant, size)
-    if weights is not None:
-        from edgekit.checkpoints import load_weights
-
-        load_weights(model, weights, variant)
-    else:
-        from edgekit.models.init import calibrated_random_init
-
-        calibrated_random_init(model, images)
-    precision = precision or TARGET_PLANS[target].default_precision
+    progress(f"building {variant.name} at {size[0]}x{size[1]}")
+    model, _ = source_model(variant, size, Path(weights) if weights is not None else None)
     calibration = None
-    if precision == "int8":
+    if spec.needs_calibration(precision):
         from calibration.sources import calibration_set
 
         calibration = calibration_set(variant, size).data
-    form = make_deploy_form(model, size, target, precision, upsample, keep_stages=True, calibration=calibration)
+    progress(f"applying the {spec.name} {precision} rewrites")
+    form = make_deploy_form(model, size, spec, precision, upsample, keep_stages=True, calibration=calibration)
 
+    task = variant.task
     trained = run_images(model, images)
     steps, previous = [], trained
     for rewrite, stage in form.stages:
+        progress(f"measuring {rewrite.name}")
         out = run_images(stage, images)
         steps.append({"name": rewrite.name, "summary": rewrite.summary, "exact": rewrite.exact,
-                      "vs_previous": compare(previous, out), "vs_trained": compare(trained, out)})
+                      "vs_previous": _summary(compare(previous, out, task)),
+                      "vs_trained": _summary(compare(trained, out, task))})
         previous = out
 
-    # The fp16 check runs the form this target builds for fp16 (with fp16-safe attention).
-    fp16_form = form.model if precision == "fp16" else make_deploy_form(model, size, target, "fp16", upsample).model
+    # The fp16 check runs the deploy form with the fp16-safe attention (what fp16 artifacts carry).
+    progress("running the deploy form in fp16")
+    fp16_form = form.model if precision in spec.plan.fp16_compute else \
+        fp16_safe_attention(copy.deepcopy(form.model), size)
     fp32 = run_images(fp16_form, images)
     fp16 = run_images(fp16_form, images, torch.float16)
+    progress("timing the trained model and the deploy form")
     ms = cpu_latency_ms({"trained": model, "deploy": form.model}, images[0], runs)
+    progress("exporting the deploy form to ONNX")
     result = {
         "variant": variant.name,
         "task": variant.task,
-        "target": target.value,
+        "target": spec.name,
         "precision": precision,
         "resolution": list(size),
         "weights": str(weights) if weights else None,
@@ -166,10 +165,11 @@ def inspect_variant(
         "images": [p.name for p in paths],
         "rewrites": steps,
         "cpu_ms": {**ms, "ratio": ms["deploy"] / ms["trained"]},
-        "fp16": {**compare(fp32, fp16), "psnr_target_db": FP16_PSNR_TARGET_DB},
-        "onnx": onnx_summary(form.model, size),
+        "fp16": {**_summary(compare(fp32, fp16, task)), "sqnr_target_db": FP16_SQNR_TARGET_DB},
+        "graph": onnx_summary(form.model, size),
     }
     if variant.task == "seg":
+        progress("comparing the upsampling choices")
         folded = form.stages[1][1]  # after folding and static attention, before any upsample swap
-        result["upsample_options"] = _upsample_options(folded, size, images, trained, runs)
+        result["upsample_options"] = _upsample_options(folded, size, images, trained, runs, task)
     return result

@@ -1,29 +1,95 @@
-"""How far one model's outputs are from another's: the numbers every verification reports."""
+"""How far one model's outputs are from another's: the numbers every verification reports.
+
+The headline is SQNR per image: the power of the reference logits over the power of the error,
+10 log10(sum ref^2 / sum (out - ref)^2), in dB. Unlike a peak-based PSNR (peak-to-peak range
+squared over the mean squared error), it does not stay high while the class decisions change.
+Segmentation also reports the share of output pixels keeping their class; classification, top-1
+agreement and top-5 agreement (the share of the reference's five best classes that are among the
+output's five best). A peak-based PSNR is kept, labelled as such, for comparison with old reports.
+"""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 
 
-def compare(reference: np.ndarray, output: np.ndarray) -> dict:
-    """Errors of `output` against `reference`, both (N, classes[, H, W]) logits.
-
-    max_rel is max |diff| / max |reference| (per-element relative errors explode near zero logits);
-    PSNR uses the reference's peak-to-peak range as the signal; argmax agreement is per pixel for
-    segmentation and top-1 per image for classification.
-    """
+def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(output, dtype=np.float64)
+    if not np.isfinite(out).all():
+        return -math.inf
+    noise = float(np.sum((out - ref) ** 2))
+    signal = float(np.sum(ref**2))
+    if noise == 0.0:
+        return math.inf
+    return 10 * math.log10(max(signal, 1e-300) / noise)
+
+
+def _top5_overlap(ref: np.ndarray, out: np.ndarray) -> float:
+    k = min(5, ref.shape[-1])
+    a = set(np.argsort(-ref)[:k].tolist())
+    b = set(np.argsort(-out)[:k].tolist())
+    return len(a & b) / k
+
+
+def compare(reference: np.ndarray, output: np.ndarray, task: str | None = None,
+            names: list[str] | None = None) -> dict:
+    """Errors of `output` against `reference`, both (N, classes[, H, W]) logits, per image and over
+    all of them (`task`: "seg" for per-pixel classes, "cls" for one class per image; by default
+    taken from the rank: 4-D outputs are segmentation maps)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(output, dtype=np.float64)
+    task = task or ("seg" if ref.ndim == 4 else "cls")
+    names = names or [f"image {i}" for i in range(len(ref))]
     finite = bool(np.isfinite(out).all())
+    per_image = []
+    for name, r, o in zip(names, ref, out):
+        row = {"name": name, "sqnr_db": sqnr_db(r, o),
+               "max_abs": float(np.abs(o - r).max()) if np.isfinite(o).all() else math.inf}
+        if task == "seg":
+            row["agreement"] = float(np.mean(r.argmax(axis=0) == o.argmax(axis=0)))
+        else:
+            row["agreement"] = float(r.argmax() == o.argmax())
+            row["top5_agreement"] = _top5_overlap(r, o)
+        per_image.append(row)
     diff = np.abs(out - ref)
     mse = float(np.mean(diff**2)) if finite else math.inf
     peak = float(ref.max() - ref.min())
-    return {
+    sqnrs = [row["sqnr_db"] for row in per_image]
+    result = {
         "finite": finite,
+        "images": per_image,
+        "sqnr_db_median": statistics.median(sqnrs),
+        "sqnr_db_min": min(sqnrs),
         "max_abs": float(diff.max()) if finite else math.inf,
         "max_rel": float(diff.max() / max(np.abs(ref).max(), 1e-30)) if finite else math.inf,
-        "psnr_db": (math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)) if finite else 0.0,
-        "argmax_agreement": float(np.mean(ref.argmax(axis=1) == out.argmax(axis=1))),
+        "agreement": float(np.mean([row["agreement"] for row in per_image])),
+        "agreement_min": min(row["agreement"] for row in per_image),
+        "agreement_kind": "pixels keeping their class" if task == "seg" else "top-1 agreement",
+        "psnr_peak_db": (math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)) if finite else 0.0,
     }
+    if task != "seg":
+        result["top5_agreement"] = float(np.mean([row["top5_agreement"] for row in per_image]))
+    return result
+
+
+def failures(result: dict, tolerance, task: str) -> list[str]:
+    """What the result misses of `tolerance` (a targets.base.Tolerance), each as a short phrase."""
+    missed = []
+    if not result["finite"]:
+        missed.append("non-finite outputs (inf/NaN)")
+    if tolerance.max_rel is not None and result["max_rel"] > tolerance.max_rel:
+        missed.append(f"max rel {result['max_rel']:.2g} > {tolerance.max_rel:.2g}")
+    if tolerance.sqnr_min_db is not None and result["sqnr_db_min"] < tolerance.sqnr_min_db:
+        worst = min(result["images"], key=lambda r: r["sqnr_db"])
+        missed.append(f"SQNR {result['sqnr_db_min']:.1f} dB on {worst['name']} < {tolerance.sqnr_min_db:g} dB")
+    if tolerance.sqnr_median_db is not None and result["sqnr_db_median"] < tolerance.sqnr_median_db:
+        missed.append(f"median SQNR {result['sqnr_db_median']:.1f} dB < {tolerance.sqnr_median_db:g} dB")
+    if task == "seg" and tolerance.pixel_agreement is not None and result["agreement_min"] < tolerance.pixel_agreement:
+        worst = min(result["images"], key=lambda r: r["agreement"])
+        missed.append(f"{worst['agreement']:.1%} of pixels keep their class on {worst['name']} "
+                      f"< {tolerance.pixel_agreement:.0%}")
+    return missed

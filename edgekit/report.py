@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -16,22 +18,47 @@ def _verdict(ok: bool | None) -> str:
     return {True: "[green]ok[/]", False: "[red]off[/]", None: "[dim]-[/]"}[ok]
 
 
-def variants_table(rows: list[dict]) -> None:
-    table = Table(title="edgekit model zoo")
-    for col in ("variant", "task", "dataset", "classes", "default input", "paper params", "paper MACs"):
-        table.add_column(col, justify="right" if col.startswith(("classes", "paper")) else "left")
-    for r in rows:
-        name = r["name"] + (f" [dim]({', '.join(r['aliases'])})[/]" if r["aliases"] else "")
-        table.add_row(
-            name,
-            r["task"],
-            r["dataset"],
-            str(r["classes"]),
-            _res(r["resolution"]),
-            f"{r['paper_params_m']}M" if r["paper_params_m"] else "-",
-            f"{r['paper_gmacs']}G" if r["paper_gmacs"] else "-",
-        )
+def _cell_width(text: str) -> int:
+    from rich.text import Text
+
+    return max((Text.from_markup(line).cell_len for line in text.split("\n")), default=0)
+
+
+def print_fitted(title: str, columns: list[tuple[str, str, int]], rows: list[list[str]]) -> None:
+    """A table that fits the terminal without cutting a value: `columns` are (header, justify,
+    priority). Cells are never wrapped or cut (headers may wrap at spaces); columns are dropped,
+    highest priority number first, until the table fits, and a note names them; priority 0 columns
+    (the names a user types) are never dropped."""
+    def width(i: int) -> int:
+        header = max(_cell_width(word) for word in columns[i][0].split())
+        return max([header, *(_cell_width(row[i]) for row in rows)]) + 3  # padding and a rule
+
+    shown = list(range(len(columns)))
+    while sum(width(i) for i in shown) + 1 > console.width:
+        droppable = [i for i in shown if columns[i][2] > 0]
+        if not droppable:
+            break
+        shown.remove(max(droppable, key=lambda i: (columns[i][2], i)))
+    table = Table(title=title)
+    for i in shown:
+        header, justify, _ = columns[i]
+        table.add_column(header, justify=justify, no_wrap=True, min_width=width(i) - 3)
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
     console.print(table)
+    left_out = [columns[i][0] for i in range(len(columns)) if i not in shown]
+    if left_out:
+        console.print(f"[dim]left out at this width: {', '.join(left_out)} (a wider terminal or --json shows all)[/]")
+
+
+def variants_table(rows: list[dict]) -> None:
+    columns = [("variant", "left", 0), ("alias", "left", 1), ("task", "left", 2), ("dataset", "left", 3),
+               ("classes", "right", 5), ("default input", "left", 4), ("paper params", "right", 6),
+               ("paper MACs", "right", 6)]
+    print_fitted("edgekit model zoo", columns, [
+        [r["name"], ", ".join(r["aliases"]) or "-", r["task"], r["dataset"], str(r["classes"]), _res(r["resolution"]),
+         f"{r['paper_params_m']}M" if r["paper_params_m"] else "-", f"{r['paper_gmacs']}G" if r["paper_gmacs"] else "-"]
+        for r in rows])
 
 
 def _compare_row(table: Table, label: str, cmp: dict, unit: str, fmt: str) -> None:
@@ -86,70 +113,131 @@ def inspect_tables(d: dict) -> None:
     agree = "pixels argmax same" if d["task"] == "seg" else "top-1 same"
     rw = Table(title="rewrites (each against the step before / against the trained model)")
     rw.add_column("rewrite", no_wrap=True)
-    for col in ("exact", "max abs", "max rel", "PSNR dB", agree, "cum. PSNR dB"):
+    for col in ("exact", "max abs", "max rel", "min SQNR dB", agree, "cum. min SQNR dB"):
         rw.add_column(col, justify="left" if col == "exact" else "right")
     for s in d["rewrites"]:
         p, c = s["vs_previous"], s["vs_trained"]
         rw.add_row(s["name"], "yes" if s["exact"] else "[yellow]no[/]", _num(p["max_abs"]), _num(p["max_rel"]),
-                   _num(p["psnr_db"], ".1f"), f"{p['argmax_agreement']:.2%}", _num(c["psnr_db"], ".1f"))
+                   _num(p["sqnr_db_min"], ".1f"), f"{p['agreement']:.2%}", _num(c["sqnr_db_min"], ".1f"))
     console.print(rw)
     if "upsample_options" in d:
         up = Table(title="seg-head upsampling (against the trained bicubic model)")
-        for col in ("upsample", "max abs", "PSNR dB", agree, "CPU ms", "CPU ratio"):
+        for col in ("upsample", "max abs", "min SQNR dB", agree, "CPU ms", "CPU ratio"):
             up.add_column(col, justify="left" if col == "upsample" else "right")
         for u in d["upsample_options"]:
             v = u["vs_trained"]
-            up.add_row(u["upsample"], _num(v["max_abs"]), _num(v["psnr_db"], ".1f"), f"{v['argmax_agreement']:.2%}",
+            up.add_row(u["upsample"], _num(v["max_abs"]), _num(v["sqnr_db_min"], ".1f"), f"{v['agreement']:.2%}",
                        f"{u['cpu_ms']:.1f}", f"{u['cpu_ratio']:.3f}")
         console.print(up)
     f16 = d["fp16"]
     verdict = "[green]finite[/]" if f16["finite"] else "[red]inf/NaN[/]"
-    ok = "[green]>=[/]" if f16["psnr_db"] >= f16["psnr_target_db"] else "[red]<[/]"
-    console.print(f"fp16 forward of the deploy form: {verdict}, PSNR {_num(f16['psnr_db'], '.1f')} dB vs fp32 "
-                  f"({ok} target {f16['psnr_target_db']:.0f} dB), {agree} {f16['argmax_agreement']:.2%}")
+    ok = "[green]>=[/]" if f16["sqnr_db_min"] >= f16["sqnr_target_db"] else "[red]<[/]"
+    console.print(f"fp16 forward of the deploy form: {verdict}, min SQNR {_num(f16['sqnr_db_min'], '.1f')} dB vs fp32 "
+                  f"({ok} target {f16['sqnr_target_db']:.0f} dB), {agree} {f16['agreement']:.2%}")
     cpu = d["cpu_ms"]
     console.print(f"PyTorch CPU, one image: trained {cpu['trained']:.1f} ms, deploy form {cpu['deploy']:.1f} ms "
                   f"(ratio {cpu['ratio']:.2f})")
-    o = d["onnx"]
+    o = d["graph"]
     console.print(f"ONNX graph: {o['nodes']} nodes, Transpose {o['transposes']} (attention needs "
                   f"{o['transposes_needed']}), Shape/Gather {o['shape_ops']}, BatchNormalization "
                   f"{o['batchnorm_nodes']}, max rank {o['max_rank']}")
     console.print("  " + ", ".join(f"{k} {v}" for k, v in o["ops"].items()))
 
 
+def _tolerance_text(tol: dict) -> str:
+    parts = []
+    if "max_rel" in tol:
+        parts.append(f"max rel <= {tol['max_rel']:.2g}")
+    if "sqnr_min_db" in tol:
+        parts.append(f"SQNR >= {tol['sqnr_min_db']:g} dB on every photo")
+    if "sqnr_median_db" in tol:
+        parts.append(f"median >= {tol['sqnr_median_db']:g} dB")
+    if "pixel_agreement" in tol:
+        parts.append(f">= {tol['pixel_agreement']:.0%} of pixels keep their class")
+    return ", ".join(parts)
+
+
 def verification_table(v: dict, precision: str, random_weights: bool) -> None:
-    t = Table(title=f"verification against PyTorch ({precision}) on {', '.join(v['images'])}")
-    for col in ("max abs", "max rel", "PSNR dB", v["agreement_kind"], "tolerance", "result"):
+    seg = v["agreement_kind"].startswith("pixels")
+    t = Table(title=f"verification ({precision}) on {v['image_set']}: {v['compared']} vs {v['reference']}")
+    t.add_column("photo", no_wrap=True)
+    for col in ("SQNR dB", "max abs", "pixels kept" if seg else "top-1 same", *(() if seg else ("top-5 overlap",))):
         t.add_column(col, justify="right")
-    shown = {k: val for k, val in v["tolerance"].items() if k in ("max_rel", "psnr_db")}
-    tol = ", ".join(f"{k.replace('_db', '')} {'>=' if k == 'psnr_db' else '<='} {val:.2g}" for k, val in shown.items())
-    verdict = "[green]pass[/]" if v["passed"] else "[red]FAIL[/]"
-    t.add_row(_num(v["max_abs"]), _num(v["max_rel"]), _num(v["psnr_db"], ".1f"), f"{v['argmax_agreement']:.2%}", tol,
-              verdict)
+    for row in v["images"]:
+        cells = [row["name"], _num(row["sqnr_db"], ".1f"), _num(row["max_abs"])]
+        cells.append(f"{row['agreement']:.2%}" if seg else ("yes" if row["agreement"] == 1 else "[yellow]no[/]"))
+        if not seg:
+            cells.append(f"{row['top5_agreement']:.0%}")
+        t.add_row(*cells)
     console.print(t)
-    if "numerics" in v:
-        numerics = v["numerics"] if isinstance(v["numerics"], str) else (
-            f"PSNR {v['numerics']['psnr_db']:.1f} dB, agreement {v['numerics']['argmax_agreement']:.2%} (CoreML predict)")
-        w, st = v["weights"], v["structure"]
+    verdict = "[green]pass[/]" if v["passed"] else "[red]FAIL[/]"
+    console.print(f"SQNR median {_num(v['sqnr_db_median'], '.1f')} dB, min {_num(v['sqnr_db_min'], '.1f')} dB; "
+                  f"max rel {_num(v['max_rel'])}; {v['agreement_kind']} {v['agreement']:.2%} "
+                  f"(peak-based PSNR {_num(v['psnr_peak_db'], '.1f')} dB)")
+    console.print(f"tolerance: {_tolerance_text(v['tolerance'])}: {verdict}")
+    for failure in v["failures"]:
+        console.print(f"  [red]{failure}[/]")
+    if v["not_run"]:
+        console.print(f"[yellow]the artifact's own outputs were not computed: {v['not_run']}[/] (the table compares "
+                      "the torch model that was converted)")
+    checks = v.get("checks") or {}
+    if "structure" in checks:
+        st, w = checks["structure"], checks["weights"]
         casts = ", ".join(st["unexpected_casts"]) or "none"
-        console.print(f"[yellow]CoreML package numerics: {numerics}[/] (the table compares the torch model that was "
-                      f"converted)\npackage: loads, I/O as declared: {st['io_matches']}; casts inside the graph: {casts}; "
+        console.print(f"package: loads, I/O as declared: {st['io_matches']}; casts inside the graph: {casts}; "
                       f"weights vs folded torch weights: {w['compared']} compared, {w['not_found']} not found, "
                       f"max error {w['max_error']:.3g} {w['error_unit']}: {'pass' if w['passed'] else 'FAIL'}")
+    if v["calibration_overlap"]:
+        console.print(f"[yellow]verified on photos that were also used for calibration: "
+                      f"{', '.join(v['calibration_overlap'])} (these numbers flatter the model)[/]")
     if random_weights:
-        console.print("[yellow]RANDOM WEIGHTS (no --weights): these numbers measure the conversion, not accuracy[/]")
+        console.print(f"[yellow]RANDOM WEIGHTS (no --weights): {v['note'] or 'these numbers measure the conversion'}[/]")
 
 
-def export_report(m: dict) -> None:
-    io = m["io"]
-    console.print(f"[bold]{m['artifact_dir']}[/]  ({m['file_bytes'] / 1e6:.2f} MB, exported in {m['export_seconds']:.0f} s)")
+def export_report(m) -> None:
+    io = m.io
+    console.print(f"[bold]{m.artifact_dir}[/]  ({m.file_bytes / 1e6:.2f} MB, exported in {m.export_seconds:.0f} s)")
+    if m.replaced:
+        console.print(f"[yellow]{m.replaced}[/]")
     inp = io["input"]
     quant = f", int8 scale {inp['quantization']['scale']:.4g} zero {inp['quantization']['zero_point']}" if inp.get(
         "quantization") else ""
     console.print(f"input {inp['name']} {'x'.join(map(str, inp['shape']))} {inp['layout']} {inp['dtype']}{quant}; "
-                  f"output {m['output_semantics']}")
-    console.print("rewrites: " + ", ".join(r["name"] for r in m["rewrites"]))
-    verification_table(m["verification"], m["precision"], m["source"]["weights"] is None)
+                  f"output {m.output_semantics}")
+    console.print("rewrites: " + ", ".join(r["name"] for r in m.rewrites))
+    if m.calibration:
+        names = ", ".join(i["name"] for i in m.calibration["images"])
+        console.print(f"calibrated on {m.calibration['samples']} samples from {names}")
+    verification_table(m.verification, m.precision, m.random_weights)
+
+
+def predict_report(r: dict) -> None:
+    console.print(f"[bold]{r['variant']}[/] {r['target']} {r['precision']}, run by {r['runner']}")
+    for p in r["predictions"]:
+        name = Path(p["image"]).name
+        if r["task"] == "seg":
+            classes = ", ".join(f"{c['label']} {c['share']:.0%}" for c in p["classes"][:5])
+            console.print(f"{name}: {classes}")
+        else:
+            table = Table(title=name)
+            table.add_column("class")
+            table.add_column("probability", justify="right")
+            for t in p["top"]:
+                table.add_row(t["label"], f"{t['probability']:.1%}")
+            console.print(table)
+        console.print(f"  [dim]{', '.join(p['files'].values())}[/]")
+    if r["random_weights"]:
+        console.print("[yellow]RANDOM WEIGHTS: no checkpoint was given, so these classes mean nothing[/]")
+
+
+def targets_table(rows: list[dict]) -> None:
+    table = Table(title="edgekit targets")
+    for col in ("target", "file", "precisions (default first)", "options", "host runner", "app", "profiled by"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["target"], r["model_file"], ", ".join(r["precisions"]), ", ".join(r["options"]) or "-",
+                      r["host_runner"], r["platform"] or "-", r["profiler"] or "-")
+    console.print(table)
 
 
 def devices_table(rows: list[dict]) -> None:
@@ -165,22 +253,22 @@ def devices_table(rows: list[dict]) -> None:
 
 
 def profile_table(records: list[dict]) -> None:
-    table = Table(title="latency (benchmark_model)")
-    cols = ("variant", "res", "precision", "device", "delegate", "init ms", "median ms", "mean±std ms", "p90 ms",
-            "peak MB", "nodes delegated", "paper ms", "vs paper")
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("variant", "precision", "device", "delegate") else "right",
-                         no_wrap=True)
+    harnesses = ", ".join(sorted({r["harness"] for r in records}))
+    columns = [("variant", "left", 0), ("res", "right", 1), ("target", "left", 2), ("precision", "left", 1),
+               ("device", "left", 3), ("delegate", "left", 4), ("init ms", "right", 8), ("median ms", "right", 0),
+               ("mean±std ms", "right", 7), ("p90 ms", "right", 7), ("peak MB", "right", 6),
+               ("nodes delegated", "right", 5), ("paper ms", "right", 4), ("vs paper", "right", 4)]
     f = lambda x, fmt=".1f": "-" if x is None else format(x, fmt)  # noqa: E731
+    rows = []
     for r in records:
         d = r["delegate_nodes"]
         cov = "-" if d["total"] is None else f"{d['replaced']}/{d['total']} ({d['partitions']} part.)"
-        table.add_row(r["variant"], _res(r["resolution"]), r["precision"], r["device"]["serial"] or "host",
-                      f"{r['delegate']} x{r['threads']}", f(r["init_ms"]), f(r["median_ms"], ".2f"),
-                      f"{f(r['mean_ms'], '.2f')}±{f(r['std_ms'], '.2f')}", f(r["p90_ms"], ".2f"),
-                      f(r["peak_memory_mb"]), cov, f(r["paper"]["ms"] if r["paper"] else None, "g"),
-                      f(r["vs_paper"], ".2f"))
-    Console(width=max(console.width, 170)).print(table)
+        rows.append([r["variant"], _res(r["resolution"]), r["target"], r["precision"], r["device"]["serial"] or "host",
+                     f"{r['delegate']} x{r['threads']}", f(r["init_ms"]), f(r["median_ms"], ".2f"),
+                     f"{f(r['mean_ms'], '.2f')}±{f(r['std_ms'], '.2f')}", f(r["p90_ms"], ".2f"),
+                     f(r["peak_memory_mb"]), cov, f(r["paper"]["ms"] if r["paper"] else None, "g"),
+                     f(r["vs_paper"], ".2f")])
+    print_fitted(f"latency ({harnesses})", columns, rows)
     for r in records:
         if r.get("op_profile"):
             ops = Table(title=f"{r['variant']} {r['precision']}: time by node type (benchmark_model --enable_op_profiling)")
@@ -191,6 +279,15 @@ def profile_table(records: list[dict]) -> None:
             console.print(ops)
         elif r.get("op_profile_note"):
             console.print(f"{r['variant']} {r['precision']}: {r['op_profile_note']}")
+    for r in records:
+        if r["integrity"] != "model file as exported":
+            console.print(f"[yellow]{Path(r['artifact']).name}: {r['integrity']}; recorded under sha256 "
+                          f"{r['sha256'][:12]}...[/]")
+    for path in dict.fromkeys(r["results_file"] for r in records if r["results_file"]):
+        console.print(f"results appended to {path}")
+    for r in records:
+        if r.get("results_error"):
+            console.print(f"[red]{Path(r['artifact']).name}: {r['results_error']}[/]")
     if any(r["random_weights"] for r in records):
         console.print("RANDOM WEIGHTS: latency does not depend on the weights; accuracy is not measured here")
     if any(r["device"]["profile"] == "host" for r in records):
@@ -213,36 +310,36 @@ def package_report(records: list[dict]) -> None:
 
 
 def _parity(r: dict) -> str:
-    if r["psnr_db"] is None:
+    if r["sqnr_db_min"] is None:
         return "-"
-    kind = "top-1" if (r["agreement_kind"] or "").startswith("top-1") else "argmax"
+    kind = "top-1" if (r["agreement_kind"] or "").startswith("top-1") else "pixels"
     agree = f", {kind} {100 * r['agreement']:.1f}%" if r["agreement"] is not None else ""
-    return f"{r['psnr_db']:.1f} dB{agree}"
+    return f"{_num(r['sqnr_db_min'], '.1f')} dB{agree}"
 
 
 def sweep_table(result: dict) -> None:
     rows = result["rows"]
     paper_devices = sorted({r["paper_device"] for r in rows if r["paper_device"]})
     paper_col = f"paper ms ({', '.join(paper_devices)})" if paper_devices else "paper ms"
-    table = Table(title=f"edgekit sweep on {result['device']}")
-    for col in ("variant", "input", "target", "precision", "status", "size MB", "PSNR, agreement", "GMACs",
-                "latency ms", paper_col):
-        table.add_column(col, justify="right" if col[0].isupper() or "ms" in col or col == "size MB" else "left")
+    columns = [("variant", "left", 0), ("input", "left", 1), ("target", "left", 1), ("precision", "left", 1),
+               ("status", "left", 2), ("size MB", "right", 4), ("min SQNR, agreement", "right", 3),
+               ("GMACs", "right", 5), ("latency ms", "right", 0), (paper_col, "right", 4)]
+    table_rows = []
     for r in rows:
         status = {"ok": "[green]ok[/]"}.get(r["status"], f"[red]{r['status']}[/]" if "failed" in r["status"]
                                             else f"[yellow]{r['status']}[/]")
         if r["error"]:
             status += f"\n[dim]{r['error']}[/]"
-        table.add_row(r["variant"], _res(r["resolution"]), r["target"], r["precision"], status,
-                      f"{r['size_mb']:.2f}" if r["size_mb"] is not None else "-", _parity(r), f"{r['gmacs']:.3g}",
-                      f"{r['latency_ms']:.2f}" if r["latency_ms"] else "-",
-                      f"{r['paper_ms']:g}" if r["paper_ms"] else "-")
-    Console(width=max(console.width, 170)).print(table)
+        table_rows.append([r["variant"], _res(r["resolution"]), r["target"], r["precision"], status,
+                           f"{r['size_mb']:.2f}" if r["size_mb"] is not None else "-", _parity(r), f"{r['gmacs']:.3g}",
+                           f"{r['latency_ms']:.2f}" if r["latency_ms"] else "-",
+                           f"{r['paper_ms']:g}" if r["paper_ms"] else "-"])
+    print_fitted(f"edgekit sweep on {result['device']}", columns, table_rows)
     reused = sum(1 for r in rows if r["profiled"] == "from results.jsonl")
     if reused:
         console.print(f"{reused} of {len(rows)} cells were already measured ({result['results']}): not redone")
     if any(r["random_weights"] for r in rows):
-        console.print("[yellow]random weights: the latencies hold, the PSNR/agreement only show conversion fidelity[/]")
+        console.print("[yellow]random weights: the latencies hold, the SQNR/agreement only show conversion fidelity[/]")
     if result["device"] == "host" and paper_devices:
         console.print("[dim]paper ms: the paper's phone figure, for scale; this host is not that phone[/]")
     console.print(f"plot: {result['plot']}")

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from targets import DEFAULT_TARGET
 
 Progress = Callable[[str], None]
-PROFILED_TARGETS = ("tflite",)  # what benchmark_model (and the host harness) can run
 
 
 @dataclass(frozen=True)
 class SweepOptions:
     variants: tuple[str, ...]
-    targets: tuple[str, ...] = ("tflite",)
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)
     precisions: tuple[str, ...] = ("fp32",)
     resolutions: tuple[str | None, ...] = (None,)  # None: each variant's default
     device: str = "host"
@@ -48,22 +48,18 @@ class Cell:
 
 def plan(opts: SweepOptions) -> list[Cell]:
     """Every cell of the grid, validated before any work (an unknown name fails the whole sweep)."""
-    from edgekit.deploy import TARGET_PLANS, Target
     from edgekit.registry import get_variant, parse_resolution
+    from targets import get_target
 
     if not opts.variants:
         raise EdgekitError("--variants is empty: name at least one (edgekit variants lists them)")
-    targets = []
-    for t in opts.targets:
-        try:
-            targets.append(Target(t.lower()).value)
-        except ValueError:
-            raise EdgekitError(f"--targets {t!r} is not one of: {', '.join(x.value for x in Target)}") from None
+    specs = [get_target(t, "--targets") for t in opts.targets]
+    targets = [s.name for s in specs]
     # a precision no chosen target has is a typo: refuse it now, not cell by cell an hour later (one
     # that only some targets have fails in the others' cells, with the reason in the table)
     for precision in opts.precisions:
-        if not any(precision.lower() in TARGET_PLANS[Target(t)].precisions for t in targets):
-            known = sorted({p for t in targets for p in TARGET_PLANS[Target(t)].precisions})
+        if not any(precision.lower() in s.precisions for s in specs):
+            known = sorted({p for s in specs for p in s.precisions})
             raise EdgekitError(f"--precisions {precision!r} is not a precision of {', '.join(targets)} "
                                f"(one of: {', '.join(known)})")
     cells = []
@@ -84,33 +80,36 @@ def _device_key(device: str):
     return lambda rec: rec["device"]["serial"] == device
 
 
-def _existing_artifact(folder: Path) -> dict | None:
+def _existing_artifact(folder: Path):
     """The manifest of an artifact already on disk whose model file is intact, else None."""
-    from edgekit.artifacts import MANIFEST, read_manifest, sha256
+    from edgekit.artifacts import sha256
+    from edgekit.errors import ManifestError
+    from edgekit.manifest import MANIFEST, read_manifest
 
     if not (folder / MANIFEST).is_file():
         return None
-    manifest = read_manifest(folder)
-    model = folder / manifest["model_file"]
-    if not model.exists() or sha256(model) != manifest["sha256"]:
+    try:
+        manifest = read_manifest(folder)
+    except ManifestError:
+        return None  # an old or damaged artifact: export it again
+    model = manifest.model_path
+    if not model.exists() or sha256(model) != manifest.sha256:
         return None
-    manifest["artifact_dir"] = str(folder)
     return manifest
 
 
-def _export(cell: Cell, opts: SweepOptions, progress: Progress) -> tuple[dict, bool]:
+def _export(cell: Cell, opts: SweepOptions, progress: Progress):
     """(manifest, reused)."""
-    from edgekit.deploy import Target
     from edgekit.export import ExportOptions, artifact_name, export
     from edgekit.registry import get_variant
 
-    folder = Path(opts.output) / artifact_name(get_variant(cell.variant), cell.resolution, Target(cell.target),
+    folder = Path(opts.output) / artifact_name(get_variant(cell.variant), cell.resolution, cell.target,
                                                cell.precision)
     manifest = _existing_artifact(folder)
     if manifest is not None:
         return manifest, True
     res = f"{cell.resolution[0]}x{cell.resolution[1]}"
-    return export(ExportOptions(cell.variant, Target(cell.target), cell.precision, res, output=Path(opts.output)),
+    return export(ExportOptions(cell.variant, cell.target, cell.precision, res, output=Path(opts.output)),
                   progress), False
 
 
@@ -127,16 +126,17 @@ def _macs(variant: str, resolution: tuple[int, int], cache: dict) -> float:
 def _row(cell: Cell, gmacs: float) -> dict:
     return {"variant": cell.variant, "resolution": list(cell.resolution), "target": cell.target,
             "precision": cell.precision, "gmacs": gmacs, "status": None, "error": None, "artifact": None,
-            "size_mb": None, "psnr_db": None, "agreement": None, "agreement_kind": None, "verified": None,
+            "size_mb": None, "sqnr_db_min": None, "sqnr_db_median": None, "agreement": None, "agreement_kind": None,
+            "verified": None,
             "random_weights": None, "latency_ms": None, "paper_ms": None, "paper_device": None,
             "exported": None, "profiled": None}
 
 
-def _fill_from_manifest(row: dict, manifest: dict) -> None:
-    v = manifest["verification"]
-    row.update(artifact=manifest["artifact_dir"], size_mb=manifest["file_bytes"] / 1e6, psnr_db=v.get("psnr_db"),
-               agreement=v.get("argmax_agreement"), agreement_kind=v.get("agreement_kind"), verified=v["passed"],
-               random_weights=manifest["source"].get("weights") is None)
+def _fill_from_manifest(row: dict, manifest) -> None:
+    v = manifest.verification
+    row.update(artifact=manifest.artifact_dir, size_mb=manifest.file_bytes / 1e6, sqnr_db_min=v.get("sqnr_db_min"),
+               sqnr_db_median=v.get("sqnr_db_median"), agreement=v.get("agreement"),
+               agreement_kind=v.get("agreement_kind"), verified=v["passed"], random_weights=manifest.random_weights)
 
 
 def _fill_from_record(row: dict, record: dict) -> None:
@@ -163,14 +163,13 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, results_path: Path, don
         return
     row["exported"] = "reused" if reused else "exported"
     _fill_from_manifest(row, manifest)
-    if cell.target not in PROFILED_TARGETS:
-        row["status"] = "exported; not profiled (CoreML needs an iPhone)" if cell.target == "coreml" \
-            else f"exported; not profiled ({cell.target} is not a phone format)"
+    if manifest.spec.profiler is None:
+        row["status"] = f"exported; not profiled ({manifest.spec.not_profiled})"
         return
-    record = done(manifest["sha256"])
+    record = done(manifest.sha256)
     if record is None:
         try:
-            record = profile(ProfileOptions((Path(manifest["artifact_dir"]),), opts.device, opts.threads, "cpu",
+            record = profile(ProfileOptions((Path(manifest.artifact_dir),), opts.device, opts.threads, None,
                                             opts.runs, opts.warmup, results=results_path), progress)[0]
         except KeyboardInterrupt:
             raise
@@ -181,7 +180,7 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, results_path: Path, don
     else:
         row["profiled"] = "from results.jsonl"
     _fill_from_record(row, record)
-    row["status"] = "ok" if manifest["verification"]["passed"] else "verification failed"
+    row["status"] = "ok" if manifest.verification["passed"] else "verification failed"
 
 
 def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
@@ -191,7 +190,7 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
     cells = plan(opts)
-    device = _check_device(opts.device)
+    device = _check_device(opts.device, {c.target for c in cells})
     results_path = Path(opts.output) / RESULTS
     same_device = _device_key(opts.device)
 
@@ -215,13 +214,16 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
             "rows": rows, "paper_points": points}
 
 
-def _check_device(device: str) -> str:
-    """The device profile's name, after checking the phone and the harness are there: a sweep must not
-    export for an hour and then find no phone. (A phone lost mid-sweep fails only its cells.)"""
+def _check_device(device: str, targets: set[str]) -> str:
+    """The device profile's name, after checking the phone and the harnesses are there: a sweep must
+    not export for an hour and then find no phone. (A phone lost mid-sweep fails only its cells.)"""
     if device == "host":
         return "host"
+    from android_harness.harnesses import get_harness
     from android_harness.profiler import find_harness, resolve_device
+    from targets import TARGETS
 
     target = resolve_device(device)
-    find_harness(None)
+    for name in sorted({TARGETS[t].profiler for t in targets} - {None}):
+        find_harness(None, get_harness(name))
     return target.profile.name

@@ -1,180 +1,188 @@
-"""Verification: an artifact against the PyTorch model it came from, on real photographs.
+"""Verification: an artifact against the PyTorch model it came from, on photos it was never
+calibrated on.
 
 Runs after every export and again with `edgekit verify ARTIFACT_DIR` (which rebuilds the PyTorch
 model from the manifest: the same checkpoint, checked by sha256, or the same seeded stand-in).
-Each precision is held to the tolerance its target declares (`targets.tflite.VERIFY`).
+The images are the built-in verification photos (disjoint from the calibration photos), or the
+user's own (`--verify-images DIR`); a photo that was used for calibration is refused unless the
+user allows it, and then the report says so. The artifact's own outputs are compared where this
+machine can run them (the target's host runner); where it cannot (CoreML needs macOS), the torch
+model that was converted is compared instead and the report says the artifact was not run.
+Each precision is held to the tolerance its target declares.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch.nn as nn
 
 from edgekit.errors import EdgekitError
-from edgekit.metrics import compare
+from edgekit.metrics import compare, failures
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from edgekit.manifest import Manifest
+
+REFERENCE = "PyTorch (the source model, before any rewrite)"
+STAND_IN_NOTE = ("random stand-in weights: their classes are nearly tied, so the agreement understates what a "
+                 "trained model keeps; SQNR is the meaningful number")
 
 
-def tolerance(manifest: dict) -> dict:
-    """Each target declares its own tolerances (STYLE: next to the target, not in a test)."""
-    if manifest["target"] == "onnx":
-        from targets.onnx import VERIFY
-
-        return VERIFY
-    if manifest["target"] == "coreml":
-        from targets.coreml import verify_torch
-
-        return verify_torch(manifest["precision"])
-    from targets.tflite import VERIFY, Precision
-
-    return VERIFY[Precision(manifest["precision"])]
+@dataclass(frozen=True)
+class VerificationSet:
+    paths: tuple[Path, ...]
+    records: tuple[dict, ...]  # name, sha256, rgb_sha256 per photo
+    source: str  # "built-in verification photos" or the user's folder
+    overlap: tuple[str, ...] = ()  # photos also used for calibration (only when allowed)
 
 
-def _passes(result: dict, tol: dict) -> bool:
-    ok = result["finite"]
-    if "max_rel" in tol:
-        ok = ok and result["max_rel"] <= tol["max_rel"]
-    if "psnr_db" in tol:
-        ok = ok and result["psnr_db"] >= tol["psnr_db"]
-    return bool(ok)
+def verification_set(variant, folder: Path | None, calibration: tuple[dict, ...] | list[dict],
+                     allow_calibration_images: bool = False) -> VerificationSet:
+    """The photos to verify on, refusing any that was used for calibration unless allowed."""
+    from calibration.images import describe, image_files, verification_images
+
+    paths = image_files(folder) if folder is not None else verification_images(variant.dataset)
+    records = tuple(describe(p) for p in paths)
+    seen = {h for c in calibration for h in (c.get("sha256"), c.get("rgb_sha256")) if h}
+    overlap = tuple(r["name"] for r in records if r["sha256"] in seen or r["rgb_sha256"] in seen)
+    if overlap and not allow_calibration_images:
+        raise EdgekitError(f"{', '.join(overlap)} {'was' if len(overlap) == 1 else 'were'} used for calibration: "
+                           "verify on other photos (--verify-images DIR), or pass --allow-calibration-images "
+                           "to check on them anyway")
+    source = "built-in verification photos" if folder is None else str(folder)
+    return VerificationSet(tuple(paths), records, source, overlap)
 
 
 def _fp32_noise_floor(reference: nn.Module, images: np.ndarray, expected: np.ndarray) -> float:
     """How far PyTorch's own fp32 output is from the exact (float64) function, as max rel error."""
     import torch
 
-    from edgekit.inspect import run_images
+    from edgekit.reference import run_images
 
-    return compare(run_images(reference, images, torch.float64), expected)["max_rel"]
+    exact = run_images(reference, images, torch.float64)
+    return float(np.abs(expected.astype(np.float64) - exact).max() / max(np.abs(exact).max(), 1e-30))
 
 
-def verify_model(model_file: Path, manifest: dict, reference: nn.Module, converted: nn.Module | None = None) -> dict:
-    """Compare the artifact with `reference` on the built-in photographs of the variant's dataset.
+def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, converted, images: np.ndarray,
+             expected: np.ndarray) -> tuple[np.ndarray, str, str | None, object]:
+    """(outputs, what produced them, why the artifact itself was not run, the converted torch model)."""
+    from edgekit.reference import run_images
+    from targets.base import NotRunnable
 
-    An fp32 artifact is held to max rel error 1e-4, or to twice PyTorch's own fp32 rounding error
+    try:
+        runner = spec.runner(model_file, manifest)
+    except NotRunnable as e:
+        if spec.proxy is None:
+            raise
+        converted = converted if converted is not None else spec.proxy(manifest, reference)
+        return run_images(converted, images), "the torch model that was converted", str(e), converted
+    got = runner.run(images, expected.shape)
+    if spec.checks is not None and spec.proxy is not None and converted is None:
+        converted = spec.proxy(manifest, reference)
+    return got, f"the artifact, run by {spec.runner_label}", None, converted
+
+
+def verify_model(model_file: Path, manifest: Manifest, reference: nn.Module, images: VerificationSet,
+                 converted: nn.Module | None = None) -> dict:
+    """Compare the artifact with `reference` on `images`.
+
+    An fp32 artifact held to a max rel error is held to twice PyTorch's own fp32 rounding error
     where that is larger: no fp32 artifact can be expected closer to PyTorch than PyTorch-fp32 is to
     the exact function, and deep random-weight stand-ins (B3) amplify rounding past 1e-4.
     """
-    from calibration.images import builtin_images, image_batch
-    from edgekit.inspect import run_images
+    from calibration.images import image_batch
+    from edgekit.reference import run_images
     from edgekit.registry import get_variant
-    from edgekit.runtime import runner_for
 
-    variant = get_variant(manifest["variant"])
-    size = tuple(manifest["resolution"])
-    paths = builtin_images(variant.dataset)
-    images = image_batch(variant, size, paths)
-    expected = run_images(reference, images)
-    if model_file.suffix == ".mlpackage":
-        return _verify_coreml(model_file, manifest, reference, converted, images, expected, [p.name for p in paths])
-    got = runner_for(model_file).run(images, expected.shape)
+    spec = manifest.spec
+    variant = get_variant(manifest.variant)
+    batch = image_batch(variant, manifest.size, list(images.paths))
+    expected = run_images(reference, batch)
+    got, compared, not_run, converted = _outputs(spec, model_file, manifest, reference, converted, batch, expected)
     if got.shape != expected.shape:
         raise EdgekitError(f"artifact output shape {got.shape} differs from PyTorch's {expected.shape}")
-    result = compare(expected, got)
-    tol = dict(tolerance(manifest))
-    if "max_rel" in tol:
-        floor = _fp32_noise_floor(reference, images, expected)
-        tol = {"max_rel": max(tol["max_rel"], 2 * floor), "max_rel_base": tol["max_rel"],
-               "pytorch_fp32_noise": floor}
+    result = compare(expected, got, variant.task, [r["name"] for r in images.records])
+    for row, record in zip(result["images"], images.records):
+        row.update(sha256=record["sha256"], rgb_sha256=record["rgb_sha256"])
+    tol = spec.tolerance(manifest.precision)
+    tolerance = tol.as_dict()
+    if tol.max_rel is not None:
+        floor = _fp32_noise_floor(reference, batch, expected)
+        tol = type(tol)(**{**tolerance, "max_rel": max(tol.max_rel, 2 * floor)})
+        tolerance = {**tol.as_dict(), "max_rel_base": tolerance["max_rel"], "pytorch_fp32_noise": floor}
+    missed = failures(result, tol, variant.task)
+    checks = spec.checks(model_file, manifest, converted) if spec.checks is not None else None
+    if checks is not None and not checks["passed"]:
+        missed.append(f"{spec.name} checks failed (see checks)")
     return {
-        "images": [p.name for p in paths],
-        "reference": "PyTorch (trained model, before any rewrite)",
+        "reference": REFERENCE,
+        "compared": compared,
+        "artifact_run": not_run is None,
+        "not_run": not_run,
+        "image_set": images.source,
+        "calibration_overlap": list(images.overlap),
         **result,
-        "agreement_kind": "pixels with the same argmax" if variant.task == "seg" else "top-1 agreement",
-        "tolerance": tol,
-        "passed": _passes(result, tol),
+        "tolerance": tolerance,
+        "failures": missed,
+        "checks": checks,
+        "passed": not missed,
+        "note": STAND_IN_NOTE if manifest.random_weights else None,
     }
 
 
-def _coreml_torch_model(manifest: dict, reference: nn.Module) -> nn.Module:
-    """Rebuild the torch model an existing package was converted from: the same rewrites (the
-    upsample it was exported with) and, for int8, recalibrated on the same calibration source, which
-    is deterministic."""
-    from edgekit.deploy import Target, make_deploy_form, upsample_of
-    from edgekit.registry import get_variant
+def _checked_weights(manifest: Manifest, weights: Path | None) -> Path | None:
+    """The checkpoint to rebuild the reference from: the one given (checked against the sha256 the
+    export recorded) or the recorded path; None for a stand-in."""
+    from edgekit.artifacts import sha256
 
-    size = tuple(manifest["resolution"])
-    upsample = upsample_of([r["name"] for r in manifest["rewrites"]])
-    calib = None
-    if manifest["precision"] == "int8":
-        from calibration.sources import calibration_set
-
-        recorded = manifest["calibration"]
-        source = None if recorded["source"] == "builtin" else recorded["source"]
-        calib = calibration_set(get_variant(manifest["variant"]), size, source, recorded["samples"])
-    deploy = make_deploy_form(reference, size, Target.COREML, manifest["precision"], upsample,
-                              calibration=calib.data if calib is not None else None).model
-    if calib is None:
-        return deploy
-    from targets.coreml import calibrated_int8
-
-    return calibrated_int8(deploy, calib.data)
+    recorded, digest = manifest.source.get("weights"), manifest.source.get("sha256")
+    if digest is None:
+        if weights is not None:
+            raise EdgekitError("this artifact was exported from random stand-in weights, not a checkpoint: "
+                               "drop --weights")
+        return None
+    path = Path(weights) if weights is not None else Path(recorded)
+    if not path.is_file():
+        if weights is None:
+            raise EdgekitError(f"the checkpoint this artifact came from is gone: {recorded} (moved? pass --weights "
+                               "with its new path)")
+        raise EdgekitError(f"checkpoint not found: {path}")
+    if sha256(path) != digest:
+        what = "is not the checkpoint this artifact came from" if weights is not None else "changed since the export"
+        raise EdgekitError(f"{path} {what} (sha256 differs)")
+    return path
 
 
-def _verify_coreml(model_file: Path, manifest: dict, reference: nn.Module, converted: nn.Module | None,
-                   images: np.ndarray, expected: np.ndarray, names: list[str]) -> dict:
-    """Linux: the package's structure and stored weights, and the torch model that was converted
-    against the trained one. The package's own numbers need CoreML's predict, i.e. macOS: there they
-    are compared; elsewhere reported as not run, never as a pass."""
-    from edgekit.inspect import run_images
-    from edgekit.labels import class_names
-    from edgekit.registry import get_variant
-    from targets.coreml import can_predict, check_weights, predict, structural_check, verify_torch
-
-    variant = get_variant(manifest["variant"])
-    precision = manifest["precision"]
-    image_input = manifest["coreml"]["input"] == "image"
-    structure = structural_check(model_file, manifest["io"])
-    converted = converted if converted is not None else _coreml_torch_model(manifest, reference)
-    weights = check_weights(model_file, converted, precision, prefix="model." if image_input else "")
-    result = compare(expected, run_images(converted, images))
-    tol = verify_torch(precision)
-    passed = bool(structure["io_matches"] and not structure["unexpected_casts"] and weights["passed"]
-                  and _passes(result, tol))
-    if can_predict():
-        labels = class_names(variant) if variant.task == "cls" else None
-        package = compare(expected, predict(model_file, images, variant.mean, variant.std, image_input, labels))
-        numerics = {"compared": "the mlpackage (CoreML predict) against PyTorch", **package}
-        passed = passed and _passes(package, tol)
-    else:
-        numerics = "not run: CoreML prediction needs macOS"
-    return {
-        "images": names,
-        "reference": "PyTorch (trained model); compared: the torch model that was converted"
-                     + (" (calibrated int8)" if precision == "int8" else ""),
-        **result,
-        "agreement_kind": "pixels with the same argmax" if variant.task == "seg" else "top-1 agreement",
-        "tolerance": tol,
-        "structure": structure,
-        "weights": weights,
-        "numerics": numerics,
-        "passed": passed,
-    }
-
-
-def verify_artifact(artifact_dir: Path) -> dict:
+def verify_artifact(artifact_dir: Path, verify_images: Path | None = None, weights: Path | None = None,
+                    allow_calibration_images: bool = False) -> dict:
     """Re-run the verification of an existing artifact directory."""
-    from edgekit.artifacts import read_manifest, sha256
-    from edgekit.export import source_model
+    from edgekit.artifacts import sha256
+    from edgekit.manifest import read_manifest
+    from edgekit.reference import source_model
     from edgekit.registry import get_variant
 
-    artifact_dir = Path(artifact_dir)
-    manifest = read_manifest(artifact_dir)
-    model_file = artifact_dir / manifest["model_file"]
+    manifest = read_manifest(Path(artifact_dir))
+    model_file = manifest.model_path
     if not model_file.exists():
         raise EdgekitError(f"{model_file} is missing")
-    if sha256(model_file) != manifest["sha256"]:
+    if sha256(model_file) != manifest.sha256:
         raise EdgekitError(f"{model_file} does not match the sha256 in its manifest (modified after export?)")
-    source = manifest["source"]
-    weights = source.get("weights")
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise EdgekitError(f"the checkpoint this artifact came from is gone: {weights}")
-        if sha256(Path(weights)) != source["sha256"]:
-            raise EdgekitError(f"{weights} changed since the export (sha256 differs)")
-    variant = get_variant(manifest["variant"])
-    reference, _ = source_model(variant, tuple(manifest["resolution"]), Path(weights) if weights else None)
-    return {"artifact_dir": str(artifact_dir), "variant": variant.name, "target": manifest["target"],
-            "precision": manifest["precision"], "verification": verify_model(model_file, manifest, reference),
-            "random_weights": weights is None}
+    checkpoint = _checked_weights(manifest, weights)
+    variant = get_variant(manifest.variant)
+    images = verification_set(variant, verify_images, manifest.calibration_images, allow_calibration_images)
+    reference, _ = source_model(variant, manifest.size, checkpoint)
+    return {"artifact_dir": str(artifact_dir), "variant": variant.name, "target": manifest.target,
+            "precision": manifest.precision, "verification": verify_model(model_file, manifest, reference, images),
+            "random_weights": manifest.random_weights}
+
+
+def require_passed(verification: dict) -> None:
+    """VerificationFailed (exit 3) when the artifact is outside its tolerance."""
+    from edgekit.errors import VerificationFailed
+
+    if not verification["passed"]:
+        raise VerificationFailed("verification failed: " + "; ".join(verification["failures"]))

@@ -42,14 +42,13 @@ def every_variant_resolution(name: str) -> str | None:
 def b0_fp32(tmp_path_factory):
     """One real b0-seg TFLite fp32 export at 128x256 (no network allowed), shared by the export and
     bundle tests: (output folder, manifest)."""
-    from edgekit.deploy import Target
     from edgekit.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("artifacts")
     mp = pytest.MonkeyPatch()
     mp.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
     try:
-        manifest = export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "128x256", output=out))
+        manifest = export(ExportOptions("b0-seg", "tflite", "fp32", "128x256", output=out))
     finally:
         mp.undo()
     return out, manifest

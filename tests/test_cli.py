@@ -93,11 +93,11 @@ def test_inspect_json_shows_rewrites_and_their_effect():
         "fold_batchnorm", "static_attention", "fp16_safe_attention", "bicubic_exact", "nearest_depth_to_space"]
     assert d["weights"] is None and "random weights" in d["weights_note"]
     exact = {u["upsample"]: u for u in d["upsample_options"]}
-    assert exact["exact"]["vs_trained"]["argmax_agreement"] > 0.999
-    assert exact["bilinear"]["vs_trained"]["psnr_db"] < exact["exact"]["vs_trained"]["psnr_db"]
-    assert d["fp16"]["finite"] and d["onnx"]["shape_ops"] == 0 and d["onnx"]["batchnorm_nodes"] == 0
+    assert exact["exact"]["vs_trained"]["agreement"] > 0.999
+    assert exact["bilinear"]["vs_trained"]["sqnr_db_min"] < exact["exact"]["vs_trained"]["sqnr_db_min"]
+    assert d["fp16"]["finite"] and d["graph"]["shape_ops"] == 0 and d["graph"]["batchnorm_nodes"] == 0
     # nearest x2 as Concat + DepthToSpace: no Resize left for TFLite (XNNPACK has no resize-nearest)
-    assert "DepthToSpace" in d["onnx"]["ops"] and "Resize" not in d["onnx"]["ops"] and d["onnx"]["max_rank"] == 4
+    assert "DepthToSpace" in d["graph"]["ops"] and "Resize" not in d["graph"]["ops"] and d["graph"]["max_rank"] == 4
 
 
 def test_inspect_table():

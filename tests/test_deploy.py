@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from calibration.images import image_batch
-from edgekit.deploy import Target, Upsample, make_deploy_form, plan_rewrites
+from edgekit.deploy import Upsample, make_deploy_form, plan_rewrites
 from edgekit.deploy.attention import StaticLiteMLA
 from edgekit.deploy.passes import fold_batchnorm
 from edgekit.deploy.upsample import ExactBicubicUpsample
 from edgekit.errors import EdgekitError
-from edgekit.inspect import expected_transposes, onnx_summary, run_images
+from edgekit.inspect import expected_transposes, onnx_summary
+from edgekit.reference import run_images
 from edgekit.metrics import compare
 from edgekit.models import build_model
 from edgekit.models.efficientvit_mit import LiteMLA
@@ -72,8 +73,8 @@ def test_folding_is_exact_and_leaves_no_batchnorm(calibrated, name):
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_onnx_of_deploy_form_is_static_and_lean(calibrated, name):
     model, images, size = calibrated(name)
-    form = make_deploy_form(model, size, Target.ONNX)
-    deploy = lambda m: make_deploy_form(m, size, Target.ONNX).model  # noqa: E731
+    form = make_deploy_form(model, size, "onnx")
+    deploy = lambda m: make_deploy_form(m, size, "onnx").model  # noqa: E731
     # Static attention sums in another order (ReduceSum + matmul for the normaliser), so its fp32
     # rounding differs more than folding's; 1e-4 is what fp32 artifacts are verified to.
     assert_exact_rewrite(model, deploy, images, batch_limit=1, rel_tol=1e-4)  # static forms: batch 1
@@ -86,9 +87,9 @@ def test_onnx_of_deploy_form_is_static_and_lean(calibrated, name):
 
 def test_transposes_needed_per_block():
     """LiteMLA: 1 (k^T; heads batched). CGA: 2 per head (q^T, attn^T; softmax on the last axis)."""
-    b0 = make_deploy_form(build_model(get_variant("b0-seg")), (256, 256), Target.ONNX).model
+    b0 = make_deploy_form(build_model(get_variant("b0-seg")), (256, 256), "onnx").model
     assert expected_transposes(b0) == 4  # 2 + 2 EfficientViT blocks
-    m0 = make_deploy_form(build_model(get_variant("m0-cls")), (224, 224), Target.ONNX).model
+    m0 = make_deploy_form(build_model(get_variant("m0-cls")), (224, 224), "onnx").model
     assert expected_transposes(m0) == 2 * 4 * (1 + 2 + 3)  # 4 heads in each of 6 blocks
 
 
@@ -147,7 +148,7 @@ def test_fp16_safe_attention_has_no_nan_where_the_original_has():
         out16 = safe(x.half()).float()
         ref = StaticLiteMLA(copy.deepcopy(src), (64, 128))(x)
     assert torch.isfinite(out16).all()
-    assert compare(ref.numpy(), out16.numpy())["psnr_db"] > 40
+    assert compare(ref.numpy(), out16.numpy())["psnr_peak_db"] > 40
 
 
 @pytest.mark.parametrize("name,size", [("b0-seg", (256, 512)), ("m0-cls", (224, 224))])
@@ -156,35 +157,45 @@ def test_fp16_forward_of_deploy_form_on_real_images(name, size):
     images = image_batch(variant, size)
     torch.manual_seed(0)
     model = calibrated_random_init(build_model(variant, size), images)
-    form = make_deploy_form(model, size, Target.TFLITE, "fp16")
+    form = make_deploy_form(model, size, "tflite", "fp16")
     fp32 = run_images(form.model, images)
     fp16 = run_images(form.model, images, torch.float16)
     assert next(form.model.parameters()).dtype == torch.float32  # run_images never converts in place
     result = compare(fp32, fp16)
     assert result["finite"]
-    assert result["psnr_db"] >= 40.0, result
+    assert result["psnr_peak_db"] >= 40.0, result
+
+
+def _plan(target: str, precision: str | None = None, upsample=None) -> list[str]:
+    from targets import TARGETS
+
+    spec = TARGETS[target]
+    return plan_rewrites(spec.plan, spec.check_precision(precision or spec.default_precision), upsample, target)
 
 
 def test_plans_per_target():
-    assert "bicubic_exact" in plan_rewrites(Target.TFLITE)
-    assert "bicubic_exact" in plan_rewrites(Target.COREML)
-    assert "bicubic_exact" not in plan_rewrites(Target.ONNX)  # ONNX Resize runs cubic
-    assert "bicubic_to_bilinear" in plan_rewrites(Target.TFLITE, upsample=Upsample.BILINEAR)  # only when asked
+    assert "bicubic_exact" in _plan("tflite")
+    assert "bicubic_exact" in _plan("coreml")
+    assert "bicubic_exact" not in _plan("onnx")  # ONNX Resize runs cubic
+    assert _plan("tflite")[-1] == "nearest_depth_to_space"  # XNNPACK has no resize-nearest
+    assert "nearest_depth_to_space" not in _plan("coreml")
+    assert "bicubic_to_bilinear" in _plan("tflite", upsample=Upsample.BILINEAR)  # only when asked
     with pytest.raises(EdgekitError, match="not available for tflite"):
-        plan_rewrites(Target.TFLITE, upsample=Upsample.BICUBIC)
+        _plan("tflite", upsample=Upsample.BICUBIC)
     # fp16-safe attention is for fp16 artifacts only; fp32 ones stay the trained function.
-    assert "fp16_safe_attention" not in plan_rewrites(Target.TFLITE, "fp32")
-    assert "fp16_safe_attention" in plan_rewrites(Target.TFLITE, "fp16")
-    assert "fp16_safe_attention" in plan_rewrites(Target.COREML)  # CoreML's default precision is fp16
-    assert "fp16_safe_attention" in plan_rewrites(Target.COREML, "int8-weights")  # computes in fp16
+    assert "fp16_safe_attention" not in _plan("tflite", "fp32")
+    assert "fp16_safe_attention" in _plan("tflite", "fp16")
+    assert "fp16_safe_attention" in _plan("coreml")  # CoreML's default precision is fp16
+    assert "fp16_safe_attention" in _plan("coreml", "int8-weights")  # computes in fp16
+    assert "int8_attention_floor" in _plan("tflite", "int8") and "int8_attention_floor" not in _plan("tflite")
     with pytest.raises(EdgekitError, match="--precision 'fp16' is not one of: fp32"):
-        plan_rewrites(Target.ONNX, "fp16")
+        _plan("onnx", "fp16")
 
 
 def test_deploy_form_leaves_the_trained_model_untouched():
     model = build_model(get_variant("b0-seg"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    make_deploy_form(model, (256, 256), Target.TFLITE)
+    make_deploy_form(model, (256, 256), "tflite")
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
@@ -197,19 +208,20 @@ def test_int8_plan_floors_the_attention_normaliser():
     calib = calibration_set(variant, size, None, 4).data
     torch.manual_seed(0)
     model = calibrated_random_init(build_model(variant, size), calib)
-    form = make_deploy_form(model, size, Target.TFLITE, "int8", calibration=calib)
+    form = make_deploy_form(model, size, "tflite", "int8", calibration=calib)
     assert form.rewrites[-1].name == "int8_attention_floor" and not form.rewrites[-1].exact
     floors = [m.den_floor for m in form.model.modules() if isinstance(m, StaticLiteMLA)]
     assert len(floors) == 4 and all(f > 0 for f in floors)
     out = compare(run_images(model, calib), run_images(form.model, calib))
-    assert out["finite"] and out["psnr_db"] > 40  # the floor only touches near-zero normalisers
+    assert out["finite"] and out["psnr_peak_db"] > 40  # the floor only touches near-zero normalisers
     with pytest.raises(ValueError, match="calibration"):
-        make_deploy_form(model, size, Target.TFLITE, "int8")
+        make_deploy_form(model, size, "tflite", "int8")
 
 
 def test_upsample_of_inverts_plan_rewrites():
-    from edgekit.deploy import TARGET_PLANS, plan_rewrites, upsample_of
+    from edgekit.deploy import upsample_of
+    from targets import TARGETS
 
-    for target, plan in TARGET_PLANS.items():
-        for upsample in plan.allowed_upsample:
-            assert upsample_of(plan_rewrites(target, None, upsample)) is upsample, (target, upsample)
+    for target, spec in TARGETS.items():
+        for upsample in spec.plan.allowed_upsample:
+            assert upsample_of(_plan(target, None, upsample)) is upsample, (target, upsample)

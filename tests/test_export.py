@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgekit.artifacts import MANIFEST, sha256
+from edgekit.artifacts import sha256
+from edgekit.manifest import MANIFEST
+from calibration.images import VERIFICATION
 from conftest import every_variant_resolution
 from edgekit.cli import app
-from edgekit.deploy import Target
 from edgekit.export import ExportOptions, export
 from edgekit.registry import VARIANTS
 
@@ -31,7 +32,7 @@ def no_network(monkeypatch):
 def test_tflite_fp32_export_is_verified_and_complete(b0_fp32):
     out, m = b0_fp32
     art = out / "b0-seg-cityscapes-128x256-tflite-fp32"
-    assert m["artifact_dir"] == str(art)
+    assert m.artifact_dir == str(art)
     assert sorted(p.name for p in out.iterdir()) == [art.name]  # no temp dirs left behind
     assert sorted(p.name for p in art.iterdir()) == ["edgekit.json", "labels.txt", "model.tflite"]
     on_disk = json.loads((art / MANIFEST).read_text())
@@ -45,9 +46,14 @@ def test_tflite_fp32_export_is_verified_and_complete(b0_fp32):
     assert on_disk["source"]["weights"] is None and "RANDOM WEIGHTS" in on_disk["source"]["warning"]
     assert not any(op.startswith("Flex") for op in on_disk["ops"]) and "DEPTH_TO_SPACE" in on_disk["ops"]
     assert "RESIZE_NEAREST_NEIGHBOR" not in on_disk["ops"]
-    assert on_disk["tools"]["onnx2tf"] and on_disk["tools"]["tensorflow"]
+    assert on_disk["tools"]["onnx2tf"] and on_disk["tools"]["tensorflow"] and "coremltools" not in on_disk["tools"]
+    assert on_disk["schema"] == 2 and on_disk["target_options"] == {"layout": "nhwc", "io": "float"}
     v = on_disk["verification"]
-    assert v["passed"] and v["max_rel"] <= 1e-4 and v["argmax_agreement"] == 1.0
+    assert v["passed"] and v["max_rel"] <= 1e-4 and v["agreement"] == 1.0 and v["artifact_run"]
+    # verified on the held-out street scenes, each with its own SQNR, never on a calibration photo
+    assert [i["name"] for i in v["images"]] == list(VERIFICATION["scenes"])
+    assert all(i["sqnr_db"] > 90 and len(i["sha256"]) == 64 for i in v["images"])
+    assert v["image_set"] == "built-in verification photos" and v["calibration_overlap"] == []
     assert _coverage(art / "model.tflite") == (True, 1)  # the whole graph in XNNPACK, one partition
     assert (art / "labels.txt").read_text().splitlines()[:3] == ["road", "sidewalk", "building"]
 
@@ -68,24 +74,33 @@ def test_verify_command_reruns_and_detects_tampering(b0_fp32, tmp_path):
 
 
 def test_onnx_target_m0(tmp_path, no_network):
-    m = export(ExportOptions("m0-cls", Target.ONNX, "fp32", output=tmp_path))
-    assert m["model_file"] == "model.onnx" and m["verification"]["passed"]
-    assert m["verification"]["max_rel"] <= 1e-4 and m["ops"].get("Transpose") == 48
+    m = export(ExportOptions("m0-cls", "onnx", "fp32", output=tmp_path))
+    assert m.model_file == "model.onnx" and m.verification["passed"]
+    assert m.verification["max_rel"] <= 1e-4 and m.ops.get("Transpose") == 48
+    assert [i["name"] for i in m.verification["images"]] == list(VERIFICATION["objects"])
+    assert m.verification["top5_agreement"] == 1.0
     assert len((tmp_path / "m0-cls-224x224-onnx-fp32" / "labels.txt").read_text().splitlines()) == 1000
 
 
 def test_tflite_int8_with_int8_io(tmp_path, no_network):
-    m = export(ExportOptions("b0-seg", Target.TFLITE, "int8", "128x256", io="int8", num_calibration=4,
+    m = export(ExportOptions("b0-seg", "tflite", "int8", "128x256", target_options={"io": "int8"}, num_calibration=6,
                              output=tmp_path))
-    inp = m["io"]["input"]
+    inp = m.io["input"]
     assert inp["dtype"] == "int8" and inp["quantization"]["scale"] > 0
-    assert m["calibration"] == {"source": "builtin", "samples": 4, "originals": 2}
-    v = m["verification"]
-    assert v["finite"] and v["psnr_db"] > 20  # the number that matters is reported; see the benchmark
-    assert "DIV" in m["ops"] and "QUANTIZE" in m["ops"]  # attention core kept float on purpose
+    # the manifest names the calibration photos and the verification photos, and they do not overlap
+    calibrated = [i["name"] for i in m.calibration["images"]]
+    assert (m.calibration["source"], m.calibration["samples"]) == ("builtin", 6)
+    assert calibrated == ["city.png", "indoor.jpg", "girl.png", "cat.jpg"]
+    verified = [i["name"] for i in m.verification["images"]]
+    assert verified == list(VERIFICATION["scenes"]) and not set(calibrated) & set(verified)
+    assert not {i["sha256"] for i in m.calibration["images"]} & {i["sha256"] for i in m.verification["images"]}
+    v = m.verification
+    assert v["finite"] and all(i["sqnr_db"] > 0 for i in v["images"])  # reported per photo; see the benchmark
+    assert v["passed"] == (not v["failures"])
+    assert "DIV" in m.ops and "QUANTIZE" in m.ops  # attention core kept float on purpose
     # every node runs in XNNPACK, in one partition (int8 HARD_SWISH/RELU kept float: XNNPACK has no int8 kernels
     # for them, and each one left out cut the graph, 33 partitions before)
-    assert _coverage(Path(m["artifact_dir"]) / m["model_file"]) == (True, 1)
+    assert _coverage(m.model_path) == (True, 1)
 
 
 def _coverage(model: Path) -> tuple[bool, int]:
@@ -104,7 +119,7 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(targets.tflite, "convert", boom)
     with pytest.raises(RuntimeError):
-        export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "64x64", output=tmp_path))
+        export(ExportOptions("b0-seg", "tflite", "fp32", "64x64", output=tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -129,26 +144,32 @@ def test_export_bad_input(tmp_path):
     blocker.write_text("not a folder")
     _cli_error(["b0-seg"], "is not writable", blocker / "sub")
     _cli_error(["b9-seg"], "unknown variant", out)
+    _cli_error(["b0-seg", "--target", "tensorrt"], "--target 'tensorrt' is not one of: tflite, onnx, coreml", out)
+    _cli_error(["b0-seg", "--ios", "17"], "--ios applies to coreml only, not tflite", out)
+    _cli_error(["b0-seg", "-t", "coreml", "--layout", "nchw"], "--layout applies to tflite only, not coreml", out)
+    _cli_error(["b0-seg", "-t", "coreml", "-p", "int8"], "add --ios 17", out)
+    _cli_error(["b0-seg", "--layout", "nhcw"], "--layout 'nhcw' is not one of: nhwc, nchw", out)
+    _cli_error(["b0-seg", "--calibration", str(empty)], "--calibration is used only by calibrated precisions", out)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_every_variant_exports_to_fp32_tflite(tmp_path, name):
-    m = export(ExportOptions(name, Target.TFLITE, "fp32", every_variant_resolution(name), output=tmp_path))
-    assert m["verification"]["passed"], m["verification"]
+    m = export(ExportOptions(name, "tflite", "fp32", every_variant_resolution(name), output=tmp_path))
+    assert m.verification["passed"], m.verification
 
 
 def test_tflite_fp32_msra_family(tmp_path, no_network):
-    m = export(ExportOptions("m0-cls", Target.TFLITE, "fp32", output=tmp_path))
-    v = m["verification"]
-    assert v["passed"] and v["max_rel"] <= 1e-4 and v["argmax_agreement"] == 1.0
-    assert m["io"]["output"]["shape"] == [1, 1000]
+    m = export(ExportOptions("m0-cls", "tflite", "fp32", output=tmp_path))
+    v = m.verification
+    assert v["passed"] and v["max_rel"] <= 1e-4 and v["agreement"] == 1.0
+    assert m.io["output"]["shape"] == [1, 1000]
 
 
 def test_nchw_layout_keeps_nchw_input(tmp_path, no_network):
-    m = export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "64x128", layout="nchw", output=tmp_path))
-    assert m["io"]["input"]["shape"] == [1, 3, 64, 128] and m["io"]["input"]["layout"] == "NCHW"
-    assert m["verification"]["passed"]
+    m = export(ExportOptions("b0-seg", "tflite", "fp32", "64x128", target_options={"layout": "nchw"}, output=tmp_path))
+    assert m.io["input"]["shape"] == [1, 3, 64, 128] and m.io["input"]["layout"] == "NCHW"
+    assert m.verification["passed"]
 
 
 def test_atomic_directory_removes_temp_folders_of_killed_writers(tmp_path):

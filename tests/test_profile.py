@@ -16,7 +16,6 @@ from android_harness import benchmark_output
 from android_harness.host_benchmark import write_launcher
 from android_harness.profiler import append_result, read_results
 from edgekit.cli import app
-from edgekit.deploy import Target
 from edgekit.export import ExportOptions, export
 from virtual_adbd import VirtualDevice
 
@@ -142,8 +141,8 @@ def test_results_append_is_whole_lines(tmp_path):
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts")
-    m = export(ExportOptions("b0-seg", Target.TFLITE, "fp32", "64x128", output=out))
-    return out, m["artifact_dir"]
+    m = export(ExportOptions("b0-seg", "tflite", "fp32", "64x128", output=out))
+    return out, m.artifact_dir
 
 
 def _free_port() -> int:
@@ -321,7 +320,7 @@ def test_harness_add(tmp_path, harness, monkeypatch):
     r = runner.invoke(app, ["harness", "add", str(harness), "--json"])
     assert r.exit_code == 0, r.output
     record = json.loads(r.stdout)
-    assert record["kind"] == "script" and len(record["sha256"]) == 64
+    assert (record["kind"], record["file"]) == ("benchmark_model", "script") and len(record["sha256"]) == 64
     bogus = tmp_path / "notes.txt"
     bogus.write_text("hello")
     r = runner.invoke(app, ["harness", "add", str(bogus)])

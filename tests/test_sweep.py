@@ -54,7 +54,7 @@ def test_sweep_killed_midway_resumes_without_redoing(tmp_path):
     records = _records(results)
     assert len(records) == 2 and records[0] == first[0]  # the finished cell's measurement is untouched
     assert fp32["latency_ms"] == first[0]["median_ms"] and fp16["latency_ms"] == records[1]["median_ms"]
-    assert fp32["psnr_db"] > 60 and fp32["size_mb"] > 0 and fp32["gmacs"] == pytest.approx(0.0172, rel=0.01)
+    assert fp32["sqnr_db_min"] > 60 and fp32["size_mb"] > 0 and fp32["gmacs"] == pytest.approx(0.0172, rel=0.01)
     # the export the kill cut short left a temp folder; the rerun's export of that cell removed it
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     png = out / "sweep.png"
@@ -75,7 +75,7 @@ def test_a_failed_cell_is_reported_and_retried(b0_fp32, tmp_path, monkeypatch):
 
     _, manifest = b0_fp32
     out = tmp_path / "artifacts"
-    shutil.copytree(manifest["artifact_dir"], out / Path(manifest["artifact_dir"]).name)  # fp32: on disk already
+    shutil.copytree(manifest.artifact_dir, out / Path(manifest.artifact_dir).name)  # fp32: on disk already
     real_export, attempts = sweep_module._export, []
 
     def export_failing_fp16(cell, opts, progress):

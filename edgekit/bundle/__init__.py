@@ -1,26 +1,26 @@
 """`edgekit package`: app-ready bundles (model, labels, model.json, a Kotlin or Swift snippet, a zip).
 
-A bundle is made only from an artifact whose model file still has the sha256 its manifest recorded,
-so what the snippet describes is what ships. Bundle folders and zips are written atomically.
+Which app platform an artifact packages for, and how its snippet is written, is its target's
+`packaging` in the target table. A bundle is made only from an artifact whose model file still has
+the sha256 its manifest recorded, so what the snippet describes is what ships, and only from one
+that passed its verification unless the user allows a failed one (whose bundle then says so in
+capitals everywhere). Bundle folders and zips are written atomically.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.artifacts import atomic_directory, check_writable, read_manifest, sha256, write_json
-from edgekit.bundle import kotlin, swift
+from edgekit.artifacts import atomic_directory, check_writable, sha256, write_json
 from edgekit.bundle.spec import bundle_spec
 from edgekit.errors import EdgekitError
+from edgekit.manifest import read_manifest
 
-PLATFORMS = {"android": "tflite", "ios": "coreml"}
 DEFAULT_OUTPUT = Path("edgekit-bundles")
 # A fixed timestamp for every zip entry: the same bundle gives the same zip, byte for byte.
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -32,28 +32,44 @@ class PackageOptions:
     artifacts: tuple[Path, ...]
     platform: str
     output: Path = DEFAULT_OUTPUT
+    allow_failed: bool = False  # package an artifact that FAILED its verification (and say so)
 
 
-def _checked_manifest(artifact: Path, platform: str) -> dict:
+def platforms() -> dict[str, list[str]]:
+    """Each app platform and the targets that package for it (from the target table)."""
+    from targets import TARGETS
+
+    found: dict[str, list[str]] = {}
+    for spec in TARGETS.values():
+        if spec.packaging is not None:
+            found.setdefault(spec.packaging.platform, []).append(spec.name)
+    return found
+
+
+def _checked_manifest(artifact: Path, platform: str, allow_failed: bool):
     manifest = read_manifest(artifact)
-    wanted = PLATFORMS[platform]
-    if manifest["target"] != wanted:
-        raise EdgekitError(f"{artifact} is a {manifest['target']} artifact; --platform {platform} takes {wanted} "
-                           f"artifacts (edgekit export {manifest['variant']} --target {wanted})")
-    model = artifact / manifest["model_file"]
-    if not model.exists() or sha256(model) != manifest["sha256"]:
+    wanted = platforms()[platform]
+    if manifest.target not in wanted:
+        raise EdgekitError(f"{artifact} is a {manifest.target} artifact; --platform {platform} takes "
+                           f"{' or '.join(wanted)} artifacts (edgekit export {manifest.variant} --target {wanted[0]})")
+    model = manifest.model_path
+    if not model.exists() or sha256(model) != manifest.sha256:
         raise EdgekitError(f"{model} is missing or changed since export (sha256 differs from {artifact.name}"
                            "/edgekit.json): export it again")
+    if not manifest.verification["passed"] and not allow_failed:
+        reasons = "; ".join(manifest.verification.get("failures") or ["see its edgekit.json"])
+        raise EdgekitError(f"{artifact} FAILED its verification ({reasons}): fix the export, or pass --allow-failed "
+                           "to package it anyway (the bundle will say so)")
     return manifest
 
 
 def _verification_line(v: dict) -> str:
     verdict = "passed" if v["passed"] else "FAILED"
-    psnr = f"PSNR {v['psnr_db']:.1f} dB" if v.get("psnr_db") is not None else "no PSNR"
-    if v.get("numerics"):  # CoreML on Linux: the package's own outputs were not computed
-        return (f"Verified at export: {verdict} (structure and weights of the package; the torch model that was "
-                f"converted vs PyTorch: {psnr}; the package's own outputs: {v['numerics']}).")
-    return f"Verified against PyTorch at export: {verdict}, {psnr}."
+    sqnr = f"SQNR median {v['sqnr_db_median']:.1f} dB, min {v['sqnr_db_min']:.1f} dB on {v['image_set']}"
+    line = f"Verified at export against {v['reference']}: {verdict} ({v['compared']}: {sqnr}"
+    if v.get("not_run"):  # the artifact's own outputs were not computed (CoreML on Linux)
+        line += f"; the model file's own outputs were not run: {v['not_run']}"
+    return line + ")."
 
 
 def _readme(spec: dict, snippet_file: str, compiled: str | None) -> str:
@@ -62,7 +78,7 @@ def _readme(spec: dict, snippet_file: str, compiled: str | None) -> str:
         f"# {spec['variant']} ({spec['precision']}) for {spec['platform']}",
         "",
         f"Made by {spec['generated_by']} from the artifact {spec['artifact']}.",
-        *([f"**WARNING: {spec['warning']}**", ""] if spec["warning"] else [""]),
+        *([f"**WARNING: {w}**" for w in spec["warnings"]] + [""]),
         f"- `{spec['model_file']}` (sha256 {spec['sha256'][:16]}...)",
         f"- `{spec['labels']}`: {spec['classes']} class names in output order",
         "- `model.json`: input, normalisation, output and verification, for code that wants to read them",
@@ -79,31 +95,15 @@ def _readme(spec: dict, snippet_file: str, compiled: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _compile_mlmodelc(package: Path, folder: Path) -> str:
-    """Xcode's coremlcompiler, on macOS only; elsewhere say why there is none."""
-    if sys.platform != "darwin" or shutil.which("xcrun") is None:
-        return "not built: compiling to .mlmodelc needs macOS with Xcode (xcrun coremlcompiler); Xcode compiles " \
-               "the .mlpackage itself when it is added to an app target"
-    done = subprocess.run(["xcrun", "coremlcompiler", "compile", str(package), str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise EdgekitError(f"xcrun coremlcompiler failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    return f"{package.stem}.mlmodelc"
-
-
-def _write_bundle(artifact: Path, manifest: dict, platform: str, folder: Path) -> tuple[dict, str | None]:
-    model = artifact / manifest["model_file"]
+def _write_bundle(manifest, platform: str, folder: Path) -> tuple[dict, str | None]:
+    model = manifest.model_path
+    packaging = manifest.spec.packaging
     spec = bundle_spec(manifest, model, platform)
     copy = shutil.copytree if model.is_dir() else shutil.copy2
     copy(model, folder / model.name)
-    shutil.copy2(artifact / manifest["labels"], folder / spec["labels"])
-    compiled = None
-    if platform == "android":
-        snippet_file, code = kotlin.FILE_NAME, kotlin.snippet(spec)
-    else:
-        snippet_file = swift.FILE_NAME
-        code = swift.snippet(spec, image_input=manifest["coreml"]["input"] == "image")
-        compiled = _compile_mlmodelc(folder / model.name, folder)
+    shutil.copy2(Path(manifest.artifact_dir) / manifest.labels, folder / spec["labels"])
+    snippet_file, code = packaging.snippet(spec, manifest)
+    compiled = packaging.compile(folder / model.name, folder) if packaging.compile else None
     spec["snippet"] = snippet_file
     spec["compiled_model"] = compiled
     (folder / snippet_file).write_text(code)
@@ -129,11 +129,13 @@ def _zip(folder: Path, target: Path) -> None:
 
 def package(opts: PackageOptions, progress: Progress = lambda _m: None) -> list[dict]:
     """One bundle folder and one zip per artifact; returns what each contains."""
-    if opts.platform not in PLATFORMS:
-        raise EdgekitError(f"--platform {opts.platform!r} is not one of: {', '.join(PLATFORMS)}")
+    known = platforms()
+    if opts.platform not in known:
+        raise EdgekitError(f"--platform {opts.platform!r} is not one of: {', '.join(known)}")
     if not opts.artifacts:
         raise EdgekitError("give at least one artifact directory (edgekit export writes them)")
-    manifests = [_checked_manifest(Path(a), opts.platform) for a in opts.artifacts]  # all checked before writing
+    # all checked before anything is written
+    manifests = [_checked_manifest(Path(a), opts.platform, opts.allow_failed) for a in opts.artifacts]
     output = Path(opts.output)
     check_writable(output)
     records = []
@@ -141,14 +143,14 @@ def package(opts: PackageOptions, progress: Progress = lambda _m: None) -> list[
         name = f"{artifact.name}-{opts.platform}"
         progress(f"packaging {artifact.name} for {opts.platform}")
         with atomic_directory(output / name) as tmp:
-            spec, compiled = _write_bundle(artifact, manifest, opts.platform, tmp)
+            spec, compiled = _write_bundle(manifest, opts.platform, tmp)
         _zip(output / name, output / f"{name}.zip")
         records.append({
-            "artifact": str(artifact), "platform": opts.platform, "variant": manifest["variant"],
-            "precision": manifest["precision"], "bundle": str(output / name), "zip": str(output / f"{name}.zip"),
+            "artifact": str(artifact), "platform": opts.platform, "target": manifest.target,
+            "variant": manifest.variant, "precision": manifest.precision, "bundle": str(output / name),
+            "zip": str(output / f"{name}.zip"),
             "files": sorted(str(p.relative_to(output / name)) for p in (output / name).iterdir()),
-            "snippet": spec["snippet"], "compiled_model": compiled,
-            "random_weights": manifest["source"].get("weights") is None,
-            "verified": manifest["verification"]["passed"],
+            "snippet": spec["snippet"], "compiled_model": compiled, "random_weights": manifest.random_weights,
+            "verified": manifest.verification["passed"],
         })
     return records

@@ -148,7 +148,7 @@ def _entry_point(spec: dict, image_input: bool) -> str:
 
 def snippet(spec: dict, image_input: bool) -> str:
     constants = "\n".join(f"    {line}" for line in _constants(spec, image_input))
-    warning = f"\n// WARNING: {spec['warning']}" if spec["warning"] else ""
+    warning = "".join(f"\n// WARNING: {w}" for w in spec["warnings"])
     vision_import = "import Vision\n" if image_input else ""
     vision_member = "    private let vision: VNCoreMLModel\n" if image_input else ""
     vision_init = "        vision = try VNCoreMLModel(for: model)\n" if image_input else ""

@@ -2,33 +2,30 @@
 small named passes. Each pass states whether it is exact (the same function up to float rounding);
 `edgekit inspect` measures what each one costs in numbers and in time.
 
-Which passes run is data (`TARGET_PLANS`), chosen per target and precision:
+Which passes run is data: each target declares a `DeployPlan` in its table entry (targets/), and
+`plan_rewrites` reads it with the precision:
 - every target: fold BatchNorm, static-shape attention (exact);
-- tflite / coreml: bicubic upsampling as an exact resize-nearest + depthwise-conv form (neither runs
-  bicubic); bilinear is an explicit opt-in, never a default. onnx keeps bicubic (ONNX Resize has a
-  cubic mode matching torch).
-- fp16 precision (TFLite fp16, CoreML's default): fp16-safe linear attention. It is not applied to
-  fp32 artifacts, which stay the trained function to float rounding; run the fp16 artifact, not the
-  fp32 one, on fp16 hardware (TFLite's GPU delegate computes fp32 models in fp16 by default).
+- the seg head's bicubic upsampling as the target declares it: the exact resize-nearest +
+  depthwise-conv form (for runtimes without bicubic), plus any target-specific exact passes after
+  it; bilinear is an explicit opt-in, never a default; bicubic kept where the runtime has it.
+- precisions that compute in fp16: fp16-safe linear attention. It is not applied to fp32
+  artifacts, which stay the trained function to float rounding.
+- precisions that quantise activations: the calibrated int8 attention floor.
+
+Importing this package is instant (no torch): the target table and the CLI read it.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from enum import Enum
-
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size
 
-
-class Target(str, Enum):
-    ONNX = "onnx"
-    TFLITE = "tflite"
-    COREML = "coreml"
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 class Upsample(str, Enum):
@@ -61,7 +58,7 @@ REWRITES = {
         Rewrite("bicubic_exact", "bicubic x2/x4 as resize-nearest + replicate pad + separable depthwise conv", True),
         Rewrite(
             "nearest_depth_to_space",
-            "tflite: the exact upsample's nearest x2 steps as concat + depth-to-space (XNNPACK has no resize-nearest)",
+            "the exact upsample's nearest x2 steps as concat + depth-to-space (for runtimes without resize-nearest)",
             True,
         ),
         Rewrite("bicubic_to_bilinear", "bicubic replaced by bilinear (opt-in; changes the trained function)", False),
@@ -74,70 +71,41 @@ REWRITES = {
 }
 
 
-FP16_PRECISIONS = ("fp16",)
-INT8_PRECISIONS = ("int8",)  # full-integer; dynamic-range int8 keeps float activations
-
-
 @dataclass(frozen=True)
-class TargetPlan:
-    upsample: Upsample
-    allowed_upsample: tuple[Upsample, ...]
-    precisions: tuple[str, ...]  # the first is the default
+class DeployPlan:
+    """Which passes a target runs, per precision (declared in the target's table entry)."""
 
-    @property
-    def default_precision(self) -> str:
-        return self.precisions[0]
-
-
-TARGET_PLANS = {
-    Target.ONNX: TargetPlan(Upsample.BICUBIC, tuple(Upsample), ("fp32",)),
-    Target.TFLITE: TargetPlan(
-        Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), ("fp32", "fp16", "int8-dynamic", "int8")
-    ),
-    Target.COREML: TargetPlan(
-        Upsample.EXACT, (Upsample.EXACT, Upsample.BILINEAR), ("fp16", "fp32", "int8-weights", "int8")
-    ),
-}
-
-
-def fp16_compute(target: Target, precision: str) -> bool:
-    """fp16 artifacts, and CoreML's int8 models (they dequantise to fp16 compute)."""
-    return precision in FP16_PRECISIONS or (target is Target.COREML and precision in ("int8-weights", "int8"))
-
-
-def check_precision(target: Target, precision: str) -> str:
-    allowed = TARGET_PLANS[target].precisions
-    if precision not in allowed:
-        raise EdgekitError(f"--precision {precision!r} is not one of: {', '.join(allowed)} (for {target.value})")
-    return precision
+    upsample: Upsample = Upsample.EXACT  # the default
+    allowed_upsample: tuple[Upsample, ...] = (Upsample.EXACT, Upsample.BILINEAR)
+    exact_upsample_passes: tuple[str, ...] = ()  # exact passes after bicubic_exact
+    fp16_compute: tuple[str, ...] = ("fp16",)  # precisions computing in fp16: fp16-safe attention
+    int8_activations: tuple[str, ...] = ("int8",)  # precisions quantising activations: calibrated floor
 
 
 @dataclass
 class DeployForm:
     model: nn.Module
     resolution: Size
-    target: Target
+    target: str
     rewrites: list[Rewrite] = field(default_factory=list)
     stages: list[tuple[Rewrite, nn.Module]] = field(default_factory=list)  # model after each rewrite
 
 
-def plan_rewrites(target: Target, precision: str | None = None, upsample: Upsample | None = None) -> list[str]:
-    plan = TARGET_PLANS[target]
-    precision = check_precision(target, precision or plan.default_precision)
+def plan_rewrites(plan: DeployPlan, precision: str, upsample: Upsample | None = None,
+                  target_name: str = "this target") -> list[str]:
+    """The pass names for `precision` (already checked against the target) and `upsample`."""
     upsample = upsample or plan.upsample
     if upsample not in plan.allowed_upsample:
         allowed = ", ".join(u.value for u in plan.allowed_upsample)
-        raise EdgekitError(f"--upsample {upsample.value} is not available for {target.value} (choose {allowed})")
+        raise EdgekitError(f"--upsample {upsample.value} is not available for {target_name} (choose {allowed})")
     names = ["fold_batchnorm", "static_attention"]
-    if fp16_compute(target, precision):
+    if precision in plan.fp16_compute:
         names.append("fp16_safe_attention")
     if upsample is Upsample.EXACT:
-        names.append("bicubic_exact")
-        if target is Target.TFLITE:
-            names.append("nearest_depth_to_space")
+        names += ["bicubic_exact", *plan.exact_upsample_passes]
     elif upsample is Upsample.BILINEAR:
         names.append("bicubic_to_bilinear")
-    if precision in INT8_PRECISIONS:
+    if precision in plan.int8_activations:
         names.append("int8_attention_floor")
     return names
 
@@ -153,20 +121,29 @@ def upsample_of(rewrite_names: list[str]) -> Upsample:
 def make_deploy_form(
     model: nn.Module,
     resolution: Size,
-    target: Target,
+    spec,
     precision: str | None = None,
     upsample: Upsample | None = None,
     keep_stages: bool = False,
     calibration=None,
 ) -> DeployForm:
-    """Apply the target's passes in order to a copy of `model` (which is left untouched).
+    """Apply the target's passes (`spec`: its targets.TargetSpec, or its name) in order to a copy of
+    `model`, which is left untouched. `calibration` (N, 3, H, W) images are needed by int8 plans only."""
+    import copy
 
-    `calibration` (N, 3, H, W) images are needed by the int8 plan only."""
+    import torch
+
     from edgekit.deploy.passes import PASSES
 
-    names = plan_rewrites(target, precision, upsample)
+    if isinstance(spec, str):
+        from targets import get_target
+
+        spec = get_target(spec)
+
+    precision = spec.check_precision(precision or spec.default_precision)
+    names = plan_rewrites(spec.plan, precision, upsample, spec.name)
     current = copy.deepcopy(model).eval()
-    form = DeployForm(current, resolution, target)
+    form = DeployForm(current, resolution, spec.name)
     with torch.no_grad():
         for name in names:
             extra = {"calibration": calibration} if name == "int8_attention_floor" else {}

@@ -1,0 +1,198 @@
+"""`edgekit predict`: run an artifact on the user's photos on this machine and show what it does.
+
+The artifact runs through its target's host runner (the target table), on each photo preprocessed
+exactly as its manifest says (the variant's resize or centre crop, /255, mean/std). Segmentation
+writes, per photo, `<stem>-overlay.png` (the photo blended with the dataset's colours, with a legend
+of the classes covering most of it) and `<stem>-classes.png` (the class of every pixel as a
+palette-indexed PNG: pixel value = class index, shown in the dataset's colours). Classification
+writes `<stem>-top5.png` (the photo as the model saw it, beside its five best classes and their
+softmax probabilities). A random stand-in's pictures say on them that the classes mean nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+DEFAULT_OUTPUT = Path("edgekit-predictions")
+OVERLAY_ALPHA = 0.55  # weight of the class colours over the photo
+MAX_SIDE = 2048  # pictures larger than this are drawn at this size
+LEGEND_CLASSES = 8
+RANDOM_BANNER = "RANDOM WEIGHTS: no checkpoint was given, so these classes mean nothing"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    artifact: Path
+    images: tuple[Path, ...]
+    output: Path = DEFAULT_OUTPUT
+    top: int = 5
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _save_png(image, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        image.save(tmp, format="PNG")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fit(image):
+    from PIL import Image
+
+    scale = MAX_SIDE / max(image.size)
+    if scale >= 1:
+        return image
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+
+
+def _banner(canvas, text: str) -> None:
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    size = max(14, canvas.width // 60)
+    font = _font(size)
+    box = draw.textbbox((0, 0), text, font=font)
+    draw.rectangle((0, 0, canvas.width, box[3] - box[1] + size), fill=(180, 0, 0))
+    draw.text((size // 2, size // 3), text, fill=(255, 255, 255), font=font)
+
+
+def _legend(canvas, entries: list[tuple[str, tuple[int, int, int], float]]) -> None:
+    """Colour swatches with class names and their share of the picture, bottom left."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    size = max(12, canvas.width // 80)
+    font = _font(size)
+    lines = [f"{name}  {share:.0%}" for name, _, share in entries]
+    width = max(draw.textbbox((0, 0), line, font=font)[2] for line in lines) + 3 * size
+    height = len(lines) * (size + 6) + size
+    top = canvas.height - height - size
+    draw.rectangle((size // 2, top, size // 2 + width, top + height), fill=(0, 0, 0, 170))
+    for i, (line, (_, rgb, _)) in enumerate(zip(lines, entries)):
+        y = top + size // 2 + i * (size + 6)
+        draw.rectangle((size, y, 2 * size, y + size), fill=tuple(rgb), outline=(255, 255, 255))
+        draw.text((2.5 * size, y - 1), line, fill=(255, 255, 255), font=font)
+
+
+def _segmentation_pictures(photo, logits: np.ndarray, labels: list[str], palette: list[list[int]],
+                           random_weights: bool):
+    """(overlay RGB image, class-index PNG, the classes by share) for one photo's (C, h, w) logits."""
+    from PIL import Image
+
+    classes = logits.argmax(axis=0).astype(np.uint8)
+    photo = _fit(photo)
+    # the model saw the photo stretched to its input; its output maps back the same way
+    mask = Image.fromarray(classes, mode="L").resize(photo.size, Image.NEAREST)
+    indexed = mask.convert("P")
+    flat = [c for rgb in palette for c in rgb]
+    indexed.putpalette(flat + [0, 0, 0] * (256 - len(palette)))
+    colours = np.asarray(palette, dtype=np.float32)[np.asarray(mask)]
+    blend = (1 - OVERLAY_ALPHA) * np.asarray(photo, dtype=np.float32) + OVERLAY_ALPHA * colours
+    overlay = Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8), mode="RGB")
+    counts = np.bincount(classes.ravel(), minlength=len(labels)) / classes.size
+    shares = [(labels[k], tuple(palette[k]), float(counts[k])) for k in np.argsort(-counts) if counts[k] > 0]
+    _legend(overlay, shares[:LEGEND_CLASSES])
+    if random_weights:
+        _banner(overlay, RANDOM_BANNER)
+    return overlay, indexed, shares
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _classification_picture(seen, top: list[tuple[str, float]], random_weights: bool):
+    """The model's input picture beside its best classes with probability bars."""
+    from PIL import Image, ImageDraw
+
+    side = max(seen.size)
+    seen = seen.resize((side * 448 // side, seen.height * 448 // side), Image.BICUBIC) if side < 448 else seen
+    size = 18
+    font = _font(size)
+    panel_w = 520
+    canvas = Image.new("RGB", (seen.width + panel_w, max(seen.height, 60 + len(top) * 52)), (255, 255, 255))
+    canvas.paste(seen, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x0 = seen.width + 20
+    y = 50 if random_weights else 20
+    for name, p in top:
+        draw.text((x0, y), f"{name[:44]}", fill=(0, 0, 0), font=font)
+        draw.rectangle((x0, y + size + 6, x0 + int((panel_w - 120) * p), y + size + 20), fill=(40, 110, 200))
+        draw.text((x0 + panel_w - 110, y + size + 2), f"{p:.1%}", fill=(0, 0, 0), font=font)
+        y += 52
+    if random_weights:
+        _banner(canvas, RANDOM_BANNER)
+    return canvas
+
+
+def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
+    """Run the artifact on each photo; write the pictures; return what it found per photo."""
+    from calibration.images import center_crop, load_rgb, preprocess
+    from edgekit.artifacts import check_writable
+    from edgekit.labels import class_names, palette
+    from edgekit.manifest import read_manifest
+    from edgekit.registry import get_variant
+    from edgekit.runtime import open_runner
+
+    if not opts.images:
+        raise EdgekitError("give at least one photo")
+    if opts.top < 1:
+        raise EdgekitError(f"--top must be at least 1 (got {opts.top})")
+    manifest = read_manifest(Path(opts.artifact))
+    variant = get_variant(manifest.variant)
+    photos = []
+    for path in map(Path, opts.images):
+        if not path.is_file():
+            raise EdgekitError(f"{path} not found")
+        photos.append((path, load_rgb(path)))
+    runner = open_runner(manifest)  # checks the model file's sha256; NotRunnable where the host cannot
+    labels = class_names(variant)
+    folder = Path(opts.output) / Path(manifest.artifact_dir).name
+    check_writable(folder)
+    random_weights = manifest.random_weights
+    results = []
+    for path, photo in photos:
+        progress(f"running {manifest.target} {manifest.precision} on {path.name}")
+        x = preprocess(photo, variant, manifest.size)[None]
+        expected = (1, variant.num_classes, *(s // variant.output_stride for s in manifest.size)) \
+            if variant.task == "seg" else (1, variant.num_classes)
+        logits = runner.run(x, expected)[0]
+        record = {"image": str(path), "size": list(photo.size)}
+        if variant.task == "seg":
+            overlay, indexed, shares = _segmentation_pictures(photo, logits, labels, palette(variant.dataset),
+                                                              random_weights)
+            files = {"overlay": folder / f"{path.stem}-overlay.png", "classes": folder / f"{path.stem}-classes.png"}
+            _save_png(overlay, files["overlay"])
+            _save_png(indexed, files["classes"])
+            record["classes"] = [{"label": n, "share": s} for n, _, s in shares]
+        else:
+            probs = _softmax(logits.astype(np.float64))
+            best = [(labels[k], float(probs[k])) for k in np.argsort(-probs)[:opts.top]]
+            files = {"top5": folder / f"{path.stem}-top{opts.top}.png"}
+            _save_png(_classification_picture(center_crop(photo, manifest.size), best, random_weights),
+                      files["top5"])
+            record["top"] = [{"label": n, "probability": p} for n, p in best]
+        record["files"] = {k: str(v) for k, v in files.items()}
+        results.append(record)
+    return {"artifact": manifest.artifact_dir, "variant": variant.name, "task": variant.task,
+            "target": manifest.target, "precision": manifest.precision, "runner": manifest.spec.runner_label,
+            "random_weights": random_weights, "output": str(folder), "predictions": results}

@@ -1,0 +1,189 @@
+"""What a target declares: one `TargetSpec` per output format, collected in `targets.TARGETS`.
+
+Generic code (export, verify, runtime, inspect, sweep, package, profile, the CLI) asks a spec for a
+target's facts and never names a target. A spec is pure data plus functions whose heavy imports
+(torch, tensorflow, coremltools, executorch) happen when they are called, so reading the table is
+instant (`edgekit --help` reads it).
+
+A target's options are a frozen dataclass whose fields carry their command-line flag, help and
+choices (`option()`); `parse_options` turns the flags a user gave into that dataclass, and a flag
+that belongs to another target is a one-line error naming the targets that take it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.deploy import DeployPlan, Upsample  # noqa: F401 - re-exported for target modules
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What an artifact must meet against the PyTorch model it came from, on held-out photos.
+
+    sqnr_min_db: every image's SQNR (signal power / noise power of the logits) at least this;
+    sqnr_median_db: the median over the images at least this; pixel_agreement: for segmentation, the
+    share of output pixels keeping their class; max_rel: max |diff| / max |reference| (fp32, where
+    the bar is PyTorch's own rounding error)."""
+
+    sqnr_min_db: float | None = None
+    sqnr_median_db: float | None = None
+    pixel_agreement: float | None = None
+    max_rel: float | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+class NotRunnable(EdgekitError):
+    """This machine cannot run the artifact's own model (CoreML prediction needs macOS, ...)."""
+
+
+def option(default: Any, flag: str, help: str, choices: tuple[str, ...] | None = None, type: type = str):
+    """A target option field: its default, command-line flag, help and allowed values."""
+    return field(default=default, metadata={"flag": flag, "help": help, "choices": choices, "type": type})
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """Everything a target's convert function gets."""
+
+    variant: Any  # edgekit.registry.Variant
+    size: tuple[int, int]
+    precision: str
+    options: Any  # the target's options dataclass
+    deploy: Any  # the deploy form (torch nn.Module)
+    calibration: Any  # np.ndarray (N, 3, H, W) normalised, or None
+    work: Path  # scratch folder, removed after the export
+    out: Path  # the artifact folder being written
+    progress: Callable[[str], None]
+
+
+@dataclass
+class Converted:
+    """What a convert function returns: the model file (inside job.out), its op histogram, its I/O,
+    target facts for the manifest, and (where the target converts a torch model that differs from
+    the deploy form, like a calibrated one) that torch model."""
+
+    model_file: Path
+    ops: dict[str, int]
+    io: dict
+    target_info: dict = field(default_factory=dict)
+    torch_model: Any = None
+
+
+@dataclass(frozen=True)
+class Packaging:
+    """How a target's artifacts become an app bundle (edgekit.bundle reads it)."""
+
+    platform: str  # "android" | "ios"
+    io: Callable[[Any, Path], tuple[dict, dict]]  # (manifest, model path) -> (input, output) for model.json
+    snippet: Callable[[dict, Any], tuple[str, str]]  # (model.json dict, manifest) -> (file name, code)
+    compile: Callable[[Path, Path], str | None] | None = None  # (model in bundle, bundle) -> note/file
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    summary: str  # one line, for help and docs
+    model_file: str  # the model's file (or package folder) name inside an artifact
+    precisions: tuple[str, ...]  # the first is the default
+    plan: DeployPlan
+    convert: Callable[[ConvertJob], Converted]
+    tolerances: Mapping[str, Tolerance]
+    # the host runner used for verification, predict and the host harness: (model file, manifest,
+    # threads) -> an object with run(images NCHW, expected_shape) -> outputs NCHW; raises NotRunnable
+    runner: Callable[..., Any]
+    runner_label: str  # what runs the artifact on the host, for reports
+    options: type = NoOptions
+    # where the host cannot run the artifact: the torch model that was converted, rebuilt from the
+    # manifest and the reference (compared instead, and said so)
+    proxy: Callable[[Any, Any], Any] | None = None
+    # checks of the artifact itself beyond its outputs (structure, stored weights): a dict with "passed"
+    checks: Callable[[Path, Any, Any], dict] | None = None
+    packaging: Packaging | None = None
+    profiler: str | None = None  # the android_harness runner that measures it (None: not profiled)
+    not_profiled: str = ""  # why not, when profiler is None
+    tools: tuple[str, ...] = ()  # PyPI distributions whose versions go into the manifest
+    validate: Callable[[str, Any], None] | None = None  # (precision, options): cross-option rules
+
+    @property
+    def default_precision(self) -> str:
+        return self.precisions[0]
+
+    def check_precision(self, precision: str) -> str:
+        if precision not in self.precisions:
+            raise EdgekitError(f"--precision {precision!r} is not one of: {', '.join(self.precisions)} "
+                               f"(for {self.name})")
+        return precision
+
+    def needs_calibration(self, precision: str) -> bool:
+        return precision in self.plan.int8_activations
+
+    def tolerance(self, precision: str) -> Tolerance:
+        return self.tolerances[precision]
+
+
+def option_fields(options_type: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(options_type) if "flag" in f.metadata]
+
+
+def _convert_value(f: dataclasses.Field, value: Any) -> Any:
+    meta = f.metadata
+    flag = meta["flag"]
+    kind = meta["type"]
+    if kind is int:
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise EdgekitError(f"{flag} {value!r} is not a whole number") from None
+    elif kind is tuple:
+        value = tuple(part.strip().lower() for part in str(value).split(",") if part.strip())
+        if not value:
+            raise EdgekitError(f"{flag} is empty")
+    else:
+        value = str(value).lower()
+    choices = meta["choices"]
+    if choices is not None:
+        for item in value if isinstance(value, tuple) else (value,):
+            if item not in choices:
+                raise EdgekitError(f"{flag} {item!r} is not one of: {', '.join(map(str, choices))}")
+    return value
+
+
+def parse_options(spec: TargetSpec, given: Mapping[str, Any], targets: Mapping[str, TargetSpec]):
+    """The target's options dataclass from the option values a user gave (field name -> value;
+    None means not given). A value for a field this target does not have is refused, naming the
+    targets that take it."""
+    own = {f.name: f for f in option_fields(spec.options)}
+    values = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in own:
+            takers = [t.name for t in targets.values() if any(f.name == name for f in option_fields(t.options))]
+            flag = next((f.metadata["flag"] for t in targets.values() for f in option_fields(t.options)
+                         if f.name == name), f"--{name}")
+            raise EdgekitError(f"{flag} applies to {', '.join(takers) or 'no target'} only, not {spec.name}")
+        values[name] = _convert_value(own[name], value)
+    return spec.options(**values)
+
+
+def options_from_manifest(spec: TargetSpec, recorded: Mapping[str, Any]):
+    """The options dataclass an artifact was exported with (its manifest's target_options)."""
+    known = {f.name for f in dataclasses.fields(spec.options)}
+    return spec.options(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in recorded.items() if k in known})
+
+
+def options_dict(options: Any) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(options).items()}
