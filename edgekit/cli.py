@@ -469,10 +469,15 @@ def profile(
     with _status("profiling") as status:
         records = _run(run_profile, opts, lambda msg: status.update(msg))
     if as_json:
-        return _print_json(records)
-    from edgekit.report import profile_table
+        _print_json(records)
+    else:
+        from edgekit.report import profile_table
 
-    profile_table(records)
+        profile_table(records)
+    unsaved = [r for r in records if r.get("results_error")]
+    if unsaved:  # the measurement is printed above; the command still failed to record it
+        typer.echo(f"error: {unsaved[0]['results_error']}", err=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ QUIET_ENV = {
     "ORT_LOG_SEVERITY_LEVEL": "3",
     "PYTHONWARNINGS": "ignore",  # subprocesses (the host harness) inherit it
 }
-NOISY_LOGGERS = ("tensorflow", "absl", "coremltools", "onnx2tf", "executorch", "torch", "onnxruntime", "jax",
-                 "h5py", "matplotlib", "torchao", "root")
 
 
 def verbose() -> bool:
@@ -58,8 +56,9 @@ def _silence_python_channels() -> None:
     import warnings
 
     warnings.simplefilter("ignore")
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name if name != "root" else None).setLevel(logging.ERROR)
+    # every logger at WARNING and below, whatever level a framework sets on import (torch resets its
+    # own when it loads); edgekit itself does not log, and errors still show
+    logging.disable(logging.WARNING)
 
 
 class _Capture:

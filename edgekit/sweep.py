@@ -189,6 +189,8 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
 
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
+    if opts.threads is not None and opts.threads < 1:
+        raise EdgekitError(f"--threads must be at least 1 (got {opts.threads})")
     cells = plan(opts)
     device = _check_device(opts.device, {c.target for c in cells})
     results_path = Path(opts.output) / RESULTS
