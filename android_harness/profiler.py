@@ -41,47 +41,83 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def add_harness(path: Path, kind: str = "benchmark_model") -> dict:
-    """Store a benchmark program for Android arm64 in edgekit's cache, with its sha256."""
+def _elf_arch(path: Path) -> tuple[str | None, str | None]:
+    """('ELF'|'script'|None, 'arm64'|... for ELF files)."""
+    head = path.read_bytes()[:20]
+    kind = "ELF" if head[:4] == b"\x7fELF" else "script" if head[:2] == b"#!" else None
+    arch = None
+    if kind == "ELF":
+        machine = int.from_bytes(head[18:20], "little")
+        arch = {183: "arm64", 62: "x86_64", 40: "arm", 164: "hexagon"}.get(machine, f"machine {machine}")
+    return kind, arch
+
+
+def add_harness(path: Path, kind: str = "benchmark_model", libraries: tuple[Path, ...] = ()) -> dict:
+    """Store a benchmark program for Android arm64 (and the libraries it needs on the phone) in
+    edgekit's cache, each with its sha256."""
     harness = get_harness(kind)
     path = Path(path)
-    if not path.is_file():
-        raise EdgekitError(f"harness not found: {path}")
-    head = path.read_bytes()[:20]
-    kind_of_file = "ELF" if head[:4] == b"\x7fELF" else "script" if head[:2] == b"#!" else None
+    for file in (path, *map(Path, libraries)):
+        if not file.is_file():
+            raise EdgekitError(f"harness not found: {file}")
+    kind_of_file, arch = _elf_arch(path)
     if kind_of_file is None:
         raise EdgekitError(f"{path} is neither an executable (ELF) nor a script: not a {harness.name}")
-    arch = None
-    if kind_of_file == "ELF":
-        machine = int.from_bytes(head[18:20], "little")
-        arch = {183: "arm64", 62: "x86_64", 40: "arm"}.get(machine, f"machine {machine}")
     folder = cache_dir() / "harness" / harness.name
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{harness.binary}.tmp"
-    shutil.copyfile(path, tmp)
-    tmp.chmod(0o755)
-    tmp.replace(folder / harness.binary)
-    record = {"kind": harness.name, "path": str(folder / harness.binary), "sha256": sha256(folder / harness.binary),
+    stored = {}
+    for source, name in ((path, harness.binary), *((Path(lib), Path(lib).name) for lib in libraries)):
+        tmp = folder / f".{name}.tmp"
+        shutil.copyfile(source, tmp)
+        tmp.chmod(0o755)
+        tmp.replace(folder / name)
+        stored[name] = sha256(folder / name)
+    record_file = folder / "harness.json"
+    old_libs = json.loads(record_file.read_text()).get("libraries", {}) if record_file.is_file() else {}
+    record = {"kind": harness.name, "path": str(folder / harness.binary), "sha256": stored.pop(harness.binary),
               "source": str(path), "file": kind_of_file, "arch": arch,
+              "libraries": {**old_libs, **stored},
               "added": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    (folder / "harness.json").write_text(json.dumps(record, indent=2) + "\n")
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
-def find_harness(explicit: Path | None, harness: Harness = BENCHMARK_MODEL) -> tuple[Path, str]:
+@dataclass(frozen=True)
+class HarnessFiles:
+    binary: Path
+    sha256: str
+    libraries: dict[str, Path]  # file name -> local path
+
+
+def find_harness(explicit: Path | None, harness: Harness = BENCHMARK_MODEL) -> HarnessFiles:
+    """The program (and its libraries) given with --harness PATH (libraries: the files next to it) or
+    stored with `edgekit harness add`, checked against the sha256s recorded then."""
     if explicit is not None:
-        if not Path(explicit).is_file():
+        explicit = Path(explicit)
+        if not explicit.is_file():
             raise EdgekitError(f"harness not found: {explicit}")
-        return Path(explicit), sha256(Path(explicit))
+        libs = {p.name: p for p in explicit.parent.iterdir() if p.is_file() and p.suffix == ".so"}
+        return HarnessFiles(explicit, sha256(explicit), libs)
     record_file = cache_dir() / "harness" / harness.name / "harness.json"
     if not record_file.is_file():
         raise EdgekitError(f"no {harness.name} harness: give {harness.what} once with `edgekit harness add PATH "
                            f"--kind {harness.name}` (or --harness PATH); edgekit never downloads it")
     record = json.loads(record_file.read_text())
     path = Path(record["path"])
-    if not path.is_file() or sha256(path) != record["sha256"]:
-        raise EdgekitError(f"the cached harness {path} is missing or changed since `edgekit harness add`; add it again")
-    return path, record["sha256"]
+    libs = {name: path.parent / name for name in record.get("libraries", {})}
+    for file, digest in ((path, record["sha256"]), *((libs[n], d) for n, d in record.get("libraries", {}).items())):
+        if not file.is_file() or sha256(file) != digest:
+            raise EdgekitError(f"the cached harness file {file} is missing or changed since `edgekit harness add`; "
+                               "add it again")
+    return HarnessFiles(path, record["sha256"], libs)
+
+
+def _check_libraries(harness: Harness, files: HarnessFiles, profile: DeviceProfile) -> None:
+    missing = [name for name in harness.libraries(profile) if name not in files.libraries]
+    if missing:
+        raise EdgekitError(f"{harness.name} on {profile.name} needs {', '.join(missing)}: add "
+                           f"{'it' if len(missing) == 1 else 'them'} with `edgekit harness add PATH --kind "
+                           f"{harness.name} --lib FILE` (from the QAIRT SDK); nothing was pushed")
 
 
 # ---- devices ----------------------------------------------------------------------------------------
@@ -182,24 +218,28 @@ def _last_error(harness: Harness, text: str) -> str:
     return errors[-1] if errors else (lines[-1] if lines else "no output")
 
 
-def _run_device(adb: Adb, target: Target, model: Path, harness: Harness, binary: Path, run: RunSettings,
+def _run_device(adb: Adb, target: Target, manifest, harness: Harness, files: HarnessFiles, run: RunSettings,
                 keep: bool, progress: Progress) -> str:
     serial = target.serial
-    remote_model = f"{DEVICE_DIR}/{model.parent.name}-{model.name}"
+    model_files = harness.model_files(manifest, target.profile)  # raises if the artifact cannot run here
     remote_harness = f"{DEVICE_DIR}/{harness.binary}"
     code, out = adb.shell(serial, f"mkdir -p {DEVICE_DIR}")
     if code != 0:
         raise EdgekitError(f"cannot create {DEVICE_DIR} on {serial}: {out.strip()}")
     try:
-        progress(f"pushing {harness.name} and {model.parent.name} to {serial}")
-        adb.push(serial, binary, remote_harness)
-        adb.push(serial, model, remote_model)
+        progress(f"pushing {harness.name} and {Path(manifest.artifact_dir).name} to {serial}")
+        adb.push(serial, files.binary, remote_harness)
+        for name, local in sorted(files.libraries.items()):
+            adb.push(serial, local, f"{DEVICE_DIR}/{name}")
+        for local, name in model_files:
+            adb.push(serial, local, f"{DEVICE_DIR}/{name}")
         code, out = adb.shell(serial, f"chmod 755 {quote(remote_harness)}")
         if code != 0:
             raise EdgekitError(f"chmod failed on {serial}: {out.strip()}")
-        flags = harness.flags(remote_model, run, DEVICE_DIR)
+        flags = harness.flags(f"{DEVICE_DIR}/{model_files[0][1]}", run, DEVICE_DIR)
         pin = f"taskset {target.profile.core_mask} " if target.profile.core_mask else ""
-        command = f"cd {DEVICE_DIR} && {pin}{quote(remote_harness)} " + " ".join(quote(f) for f in flags)
+        env = harness.env.format(dir=DEVICE_DIR) + " " if harness.env else ""
+        command = f"cd {DEVICE_DIR} && {env}{pin}{quote(remote_harness)} " + " ".join(quote(f) for f in flags)
         progress(f"running {harness.name} on {serial} ({run.threads} threads, {run.delegate})")
         code, out = adb.shell(serial, command)
         if code != 0:
@@ -346,9 +386,15 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
     harnesses = [get_harness(m.spec.profiler) for m in manifests]
     binaries = {}
     for harness in dict.fromkeys(harnesses):
+        if target.serial is None and harness.host_module is None:
+            raise EdgekitError(harness.no_host)
         check_delegate(target.profile, opts.delegate or harness.delegates[0], harness.delegates)
         if target.serial is not None:
             binaries[harness.name] = find_harness(opts.harness, harness)
+            _check_libraries(harness, binaries[harness.name], target.profile)
+    if target.serial is not None:
+        for manifest, harness in zip(manifests, harnesses):
+            harness.model_files(manifest, target.profile)  # this phone can run it: checked before any push
     threads = opts.threads or target.profile.threads
     records = []
     for manifest, (actual_sha, note), results_path, harness in zip(manifests, shas, results_paths, harnesses):
@@ -359,8 +405,8 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
             text = _run_host(harness, model, run)
             harness_sha = None
         else:
-            binary, harness_sha = binaries[harness.name]
-            text = _run_device(adb, target, model, harness, binary, run, opts.keep, progress)
+            harness_sha = binaries[harness.name].sha256
+            text = _run_device(adb, target, manifest, harness, binaries[harness.name], run, opts.keep, progress)
         parsed = harness.parse(text)
         if not parsed.complete:
             raise EdgekitError(f"{harness.name} printed no timings for {art.name}: {_last_error(harness, text)}")

@@ -140,21 +140,28 @@ def inspect(
     weights: WeightsOpt = None,
     upsample: UpsampleOpt = None,
     precision: PrecisionOpt = None,
+    quantization: Annotated[bool, typer.Option("--quantization", help="Rank the quantised ops by the fidelity "
+                                                                      "each costs on held-out photos (minutes).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the deploy form for a target: op histogram, rewrites applied and their measured effect."""
     from edgekit.deploy import Upsample
-    from edgekit.inspect import inspect_variant
+    from edgekit.inspect import inspect_variant, quantization_analysis
 
     up = _run(_choice, Upsample, upsample, "--upsample") if upsample else None
     with _status(f"building and measuring the {target} deploy form of {variant}") as status:
-        data = _run(inspect_variant, variant, target, resolution, weights, up, precision,
-                    progress=lambda msg: status.update(msg))
+        if quantization:
+            data = _run(quantization_analysis, variant, target, resolution, weights, precision,
+                        progress=lambda msg: status.update(msg))
+        else:
+            data = _run(inspect_variant, variant, target, resolution, weights, up, precision,
+                        progress=lambda msg: status.update(msg))
     if as_json:
         return _print_json(data)
-    from edgekit.report import inspect_tables
+    from edgekit.report import inspect_tables, quantization_tables
 
-    inspect_tables(data)
+    (quantization_tables if quantization else inspect_tables)(data)
 
 
 def _with_target_options(fn):
@@ -412,16 +419,20 @@ def harness_add(
     kind: Annotated[str, typer.Option("--kind", help="Which program: " + " | ".join(sorted(
         {t.profiler for t in TARGETS.values() if t.profiler})) + " (the target table says which target uses which).")
     ] = "benchmark_model",
+    lib: Annotated[list[Path] | None, typer.Option("--lib", help="A library it needs on the phone (repeat), e.g. "
+                                                                 "the QNN HTP libraries for onnxruntime_perf_test.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Store a benchmark program in edgekit's cache, with its sha256."""
+    """Store a benchmark program (and the libraries it needs) in edgekit's cache, with their sha256."""
     from android_harness.profiler import add_harness
 
-    record = _run(add_harness, path, kind.lower())
+    record = _run(add_harness, path, kind.lower(), tuple(lib or ()))
     if as_json:
         return _print_json(record)
+    libs = f", libraries: {', '.join(sorted(record['libraries']))}" if record["libraries"] else ""
     typer.echo(f"harness stored: {record['path']} ({record['kind']}, {record['file']}"
-               f"{', ' + record['arch'] if record['arch'] else ''}, "
+               f"{', ' + record['arch'] if record['arch'] else ''}{libs}, "
                f"sha256 {record['sha256'][:12]}...)")
 
 
@@ -447,7 +458,8 @@ def profile(
     device: Annotated[str, typer.Option("--device", "-d", help="A profile (s8gen1, ...), an adb serial, or host.")] = "host",
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the profile's).")] = None,
     delegate: Annotated[str | None, typer.Option("--delegate", help="benchmark_model: cpu (XNNPACK, default) | "
-                                                                    "gpu | nnapi | qnn")] = None,
+                                                                    "gpu | nnapi | qnn-tflite; "
+                                                                    "onnxruntime_perf_test: npu")] = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs.")] = 5,
     op_profile: Annotated[bool, typer.Option("--op-profile", help="Per-op profile (benchmark_model on a phone).")] = False,

@@ -173,3 +173,50 @@ def inspect_variant(
         folded = form.stages[1][1]  # after folding and static attention, before any upsample swap
         result["upsample_options"] = _upsample_options(folded, size, images, trained, runs, task)
     return result
+
+
+def quantization_analysis(
+    name: str,
+    target: str = DEFAULT_TARGET,
+    resolution: str | None = None,
+    weights: str | Path | None = None,
+    precision: str | None = None,
+    image_paths: list[Path] | None = None,
+    num_calibration: int = 8,
+    progress=lambda _msg: None,
+) -> dict:
+    """`edgekit inspect --quantization`: which quantised tensors cost the fidelity, on held-out photos.
+
+    Each op the target quantises is made int8 alone (everything else float) and ranked by the SQNR of
+    the output against the same graph in float; then full int8, and int8 with the most costly ops
+    kept float, each measured. The photos are the variant's verification set (or the user's), never
+    the calibration ones."""
+    from calibration.images import image_batch, verification_images
+    from calibration.sources import calibration_set
+    from edgekit.errors import EdgekitError
+    from targets import TARGETS, get_target
+    from targets.base import QuantizationJob
+
+    variant = get_variant(name)
+    size = parse_resolution(resolution, variant)
+    spec = get_target(target)
+    if spec.quantization is None:
+        raise EdgekitError(f"--quantization is not available for {spec.name} (targets with it: "
+                           f"{', '.join(t for t, s in TARGETS.items() if s.quantization)})")
+    calibrated_precisions = [p for p in spec.precisions if spec.needs_calibration(p)]
+    precision = spec.check_precision((precision or calibrated_precisions[0]).lower())
+    if precision not in calibrated_precisions:
+        raise EdgekitError(f"--quantization analyses a calibrated precision ({', '.join(calibrated_precisions)}), "
+                           f"not {precision}")
+    paths = image_paths or verification_images(variant.dataset)
+    progress(f"building {variant.name} at {size[0]}x{size[1]}")
+    model, _ = source_model(variant, size, Path(weights) if weights is not None else None)
+    calib = calibration_set(variant, size, None, num_calibration)
+    form = make_deploy_form(model, size, spec, precision, calibration=calib.data)
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as work:
+        found = spec.quantization(QuantizationJob(variant, size, precision, form.model, calib.data,
+                                                  image_batch(variant, size, paths), tuple(p.name for p in paths),
+                                                  Path(work), progress))
+    return {"variant": variant.name, "target": spec.name, "precision": precision, "resolution": list(size),
+            "weights": str(weights) if weights else None, "weights_note": None if weights else RANDOM_WEIGHTS_NOTE,
+            "calibration": [i["name"] for i in calib.images], **found}

@@ -69,6 +69,21 @@ class ConvertJob:
     progress: Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class QuantizationJob:
+    """What a target's quantization analysis gets (`edgekit inspect --quantization`)."""
+
+    variant: Any
+    size: tuple[int, int]
+    precision: str  # a calibrated precision of the target
+    deploy: Any  # its deploy form (torch nn.Module)
+    calibration: Any  # np.ndarray (N, 3, H, W), the calibration samples
+    images: Any  # np.ndarray (N, 3, H, W), held-out photos (never calibration ones)
+    image_names: tuple[str, ...]
+    work: Path
+    progress: Callable[[str], None]
+
+
 @dataclass
 class Converted:
     """What a convert function returns: the model file (inside job.out), its op histogram, its I/O,
@@ -109,13 +124,17 @@ class TargetSpec:
     # where the host cannot run the artifact: the torch model that was converted, rebuilt from the
     # manifest and the reference (compared instead, and said so)
     proxy: Callable[[Any, Any], Any] | None = None
-    # checks of the artifact itself beyond its outputs (structure, stored weights): a dict with "passed"
-    checks: Callable[[Path, Any, Any], dict] | None = None
+    # checks of the artifact itself beyond the outputs verification compares (structure, stored weights,
+    # other devices' compiled models): (model file, manifest, converted torch model, images, reference
+    # outputs) -> a dict with "passed"
+    checks: Callable[..., dict] | None = None
     packaging: Packaging | None = None
     profiler: str | None = None  # the android_harness runner that measures it (None: not profiled)
     not_profiled: str = ""  # why not, when profiler is None
     tools: tuple[str, ...] = ()  # PyPI distributions whose versions go into the manifest
     validate: Callable[[str, Any], None] | None = None  # (precision, options): cross-option rules
+    # per-op sensitivity of its quantised form on held-out photos (edgekit inspect --quantization)
+    quantization: Callable[[QuantizationJob], dict] | None = None
 
     @property
     def default_precision(self) -> str:

@@ -368,7 +368,7 @@ def _proxy(manifest, reference: nn.Module) -> nn.Module:
     return deploy if manifest.precision != "int8" else calibrated_int8(deploy, calib.data)
 
 
-def _checks(model_file: Path, manifest, converted: nn.Module) -> dict:
+def _checks(model_file: Path, manifest, converted: nn.Module, images=None, expected=None) -> dict:
     """What Linux can check of the package itself: it loads, declares its I/O, has no casts inside
     the graph, and stores every weight of the converted torch model."""
     structure = structural_check(model_file, manifest.io)

@@ -23,7 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from targets.base import Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, Tolerance, option
+from targets.base import (
+    Converted,
+    ConvertJob,
+    DeployPlan,
+    Packaging,
+    QuantizationJob,
+    TargetSpec,
+    Tolerance,
+    option,
+)
 
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
 ONNX2TF_SAMPLE_SHAPE = (20, 128, 128, 3)
@@ -58,17 +67,24 @@ VERIFY = {
 class TFLiteOptions:
     layout: str = option("nhwc", "--layout", "input layout: nhwc (camera order) | nchw", ("nhwc", "nchw"))
     io: str = option("float", "--io", "input/output type: float | int8 (needs --precision int8)", ("float", "int8"))
+    keep_float: int = option(0, "--keep-float", "int8: keep float the N ops whose quantisation costs most on the "
+                             "calibration photos (slower, closer to fp32)", None, int)
 
 
 def _validate(precision: str, options: TFLiteOptions) -> None:
     if options.io == "int8" and precision != Precision.INT8.value:
         raise EdgekitError("--io int8 needs --precision int8 (integer inputs exist only in a full-integer model)")
+    if options.keep_float and precision != Precision.INT8.value:
+        raise EdgekitError("--keep-float needs --precision int8 (it chooses which int8 ops stay float)")
+    if options.keep_float < 0:
+        raise EdgekitError(f"--keep-float must be 0 or more (got {options.keep_float})")
 
 
 @dataclass(frozen=True)
 class TFLiteResult:
     path: Path
     ops: dict[str, int]
+    recipe: dict
 
 
 @contextlib.contextmanager
@@ -144,37 +160,130 @@ def _representative(calibration_nchw: np.ndarray, layout: Layout):
 INT8_ATTENTION_FLOAT_OPS = ("BATCH_MATMUL", "DIV", "SUM", "MAXIMUM", "SOFTMAX")
 INT8_XNNPACK_FLOAT_OPS = ("HARD_SWISH", "RELU", "RSQRT", "SQUARED_DIFFERENCE", "SUB")
 INT8_FLOAT_OPS = INT8_ATTENTION_FLOAT_OPS + INT8_XNNPACK_FLOAT_OPS
+# Nodes kept float by name: LayerNorm (onnx2tf names its ops layer_normalization/...). Its MUL outputs
+# cost the MIT classifiers 18.7 dB SQNR on a held-out photo when quantised alone (b0-cls; the median
+# over the photos was 36-58 dB, so a ranking by median, or on the calibration photos, never shows it).
+INT8_FLOAT_NODES = ("layer_normalization",)
+SENSITIVITY_SAMPLES = 4  # calibration samples (the original photos come first) the ranking is measured on
+SENSITIVITY_RECORDED = 20  # the most costly ops listed in the manifest
 
 
-def quantize(saved_model: Path, precision: Precision, calibration_nchw: np.ndarray | None, layout: Layout,
-             int8_io: bool) -> bytes:
-    """TFLiteConverter on onnx2tf's SavedModel: dynamic-range int8, or int8 with the attention core
-    (INT8_FLOAT_OPS) kept float through the converter's selective quantisation; builtins only."""
+def _converter(saved_model: Path, calibration_nchw: np.ndarray | None, layout: Layout):
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        if precision is not Precision.INT8:
-            return converter.convert()
+    if calibration_nchw is not None:
         converter.representative_dataset = _representative(calibration_nchw, layout)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter,
-            debug_dataset=_representative(calibration_nchw[:1], layout),
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(INT8_FLOAT_OPS)),
-        )
-        model = debugger.get_nondebug_quantized_model()
-        if not int8_io:
-            return model
+    return converter
+
+
+def _conversion_failed(precision: str, e: Exception) -> EdgekitError:
+    # the converter raises ConverterError/RuntimeError with multi-line logs
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return EdgekitError(f"TFLite {precision} conversion failed: {first}", log=str(e))
+
+
+def calibrate(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout) -> bytes:
+    """The float model with each tensor's calibrated min/max (TFLiteConverter's calibration step,
+    the one QuantizationDebugger uses): quantised from it with any set of ops kept float, without
+    calibrating again."""
+    converter = _converter(saved_model, calibration_nchw, layout)
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - the public debugger does the same
+    try:
+        return converter.convert()
+    except Exception as e:
+        raise _conversion_failed("int8 calibration", e) from e
+
+
+def quantize_calibrated(calibrated: bytes, keep_float: tuple[str, ...] = ()) -> bytes:
+    """Full int8 from a calibrated model: INT8_FLOAT_OPS, the INT8_FLOAT_NODES and the nodes named in
+    `keep_float` (op output tensor names) stay float, everything else int8 with per-tensor activations."""
+    from tensorflow.lite.python import convert as tf_convert
+
+    structural = [n["node"] for n in _nodes(calibrated) if any(p in n["node"] for p in INT8_FLOAT_NODES)]
+    try:
+        return tf_convert.mlir_quantize(calibrated, denylisted_ops=list(INT8_FLOAT_OPS),
+                                        denylisted_nodes=[*structural, *keep_float])
+    except Exception as e:
+        raise _conversion_failed("int8", e) from e
+
+
+def quantizable_nodes(calibrated: bytes) -> list[dict]:
+    """The ops a full-int8 model quantises, in graph order: op type, output tensor name and shape."""
+    return [n for n in _nodes(calibrated) if not any(p in n["node"] for p in INT8_FLOAT_NODES)]
+
+
+def _nodes(calibrated: bytes) -> list[dict]:
+    """Every op not kept float by type (INT8_FLOAT_OPS), with its output tensor name and shape."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=calibrated)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    nodes = []
+    for op in interp._get_ops_details():  # noqa: SLF001 - no public API
+        if op["op_name"] in INT8_FLOAT_OPS or op["op_name"] in ("QUANTIZE", "DEQUANTIZE") or not op["outputs"]:
+            continue
+        out = tensors[op["outputs"][0]]
+        nodes.append({"node": out["name"], "op": op["op_name"], "index": int(op["index"]),
+                      "shape": [int(d) for d in out["shape"]]})
+    return nodes
+
+
+def sensitivity(calibrated: bytes, images_nchw: np.ndarray, task: str, progress=lambda _m: None) -> list[dict]:
+    """Each quantisable op int8 alone (everything else float), most costly first (by its worst image:
+    an op that is harmless on most photos can still ruin one): the SQNR of the model's output against
+    the calibrated float model itself on `images_nchw`, so the number is the cost of that op's
+    quantisation and nothing else."""
+    from edgekit.metrics import compare
+
+    reference = TFLiteRunner(content=calibrated).run(images_nchw)  # in the model's own layout: SQNR only
+    nodes = quantizable_nodes(calibrated)
+    names = [n["node"] for n in nodes]
+    found = []
+    for i, node in enumerate(nodes, 1):
+        progress(f"int8 sensitivity: op {i}/{len(nodes)} ({node['op']})")
+        alone = quantize_calibrated(calibrated, tuple(n for n in names if n != node["node"]))
+        result = compare(reference, TFLiteRunner(content=alone).run(images_nchw, reference.shape), task)
+        found.append({**node, "sqnr_db": result["sqnr_db_median"], "sqnr_db_min": result["sqnr_db_min"]})
+    return sorted(found, key=lambda n: (n["sqnr_db_min"], n["sqnr_db"]))
+
+
+def quantize(saved_model: Path, precision: Precision, calibration_nchw: np.ndarray | None, layout: Layout,
+             int8_io: bool, keep_float: int = 0, task: str = "seg", progress=lambda _m: None) -> tuple[bytes, dict]:
+    """TFLiteConverter on onnx2tf's SavedModel: dynamic-range int8; or full int8 with the attention
+    core and XNNPACK-less ops (INT8_FLOAT_OPS) float and, with keep_float > 0, also the ops whose
+    quantisation costs the most on the calibration photos (never the verification ones). Returns the
+    model and what the recipe did, for the manifest."""
+    if precision is not Precision.INT8:
+        try:
+            return _converter(saved_model, None, layout).convert(), {}
+        except Exception as e:
+            raise _conversion_failed(precision.value, e) from e
+    calibrated = calibrate(saved_model, calibration_nchw, layout)
+    kept: list[dict] = []
+    ranked = None
+    if keep_float:
+        photos = calibration_nchw[:SENSITIVITY_SAMPLES]
+        ranked = sensitivity(calibrated, photos, task, progress)
+        kept = ranked[:keep_float]
+    model = quantize_calibrated(calibrated, tuple(n["node"] for n in kept))
+    recipe = {"activations": "int8 per tensor, calibrated min/max", "weights": "int8 per channel",
+              "float_ops": list(INT8_FLOAT_OPS), "float_nodes": list(INT8_FLOAT_NODES), "keep_float": keep_float,
+              "kept_float": kept,
+              "sensitivity": None if ranked is None else {
+                  "measured_on": f"the first {len(photos)} calibration samples",
+                  "most_costly": ranked[:SENSITIVITY_RECORDED]}}
+    if int8_io:
         # The selective path ignores inference_input_type; drop the boundary QUANTIZE/DEQUANTIZE instead.
+        import tensorflow as tf
         from tensorflow.lite.python.util import modify_model_io_type
 
-        return modify_model_io_type(model, tf.int8, tf.int8)
-    except Exception as e:  # the converter raises ConverterError/RuntimeError with multi-line logs
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgekitError(f"TFLite {precision.value} conversion failed: {first}", log=str(e)) from e
+        model = modify_model_io_type(model, tf.int8, tf.int8)
+    return model, recipe
 
 
 def tflite_ops(path: Path) -> dict[str, int]:
@@ -195,6 +304,9 @@ def convert(
     sample_nhwc01: np.ndarray,
     calibration_nchw: np.ndarray | None = None,
     int8_io: bool = False,
+    keep_float: int = 0,
+    task: str = "seg",
+    progress=lambda _m: None,
 ) -> TFLiteResult:
     """The .tflite for `precision`, written to workdir/model.tflite."""
     from targets.onnx import simplify_onnx
@@ -208,23 +320,26 @@ def convert(
         if not produced.is_file():
             raise EdgekitError(f"onnx2tf produced no {suffix} model")
         produced.replace(target)
-    else:
-        target.write_bytes(quantize(out, precision, calibration_nchw, layout, int8_io))
+    recipe: dict = {}
+    if precision not in (Precision.FP32, Precision.FP16):
+        model, recipe = quantize(out, precision, calibration_nchw, layout, int8_io, keep_float, task, progress)
+        target.write_bytes(model)
     ops = tflite_ops(target)
     flex = [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
     if flex:
         raise EdgekitError(f"the TFLite model needs ops outside the builtin set: {', '.join(flex)}")
-    return TFLiteResult(target, ops)
+    return TFLiteResult(target, ops, recipe)
 
 
 class TFLiteRunner:
     """ai-edge-litert (XNNPACK) on NCHW float32 images: layout transposes and int8 I/O
     (de)quantisation happen here, from the model's own tensor details."""
 
-    def __init__(self, path: Path, threads: int = 2):
+    def __init__(self, path: Path | None = None, threads: int = 2, content: bytes | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter = Interpreter(model_path=None if path is None else str(path), model_content=content,
+                                       num_threads=threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -303,10 +418,39 @@ def _convert(job: ConvertJob) -> Converted:
     calibrating = job.calibration is not None
     job.progress(f"converting to TFLite {job.precision} (onnxsim, onnx2tf{', int8 calibration' if calibrating else ''})")
     result = convert(onnx_path, job.work, Precision(job.precision), Layout(job.options.layout), INPUT_NAME,
-                     _sample_nhwc01(job.variant.dataset, job.size), job.calibration, int8_io=job.options.io == "int8")
+                     _sample_nhwc01(job.variant.dataset, job.size), job.calibration, int8_io=job.options.io == "int8",
+                     keep_float=job.options.keep_float, task=job.variant.task, progress=job.progress)
     model_file = job.out / SPEC.model_file
     shutil.move(str(result.path), model_file)
-    return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes))
+    info = {"int8": result.recipe} if result.recipe else {}
+    return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes), target_info=info)
+
+
+ANALYSIS_KEEP_FLOAT = (10, 30, 60)  # what keeping the most costly ops float buys, measured in the analysis
+
+
+def _quantization(job: QuantizationJob) -> dict:
+    """The int8 sensitivity of every quantised op on held-out photos, the full-int8 cost, and what
+    keeping the most costly ops float buys (each measured, not added up)."""
+    from edgekit.metrics import compare
+    from targets.onnx import INPUT_NAME, export_onnx, simplify_onnx
+
+    job.progress("exporting the int8 deploy form (ONNX, onnx2tf)")
+    onnx_path = simplify_onnx(export_onnx(job.deploy, job.size, job.work / "deploy.onnx"), job.work / "deploy.sim.onnx")
+    saved = run_onnx2tf(onnx_path, job.work, Layout.NHWC, INPUT_NAME, _sample_nhwc01(job.variant.dataset, job.size))
+    job.progress(f"calibrating on {len(job.calibration)} samples")
+    calibrated = calibrate(saved, job.calibration, Layout.NHWC)
+    ranked = sensitivity(calibrated, job.images, job.variant.task, job.progress)
+    reference = TFLiteRunner(content=calibrated).run(job.images)
+    points = []
+    for keep in (0, *(k for k in ANALYSIS_KEEP_FLOAT if k < len(ranked))):
+        job.progress(f"int8 with the {keep} most costly ops float")
+        model = quantize_calibrated(calibrated, tuple(n["node"] for n in ranked[:keep]))
+        c = compare(reference, TFLiteRunner(content=model).run(job.images), job.variant.task)
+        points.append({"keep_float": keep, "sqnr_db_median": c["sqnr_db_median"], "sqnr_db_min": c["sqnr_db_min"]})
+    return {"reference": "the same graph in float (the calibrated model), so only quantisation is measured",
+            "images": list(job.image_names), "ops": ranked, "keep_float": points,
+            "float_ops": [*INT8_FLOAT_OPS, *(f"{n}/*" for n in INT8_FLOAT_NODES)]}
 
 
 def _runner(model_file: Path, manifest, threads: int = 2) -> TFLiteRunner:
@@ -368,4 +512,5 @@ SPEC = TargetSpec(
     packaging=Packaging("android", _bundle_io, _snippet),
     profiler="benchmark_model",
     tools=("onnx", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert"),
+    quantization=_quantization,
 )

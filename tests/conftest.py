@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import time
 
 import pytest
 import torch
@@ -52,3 +56,54 @@ def b0_fp32(tmp_path_factory):
     finally:
         mp.undo()
     return out, manifest
+
+
+# ---- the real adb client and virtual phones (tests/virtual_adbd.py), shared by the profile tests -------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def adb_server():
+    if not shutil.which("adb"):
+        pytest.fail("adb is not installed (.ci/run installs the Debian package)")
+    old = os.environ.get("ANDROID_ADB_SERVER_PORT")
+    os.environ["ANDROID_ADB_SERVER_PORT"] = str(_free_port())  # a private server: nothing else disturbed
+    subprocess.run(["adb", "start-server"], check=True, capture_output=True, timeout=60)
+    yield
+    subprocess.run(["adb", "kill-server"], capture_output=True, timeout=60)
+    if old is None:
+        del os.environ["ANDROID_ADB_SERVER_PORT"]
+    else:
+        os.environ["ANDROID_ADB_SERVER_PORT"] = old
+
+
+def _state(serial: str) -> str | None:
+    out = subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=30).stdout
+    return next((line.split()[1] for line in out.splitlines()[1:] if line.startswith(serial + "\t")), None)
+
+
+@pytest.fixture
+def connect(adb_server, tmp_path):
+    phones = []
+
+    def make(name="phone", want="device", **kw):
+        from virtual_adbd import VirtualDevice
+
+        phone = VirtualDevice(tmp_path / name, **kw)
+        phones.append(phone)
+        subprocess.run(["adb", "connect", phone.serial], capture_output=True, timeout=30)
+        deadline = time.time() + 20
+        while _state(phone.serial) != want and time.time() < deadline:
+            time.sleep(0.2)
+        assert _state(phone.serial) == want
+        return phone
+
+    yield make
+    for phone in phones:
+        subprocess.run(["adb", "disconnect", phone.serial], capture_output=True, timeout=30)
+        phone.close()
+
+

@@ -2,11 +2,7 @@
 real `adb` client talking to a virtual device (tests/virtual_adbd.py) over loopback TCP."""
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,6 @@ from android_harness.host_benchmark import write_launcher
 from android_harness.profiler import append_result, read_results
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
-from virtual_adbd import VirtualDevice
 
 runner = CliRunner()
 
@@ -143,52 +138,6 @@ def artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts")
     m = export(ExportOptions("b0-seg", "tflite", "fp32", "64x128", output=out))
     return out, m.artifact_dir
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def adb_server():
-    if not shutil.which("adb"):
-        pytest.fail("adb is not installed (.ci/run installs the Debian package)")
-    old = os.environ.get("ANDROID_ADB_SERVER_PORT")
-    os.environ["ANDROID_ADB_SERVER_PORT"] = str(_free_port())  # a private server: nothing else disturbed
-    subprocess.run(["adb", "start-server"], check=True, capture_output=True, timeout=60)
-    yield
-    subprocess.run(["adb", "kill-server"], capture_output=True, timeout=60)
-    if old is None:
-        del os.environ["ANDROID_ADB_SERVER_PORT"]
-    else:
-        os.environ["ANDROID_ADB_SERVER_PORT"] = old
-
-
-def _state(serial: str) -> str | None:
-    out = subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=30).stdout
-    return next((line.split()[1] for line in out.splitlines()[1:] if line.startswith(serial + "\t")), None)
-
-
-@pytest.fixture
-def connect(adb_server, tmp_path):
-    phones = []
-
-    def make(name="phone", want="device", **kw):
-        phone = VirtualDevice(tmp_path / name, **kw)
-        phones.append(phone)
-        subprocess.run(["adb", "connect", phone.serial], capture_output=True, timeout=30)
-        deadline = time.time() + 20
-        while _state(phone.serial) != want and time.time() < deadline:
-            time.sleep(0.2)
-        assert _state(phone.serial) == want
-        return phone
-
-    yield make
-    for phone in phones:
-        subprocess.run(["adb", "disconnect", phone.serial], capture_output=True, timeout=30)
-        phone.close()
 
 
 @pytest.fixture

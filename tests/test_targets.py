@@ -124,12 +124,16 @@ def test_generic_code_names_no_target():
     """Only targets/ (and docs and tests) name a target: every generic module asks the table."""
     names = "|".join(re.escape(t) for t in targets.TARGETS)
     quoted = re.compile(rf"""["']({names})["']|Target\.[A-Z]""")
+    # ONNX Runtime's perf test names its execution provider "qnn" (-e qnn): a flag value of that
+    # program, in its harness entry, not a branch on edgekit's target
+    allowed = {("android_harness/harnesses.py", '"-e", "qnn"')}
     found = []
     for folder in ("edgekit", "android_harness", "calibration"):
         for path in sorted((REPO / folder).rglob("*.py")):
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 code = line.split("#", 1)[0]
-                if quoted.search(code):
+                rel = str(path.relative_to(REPO))
+                if quoted.search(code) and not any(rel == f and text in code for f, text in allowed):
                     found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert found == []
 
@@ -234,5 +238,5 @@ def test_targets_command_lists_the_table():
     assert r.exit_code == 0, r.output
     rows = {row["target"]: row for row in json.loads(r.stdout)}
     assert set(rows) == set(targets.TARGETS)
-    assert rows["tflite"]["options"] == ["--layout", "--io"] and rows["tflite"]["profiler"] == "benchmark_model"
+    assert rows["tflite"]["options"] == ["--layout", "--io", "--keep-float"] and rows["tflite"]["profiler"] == "benchmark_model"
     assert rows["coreml"]["platform"] == "ios" and rows["onnx"]["platform"] is None

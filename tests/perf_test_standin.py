@@ -1,0 +1,86 @@
+"""A stand-in for ONNX Runtime's `onnxruntime_perf_test` built for Android with the QNN EP, pushed to
+the virtual adb device in place of the arm64 binary.
+
+It takes the real program's flags (-m times -r N -I -x T -e qnn -i "backend_path|DIR/libQnnHtp.so"
+MODEL), checks what the phone would need (the QNN libraries in LD_LIBRARY_PATH/ADSP_LIBRARY_PATH, the
+context binary next to the EPContext model), runs that model on Qualcomm's HTP simulator (the same
+files a phone would load), and prints what performance_runner.cc prints. Its timings are the
+simulator's: the tests check the plumbing and the parsing, not a latency.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    args = dict(zip(argv[:-1:], argv[1:]))
+    model = Path(argv[-1])
+    runs = int(args.get("-r", "1000"))
+    provider = dict(kv.split("|", 1) for kv in args.get("-i", "").split())
+    lib_dir = Path(os.environ.get("LD_LIBRARY_PATH", "/nonexistent"))
+    for name in ("libQnnHtp.so", "libQnnSystem.so"):
+        if not (lib_dir / name).is_file():
+            print(f"[E:onnxruntime:, qnn_backend_manager.cc:1] Unable to load backend. error: {name}: cannot open "
+                  "shared object file: No such file or directory", flush=True)
+            return 1
+    if not model.is_file() or not list(model.parent.glob("*_qnn.bin")):
+        print(f"[E:onnxruntime:, inference_session.cc:1] Load model from {model} failed: no context binary",
+              flush=True)
+        return 1
+    import numpy as np
+    import onnxruntime as ort
+
+    from targets.qnn import _session_options
+
+    import subprocess
+
+    from android_harness.profiles import profile_for
+
+    # the real HTP library knows the SoC it runs on; this stand-in asks the (virtual) phone
+    soc_name = subprocess.run(["getprop", "ro.soc.model"], capture_output=True, text=True).stdout.strip()
+    htp = profile_for({"ro.soc.model": soc_name}).htp
+    soc, arch = htp.soc_model, htp.arch
+    t0 = time.perf_counter()
+    session = ort.InferenceSession(str(model), _session_options(soc, arch, fp16=True))
+    created = time.perf_counter() - t0
+    inp = session.get_inputs()[0]
+    x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
+    t0 = time.perf_counter()
+    session.run(None, {inp.name: x})
+    first = time.perf_counter() - t0
+    times = []
+    begin = time.perf_counter()
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, {inp.name: x})
+        times.append(time.perf_counter() - t0)
+    total = time.perf_counter() - begin
+    s = sorted(times)
+    assert provider.get("backend_path", "").endswith("libQnnHtp.so")
+    print(f"Session creation time cost: {created:g} s\n"
+          f"First inference time cost: {int(first * 1000)} ms\n"
+          f"Total inference time cost: {sum(times):g} s\n"
+          f"Total inference requests: {len(times)}\n"
+          f"Average inference time cost: {sum(times) / len(times) * 1000:g} ms\n"
+          f"Total inference run time: {total:g} s\n"
+          f"Number of inferences per second: {len(times) / total:g} \n"
+          f"Avg CPU usage: 12 %\n"
+          f"Peak working set size: 180224000 bytes")
+    n = len(s)
+    for label, q in (("Min", 0.0), ("Max", None), ("P50", 0.5), ("P90", 0.9), ("P95", 0.95), ("P99", 0.99),
+                     ("P999", 0.999)):
+        value = s[-1] if q is None else s[int(n * q)]
+        print(f"{label} Latency: {value:g} s")
+    return 0
+
+
+def write_launcher(path, python: str | None = None) -> None:
+    path = Path(path)
+    here = str(Path(__file__).resolve().parent)
+    path.write_text(f"#!{python or sys.executable}\nimport sys\nsys.path.insert(0, {here!r})\n"
+                    "from perf_test_standin import main\nraise SystemExit(main(sys.argv[1:]))\n")
+    path.chmod(0o755)
