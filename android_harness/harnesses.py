@@ -9,7 +9,9 @@ FILE]...`): edgekit never downloads them.
 - benchmark_model: LiteRT's, for TFLite artifacts (android_harness/benchmark_output.py reads it);
 - onnxruntime_perf_test: ONNX Runtime's, built for Android with the QNN execution provider, for QNN
   artifacts: it loads the EPContext model an app loads (android_harness/perf_test_output.py reads
-  it), with Qualcomm's HTP runtime libraries from the QAIRT SDK next to it.
+  it), with Qualcomm's HTP runtime libraries from the QAIRT SDK next to it;
+- executor_runner: ExecuTorch's, for .pte artifacts (android_harness/executor_runner_output.py);
+  its host stand-in runs executorch.runtime.
 """
 
 from __future__ import annotations
@@ -134,7 +136,31 @@ PERF_TEST = Harness(
     env="LD_LIBRARY_PATH={dir} ADSP_LIBRARY_PATH={dir}",
 )
 
-HARNESSES: dict[str, Harness] = {h.name: h for h in (BENCHMARK_MODEL, PERF_TEST)}
+def _executor_runner_flags(model: str, run: RunSettings, device_dir: str) -> list[str]:
+    """ExecuTorch's executor_runner (gflags of examples/portable/executor_runner): the first of the
+    warmup + runs executions is the warm-up the parser leaves out."""
+    return [f"--model_path={model}", f"--num_executions={run.warmup + run.runs}", f"--cpu_threads={run.threads}"]
+
+
+def _executor_runner_parse(text: str):
+    from android_harness import executor_runner_output
+
+    return executor_runner_output.parse(text)
+
+
+EXECUTOR_RUNNER = Harness(
+    name="executor_runner",
+    binary="executor_runner",
+    what="ExecuTorch's executor_runner built for Android arm64 with the XNNPACK backend "
+         "(examples/portable/executor_runner, linked with xnnpack_backend)",
+    delegates=("cpu",),
+    flags=_executor_runner_flags,
+    parse=_executor_runner_parse,
+    host_module="android_harness.host_executor_runner",
+    no_op_profile_on_host="no per-op table: executor_runner writes ETDump files, not a table",
+)
+
+HARNESSES: dict[str, Harness] = {h.name: h for h in (BENCHMARK_MODEL, PERF_TEST, EXECUTOR_RUNNER)}
 
 
 def get_harness(name: str) -> Harness:

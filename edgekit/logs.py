@@ -51,6 +51,29 @@ def captured(source: str, buffer: io.StringIO):
         show(source, buffer.getvalue())
 
 
+@contextlib.contextmanager
+def quiet_output(source: str):
+    """Descriptors 1 and 2 into a temporary file around a call into a C++ library that prints (the
+    executorch runtime's cpuinfo lines, say), shown afterwards with --verbose. The edgekit command
+    already captures both for the whole process; this keeps library callers quiet too."""
+    if verbose():
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as tmp:
+        saved = (os.dup(1), os.dup(2))
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def _silence_python_channels() -> None:
     import logging
     import warnings

@@ -8,10 +8,10 @@ a one-line error wherever it comes from (a flag, a manifest).
 from __future__ import annotations
 
 from edgekit.errors import EdgekitError
-from targets import coreml, onnx, qnn, tflite
+from targets import coreml, executorch, onnx, qnn, tflite
 from targets.base import TargetSpec, option_fields
 
-TARGETS: dict[str, TargetSpec] = {spec.name: spec for spec in (tflite.SPEC, onnx.SPEC, coreml.SPEC, qnn.SPEC)}
+TARGETS: dict[str, TargetSpec] = {spec.name: spec for spec in (tflite.SPEC, onnx.SPEC, coreml.SPEC, qnn.SPEC, executorch.SPEC)}
 DEFAULT_TARGET = "tflite"
 
 

@@ -333,16 +333,23 @@ for (name in context.assets.list("{FOLDER}/$DEVICE") ?: emptyArray()) {{
     context.assets.open("{FOLDER}/$DEVICE/$name").use {{ src -> File(dir, name).outputStream().use {{ src.copyTo(it) }} }}
 }}
 val options = OrtSession.SessionOptions()
+options.setIntraOpNumThreads(numThreads)
 options.addQnn(mapOf("backend_path" to "libQnnHtp.so"))  // the HTP; no CPU fallback was compiled in
 session = env.createSession(File(dir, "{COMPILED}").absolutePath, options)
 check(session.inputNames.first() == INPUT_NAME && session.outputNames.first() == OUTPUT_NAME) {{
     "$DEVICE/{COMPILED} is not the model this class was generated for"
 }}""",
         run="""val shape = LongArray(INPUT_SHAPE.size) { INPUT_SHAPE[it].toLong() }
-OnnxTensor.createTensor(env, input.asFloatBuffer(), shape).use { tensor ->
-    session.run(mapOf(INPUT_NAME to tensor)).use { result ->
+val tensor = OnnxTensor.createTensor(env, input.asFloatBuffer(), shape)
+try {
+    val result = session.run(mapOf(INPUT_NAME to tensor))
+    try {
         output.asFloatBuffer().put((result.get(0) as OnnxTensor).floatBuffer)
+    } finally {
+        result.close()
     }
+} finally {
+    tensor.close()
 }""",
         close="session.close()",
     )

@@ -102,13 +102,16 @@ def stub_classes(tmp_path_factory):
     return out
 
 
-def run_kotlin(bundle: Path, stub_classes: Path, work: Path, pixels: np.ndarray, output: np.ndarray) -> None:
+def run_kotlin(bundle: Path, stub_classes: Path, work: Path, pixels: np.ndarray, output: np.ndarray,
+               tensors: tuple[dict, dict] | None = None) -> None:
     """Compile the bundle's EdgekitModel.kt with a driver, run it on `pixels` (H, W, 3 uint8); the
-    stub Interpreter answers with `output` (what the real model gives for that input)."""
+    stub runtime (LiteRT's Interpreter, ExecuTorch's Module, ONNX Runtime's session) answers with
+    `output` (what the real model gives for that input). `tensors`: the input and output
+    (name, shape, dtype) the stubs declare; default: the bundle's model.tflite's own."""
     import subprocess
 
     work.mkdir(parents=True, exist_ok=True)
-    inp, out = _tflite_details(bundle / "model.tflite")
+    inp, out = tensors or _tflite_details(bundle / "model.tflite")
     (work / "tensors.txt").write_text("\n".join([inp["name"], ",".join(map(str, inp["shape"])), out["name"],
                                                  ",".join(map(str, out["shape"]))]) + "\n")
     (work / "output.bin").write_bytes(np.ascontiguousarray(output, dtype=out["dtype"]).astype(
@@ -158,7 +161,10 @@ def real_output(model: Path, x: np.ndarray) -> np.ndarray:
 
 def check_segmentation(bundle: Path, work: Path, output: np.ndarray, spec: dict) -> None:
     classes = np.array((work / "classes.txt").read_text().split(), dtype=np.int64)
-    expected = output.reshape(-1, spec["classes"]).astype(np.float64).argmax(axis=1)  # NHWC: classes last
+    if spec["output"]["layout"] == "NHWC":  # classes last
+        expected = output.reshape(-1, spec["classes"]).astype(np.float64).argmax(axis=1)
+    else:
+        expected = output.reshape(spec["classes"], -1).astype(np.float64).argmax(axis=0)
     np.testing.assert_array_equal(classes, expected)
     palette = np.array(spec["palette"], dtype=np.int64)[expected]
     argb = ((0xFF << 24) | (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]).astype(np.uint32)
@@ -282,6 +288,35 @@ def test_android_classifier_bundle_runs(tmp_path, stub_classes):
     labels = (bundle / "labels.txt").read_text().splitlines()
     assert [name for name, _ in top] == [labels[i] for i in best]
     np.testing.assert_allclose([float(p) for _, p in top], probs[best], rtol=1e-4)
+
+
+def _stub_tensors(spec: dict) -> tuple[dict, dict]:
+    inp, out = spec["input"], spec["output"]
+    return ({"name": inp["name"], "shape": inp["shape"], "dtype": np.float32},
+            {"name": out["name"], "shape": out["shape"], "dtype": np.float32})
+
+
+@pytest.mark.parametrize("target", ["executorch", "qnn"])
+def test_android_bundles_of_the_new_targets_run(tmp_path, stub_classes, target):
+    """ExecuTorch (Module.load, Tensor.fromBlob) and QNN (ONNX Runtime's QNN EP on the compiled
+    EPContext model): the Kotlin compiles against stand-ins of those APIs and, on a real photo, feeds
+    the model the NCHW normalised pixels and decodes the real runtime's output."""
+    from edgekit.manifest import read_manifest
+    from edgekit.runtime import open_runner
+
+    m = export(ExportOptions("b0-seg", target, None, "64x128", output=tmp_path / "a"))
+    _, bundle, spec = _single(package(PackageOptions((Path(m.artifact_dir),), "android", tmp_path / "b")))
+    assert spec["input"]["layout"] == "NCHW" and spec["output"]["shape"] == [1, 19, 8, 16]
+    pixels = photo("mit-fig-5.jpeg", 128, 64)
+    x = normalised(pixels, spec).transpose(2, 0, 1)  # the snippet's NCHW order
+    output = open_runner(read_manifest(Path(m.artifact_dir))).run(x[None].astype(np.float32))
+    run_kotlin(bundle, stub_classes, tmp_path / "kotlin", pixels, output, _stub_tensors(spec))
+    fed = np.frombuffer((tmp_path / "kotlin" / "input.bin").read_bytes(), "<f4")
+    np.testing.assert_array_equal(fed, x.reshape(-1))
+    check_segmentation(bundle, tmp_path / "kotlin", output, spec)
+    if target == "qnn":  # the app copied the compiled model and its context binary out of the assets
+        assert sorted(p.name for p in (tmp_path / "kotlin" / "files" / "model.qnn" / "s8gen1").iterdir()) == [
+            "model.onnx", "model_qnn.bin"]
 
 
 # ---- iOS ---------------------------------------------------------------------------------------------

@@ -85,6 +85,18 @@ def test_onnx_of_deploy_form_is_static_and_lean(calibrated, name):
     assert summary["transposes"] == summary["transposes_needed"] == expected_transposes(form.model)
 
 
+@pytest.mark.parametrize("name", ["b0-seg-cityscapes", "b1-cls", "m0-cls", "m4-cls"])
+def test_bmm_attention_is_exact(calibrated, name):
+    """ExecuTorch's attention form (3-D bmm, key sum as a matmul with ones, CGA with slices and biases
+    expanded to the window batch) against the static form it rewrites: exact in float64."""
+    from edgekit.deploy.passes import PASSES, bmm_attention, static_attention
+
+    model, images, size = calibrated(name)
+    static = static_attention(fold_batchnorm(copy.deepcopy(model)), size)
+    assert_exact_rewrite(static, lambda m: bmm_attention(m, size), images, batch_limit=1)
+    assert PASSES["bmm_attention"] is bmm_attention
+
+
 def test_transposes_needed_per_block():
     """LiteMLA: 1 (k^T; heads batched). CGA: 2 per head (q^T, attn^T; softmax on the last axis)."""
     b0 = make_deploy_form(build_model(get_variant("b0-seg")), (256, 256), "onnx").model

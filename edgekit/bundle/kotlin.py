@@ -25,6 +25,7 @@ class KotlinRuntime:
     load: str  # init-block statements: load MODEL_FILE, check the tensors against the constants
     run: str  # statements that run the model from `input` into `output`
     close: str  # the body of close()
+    threads: bool = True  # whether the class takes numThreads (the runtime has such a setting)
 
 
 def _floats(values) -> str:
@@ -182,7 +183,7 @@ package ai.edgekit.model
 
 {import_lines}
 
-class EdgekitModel(context: Context, numThreads: Int = 4) : AutoCloseable {{
+class EdgekitModel(context: Context{", numThreads: Int = 4" if runtime.threads else ""}) : AutoCloseable {{
     companion object {{
 {constants}
     }}

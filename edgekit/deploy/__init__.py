@@ -63,6 +63,11 @@ REWRITES = {
         ),
         Rewrite("bicubic_to_bilinear", "bicubic replaced by bilinear (opt-in; changes the trained function)", False),
         Rewrite(
+            "bmm_attention",
+            "linear attention as 3-D batched matmuls and its key sum as a matmul with ones (no broadcast expand)",
+            True,
+        ),
+        Rewrite(
             "int8_attention_floor",
             "int8: attention normaliser clamped at 2/255 of its calibrated peak (below that, int8 q/k carry no signal)",
             False,
@@ -80,6 +85,7 @@ class DeployPlan:
     exact_upsample_passes: tuple[str, ...] = ()  # exact passes after bicubic_exact
     fp16_compute: tuple[str, ...] = ("fp16",)  # precisions computing in fp16: fp16-safe attention
     int8_activations: tuple[str, ...] = ("int8",)  # precisions quantising activations: calibrated floor
+    attention_passes: tuple[str, ...] = ()  # exact passes after static_attention, for every precision
 
 
 @dataclass
@@ -98,7 +104,7 @@ def plan_rewrites(plan: DeployPlan, precision: str, upsample: Upsample | None = 
     if upsample not in plan.allowed_upsample:
         allowed = ", ".join(u.value for u in plan.allowed_upsample)
         raise EdgekitError(f"--upsample {upsample.value} is not available for {target_name} (choose {allowed})")
-    names = ["fold_batchnorm", "static_attention"]
+    names = ["fold_batchnorm", "static_attention", *plan.attention_passes]
     if precision in plan.fp16_compute:
         names.append("fp16_safe_attention")
     if upsample is Upsample.EXACT:

@@ -49,10 +49,14 @@ class StaticLiteMLA(nn.Module):
         self.out_channels = self.heads * self.dim
         self.fp16_safe = False  # see make_fp16_safe
         self.den_floor: float | None = None  # see int8_attention_floor in deploy/passes.py
+        self.bmm = False  # see bmm_attention in deploy/passes.py
+        self.register_buffer("ones", torch.ones(self.tokens, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
         qkv = torch.cat([qkv, *(op(qkv) for op in self.aggreg)], dim=1)
+        if self.bmm and self.tokens > self.dim:
+            return self.proj(self._bmm_core(qkv).reshape(-1, self.out_channels, self.h, self.w))
         qkv = qkv.reshape(-1, self.heads, 3 * self.dim, self.tokens)
         d = self.dim
         q, k, v = self.kernel_func(qkv[:, :, :d]), self.kernel_func(qkv[:, :, d : 2 * d]), qkv[:, :, 2 * d :]
@@ -64,6 +68,16 @@ class StaticLiteMLA(nn.Module):
             den = torch.matmul(k.sum(dim=-1, keepdim=True).reshape(-1, self.heads, 1, d), q)
             out = num / self._stabilise(den)
         return self.proj(out.reshape(-1, self.out_channels, self.h, self.w))
+
+    def _bmm_core(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The linear form with heads folded into the batch: 3-D batched matmuls only (no broadcast
+        expand), and the key sum as a matmul with a column of ones. The same arithmetic."""
+        d = self.dim
+        qkv = qkv.reshape(-1, 3 * d, self.tokens)
+        q, k, v = self.kernel_func(qkv[:, :d]), self.kernel_func(qkv[:, d : 2 * d]), qkv[:, 2 * d :]
+        num = torch.bmm(torch.bmm(v, k.transpose(1, 2)), q)
+        den = torch.bmm(torch.matmul(k, self.ones).transpose(1, 2), q)
+        return num / self._stabilise(den)
 
     def _stabilise(self, den: torch.Tensor) -> torch.Tensor:
         if self.den_floor is not None:
@@ -106,7 +120,34 @@ class StaticCascadedGroupAttention(nn.Module):
             biases = src.attention_biases[:, src.attention_bias_idxs].detach().clone()
         self.register_buffer("biases", biases, persistent=False)
 
+    def set_bmm(self, batch: int) -> None:
+        """The bmm form for a fixed number of windows x images: each head's biases stored expanded to
+        that batch (a plain add, no broadcast), for runtimes that take 3-D bmm and slices but not
+        broadcast expands, selects or splits (ExecuTorch's XNNPACK partitioner)."""
+        with torch.no_grad():
+            for i in range(self.num_heads):
+                self.register_buffer(f"bias_bmm_{i}", self.biases[i].expand(batch, -1, -1).clone(), persistent=False)
+        self.bmm_batch = batch
+
+    def _forward_bmm(self, x: torch.Tensor) -> torch.Tensor:
+        kd, d, n = self.key_dim, self.d, self.tokens
+        outs = []
+        feat = None
+        for i, qkv in enumerate(self.qkvs):
+            part = x[:, i * self.split : (i + 1) * self.split]
+            feat = part if feat is None else feat + part
+            t = qkv(feat)
+            q = self.dws[i](t[:, :kd]).reshape(-1, kd, n)
+            k = t[:, kd : 2 * kd].reshape(-1, kd, n)
+            v = t[:, 2 * kd :].reshape(-1, d, n)
+            attn = (torch.bmm(q.transpose(1, 2), k) + getattr(self, f"bias_bmm_{i}")).softmax(dim=-1)
+            feat = torch.bmm(v, attn.transpose(1, 2)).reshape(-1, d, *self.window)
+            outs.append(torch.relu(feat))
+        return self.proj(torch.cat(outs, dim=1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "bmm_batch", None):
+            return self._forward_bmm(x)
         splits = torch.split(x, self.split, dim=1)
         outs = []
         feat = splits[0]
@@ -148,6 +189,13 @@ class _Scale(nn.Module):
 class StaticLocalWindowAttention(nn.Module):
     """Windows cut with constant slices and stacked on the batch axis; `batch` is fixed."""
 
+    def windows(self) -> int:
+        """How many windows the attention runs on (per image)."""
+        (h, w), (wh, ww) = self.resolution, self.window
+        if h <= wh and w <= ww:
+            return 1
+        return -(-h // wh) * -(-w // ww)
+
     def __init__(self, src: LocalWindowAttention, batch: int = 1):
         super().__init__()
         self.resolution, self.window, self.batch = src.resolution, src.window, batch
@@ -162,7 +210,9 @@ class StaticLocalWindowAttention(nn.Module):
             x = F.pad(x, (0, pad_r, 0, pad_b))
         nh, nw = (h + pad_b) // wh, (w + pad_r) // ww
         windows = [x[:, :, i * wh : (i + 1) * wh, j * ww : (j + 1) * ww] for i in range(nh) for j in range(nw)]
-        y = self.attn(torch.cat(windows, dim=0)).split(self.batch, dim=0)
+        y = self.attn(torch.cat(windows, dim=0))
+        b = self.batch
+        y = [y[k * b : (k + 1) * b] for k in range(nh * nw)]  # slices: one op each, no split
         rows = [torch.cat([y[j] for j in range(i * nw, (i + 1) * nw)], dim=3) for i in range(nh)]
         out = torch.cat(rows, dim=2)
         return out[:, :, :h, :w] if pad_b or pad_r else out

@@ -111,6 +111,20 @@ def int8_attention_floor(model: nn.Module, resolution: Size, calibration=None) -
     return model
 
 
+def bmm_attention(model: nn.Module, resolution: Size) -> nn.Module:
+    """Attention in the ops ExecuTorch's XNNPACK partitioner takes: LiteMLA's linear attention as 3-D
+    batched matmuls (heads folded into the batch) and its key sum as a matmul with ones; the Microsoft
+    cascaded group attention with slices instead of splits and its biases expanded to the window batch.
+    Measured: b0-seg 12 -> 4 XNNPACK partitions (24 expand_copy + 4 sum had stayed outside; the seg
+    head's exact upsample is what remains); m0-cls 80 -> 1 (96 expand_copy, 31 split, 24 select had)."""
+    for m in model.modules():
+        if isinstance(m, StaticLiteMLA):
+            m.bmm = True
+        elif isinstance(m, StaticLocalWindowAttention):
+            m.attn.set_bmm(m.windows() * m.batch)
+    return model
+
+
 def _swap_upsample(model: nn.Module, resolution: Size, make: Callable[[UpSampleLayer, int], nn.Module]) -> nn.Module:
     for name, shape in input_shapes(model, resolution, (UpSampleLayer,)).items():
         module = model.get_submodule(name)
@@ -142,4 +156,5 @@ PASSES: dict[str, Pass] = {
     "nearest_depth_to_space": nearest_depth_to_space,
     "bicubic_to_bilinear": bicubic_to_bilinear,
     "int8_attention_floor": int8_attention_floor,
+    "bmm_attention": bmm_attention,
 }

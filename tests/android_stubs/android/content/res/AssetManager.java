@@ -22,4 +22,9 @@ public class AssetManager {
     public InputStream open(String name) throws IOException {
         return new FileInputStream(new File(root, name));
     }
+
+    /** The names in an asset folder (null if it is not one), as the real list() gives them. */
+    public String[] list(String path) {
+        return new File(root, path).list();
+    }
 }

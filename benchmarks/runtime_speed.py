@@ -1,4 +1,4 @@
-"""edgekit's TFLite artifacts against a fair ONNX Runtime peer and PyTorch on this machine.
+"""edgekit's TFLite and ExecuTorch artifacts against a fair ONNX Runtime peer and PyTorch on this machine.
 
 The fair peer is ONNX Runtime on the same deploy form as TFLite (`--target onnx --upsample exact`:
 the exact bicubic as nearest + depthwise conv, static attention, BatchNorm folded), with its graph
@@ -8,14 +8,15 @@ different graph: its Resize is slow, and a ratio against it measures bicubic, no
 
 For each case, every artifact is exported by edgekit, then all are timed back to back in blocks in
 one round robin (benchmarks/_timing.py), 2 threads each: TFLite (ai-edge-litert, XNNPACK) fp32,
-fp16, int8-dynamic, int8; ONNX Runtime CPU; PyTorch eager (denormals flushed). Reported: median ms,
+fp16, int8-dynamic, int8; ExecuTorch (executorch.runtime, XNNPACK) fp32, int8; ONNX Runtime CPU;
+PyTorch eager (denormals flushed). Reported: median ms,
 ratio to the fair ONNX Runtime peer, int8 over fp32, and achieved GFLOP/s (2 x MACs / latency)
 against two peaks measured or derived in the same run: XNNPACK's own large fp32 GEMM (one 1024x1024
 by 1024x1024 FULLY_CONNECTED, the best rate this runtime reaches here) and the cores' fp32 FMA peak
 (cores x clock x 2 FMA pipes x 16 lanes x 2, AVX-512 on Zen 5; the clock from /proc/cpuinfo). Each
 artifact's held-out verification is kept. Random-weight stand-ins (no checkpoints offline).
 
-    python benchmarks/tflite_speed.py [--runs 20] [--quick] [--out benchmarks/results/tflite_speed.json]
+    python benchmarks/runtime_speed.py [--runs 20] [--quick] [--out benchmarks/results/runtime_speed.json]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from edgekit.deploy import Upsample
 from edgekit.export import ExportOptions, export
 from edgekit.reference import source_model
 from edgekit.registry import get_variant, parse_resolution
+from targets.executorch import ExecuTorchRunner
 from targets.onnx import ONNXRunner
 from targets.tflite import TFLiteRunner
 
@@ -117,12 +119,17 @@ def bench_case(name: str, resolution: str, runs: int, out: Path) -> dict:
     size = parse_resolution(resolution, variant)
     macs = measure(variant, size).macs
     artifacts = {f"tflite {p}": _export(name, resolution, "tflite", p, out) for p in PRECISIONS}
+    artifacts.update({f"executorch {p}": _export(name, resolution, "executorch", p, out) for p in ("fp32", "int8")})
     artifacts[FAIR] = _export(name, resolution, "onnx", "fp32", out, upsample=Upsample.EXACT)
     if variant.task == "seg":
         artifacts[BICUBIC] = _export(name, resolution, "onnx", "fp32", out)
     image = image_batch(variant, size)[:1]
-    runners = {k: (_ort(a["path"]) if k.startswith("onnxruntime") else TFLiteRunner(a["path"], THREADS))
-               for k, a in artifacts.items()}
+    def runner(k: str, path: Path):
+        if k.startswith("onnxruntime"):
+            return _ort(path)
+        return ExecuTorchRunner(path, THREADS) if k.startswith("executorch") else TFLiteRunner(path, THREADS)
+
+    runners = {k: runner(k, a["path"]) for k, a in artifacts.items()}
     fns = {k: (lambda r=r: r.run(image)) for k, r in runners.items()}
     model, _ = source_model(variant, size, None)
     x = torch.from_numpy(image)
@@ -139,6 +146,7 @@ def bench_case(name: str, resolution: str, runs: int, out: Path) -> dict:
             row.update({key: v for key, v in artifacts[k].items() if key != "path"})
         rows[k] = row
     rows["tflite int8"]["int8_speedup_over_fp32"] = ms["tflite fp32"] / ms["tflite int8"]
+    rows["executorch int8"]["int8_speedup_over_fp32"] = ms["executorch fp32"] / ms["executorch int8"]
     return {"variant": variant.name, "resolution": list(size), "gmacs": macs / 1e9, "results": rows}
 
 
@@ -146,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="only b0-seg 512x1024 and m0-cls")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tflite_speed.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "runtime_speed.json")
     args = parser.parse_args()
     cases = [CASES[0], CASES[-1]] if args.quick else CASES
     report = {"threads": THREADS, "cpu": os.uname().machine, "fma_peak": fma_peak_gflops(),

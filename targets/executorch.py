@@ -1,0 +1,176 @@
+"""ExecuTorch: PyTorch's own on-device format. The deploy form goes `torch.export` ->
+`to_edge_transform_and_lower(partitioner=[XnnpackPartitioner()])` -> `.to_executorch()` -> model.pte,
+run on the host by `executorch.runtime` (the same C++ runtime an app links, through its Python
+bindings) and on phones by ExecuTorch's `executor_runner` (examples/portable/executor_runner).
+
+`int8` is PyTorch's PT2E quantisation with ExecuTorch's XNNPACK quantizer (symmetric, per-channel
+weights, int8 activations), calibrated on the calibration set, then lowered the same way. The manifest
+records what XNNPACK took (delegate partitions, the ops inside them) and every op left to ExecuTorch's
+portable kernels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from targets.base import Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, Tolerance
+
+MODEL_FILE = "model.pte"
+DELEGATE_CALL = "executorch_call_delegate"
+EXECUTORCH_ANDROID_MAVEN = "org.pytorch:executorch-android"
+
+
+def _op_name(node) -> str:
+    """aten.convolution.default from an edge op's target (its str() carries the schema)."""
+    name = str(node.target)
+    return name.split(">")[0].replace("<EdgeOpOverload: ", "") if name.startswith("<") else name
+
+
+def _op_counts(graph) -> Counter:
+    """Ops by name; getitem (picking a delegate's or a split's outputs) is plumbing, left out."""
+    import operator
+
+    return Counter(_op_name(n) for n in graph.nodes if n.op == "call_function" and n.target is not operator.getitem)
+
+
+def export_program(model, size, calibration: np.ndarray | None = None):
+    """(the exported program, before lowering); int8: PT2E-quantised with the XNNPACK quantizer."""
+    import torch
+
+    x = torch.zeros(1, 3, *size)
+    with torch.no_grad():
+        exported = torch.export.export(model.eval(), (x,))
+        if calibration is None:
+            return exported
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        prepared = prepare_pt2e(exported.module(), quantizer)
+        for sample in calibration:
+            prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
+        return torch.export.export(convert_pt2e(prepared), (x,))
+
+
+def lower(exported) -> tuple[bytes, dict, dict]:
+    """(the .pte bytes, op histogram before lowering, what XNNPACK took and what it left)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from edgekit.logs import quiet_output
+
+    before = _op_counts(exported.run_decompositions({}).graph)
+    with quiet_output("executorch"):
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        after = _op_counts(edge.exported_program().graph_module.graph)
+        program = edge.to_executorch()
+    partitions = after.pop(DELEGATE_CALL, 0)
+    portable = dict(sorted(after.items()))
+    delegation = {"backend": "XnnpackBackend", "partitions": partitions,
+                  "ops_total": sum(before.values()), "ops_in_xnnpack": sum(before.values()) - sum(portable.values()),
+                  "ops_left_to_portable_kernels": portable}
+    return program.buffer, dict(sorted(before.items())), delegation
+
+
+class ExecuTorchRunner:
+    """executorch.runtime on NCHW float32 images (what the artifact's own program computes)."""
+
+    def __init__(self, path: Path, threads: int = 2):
+        from executorch.runtime import Runtime
+
+        from edgekit.logs import quiet_output
+
+        with quiet_output("executorch"):
+            self.method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def run(self, images: np.ndarray, expected_nchw=None) -> np.ndarray:
+        import torch
+
+        outs = [self.method.execute([torch.from_numpy(np.ascontiguousarray(x[None], dtype=np.float32))])[0].numpy()
+                for x in images]
+        return np.concatenate(outs).astype(np.float32)
+
+
+def _runner(model_file: Path, manifest, threads: int = 2) -> ExecuTorchRunner:
+    return ExecuTorchRunner(model_file, threads)
+
+
+def _convert(job: ConvertJob) -> Converted:
+    from importlib import metadata
+
+    from targets.onnx import io_description
+
+    quantised = job.precision == "int8"
+    job.progress("torch.export" + (f", PT2E int8 calibrated on {len(job.calibration)} samples" if quantised else ""))
+    exported = export_program(job.deploy, job.size, job.calibration if quantised else None)
+    job.progress("lowering to ExecuTorch with the XNNPACK partitioner")
+    buffer, ops, delegation = lower(exported)
+    model_file = job.out / MODEL_FILE
+    model_file.write_bytes(buffer)
+    info = {"executorch": metadata.version("executorch"), "delegation": delegation,
+            "quantization": "PT2E, XNNPACKQuantizer: int8 symmetric, per-channel weights" if quantised else None}
+    return Converted(model_file, ops, io_description(job.size), target_info=info)
+
+
+def _bundle_io(manifest, model_path: Path) -> tuple[dict, dict]:
+    io = manifest.io
+    shape = [1, manifest.classes, *(s // manifest.output_stride for s in manifest.size)] if manifest.task == "seg" \
+        else [1, manifest.classes]
+    return {**io["input"], "quantization": None}, {**io["output"], "shape": shape, "quantization": None}
+
+
+def _kotlin_runtime(manifest):
+    from edgekit.bundle.kotlin import KotlinRuntime
+
+    version = manifest.target_info.get("executorch")
+    return KotlinRuntime(
+        setup=(f'Gradle: implementation("{EXECUTORCH_ANDROID_MAVEN}:{version}") (the ExecuTorch that wrote this '
+               "program; the AAR includes the XNNPACK backend)",
+               f"Copy {MODEL_FILE} and the labels into src/main/assets/; Module.load reads a file, so the model is "
+               "copied to the app's files folder once"),
+        imports=("org.pytorch.executorch.EValue", "org.pytorch.executorch.Module", "org.pytorch.executorch.Tensor",
+                 "java.io.File"),
+        fields="private val module: Module",
+        load="""val file = File(context.filesDir, MODEL_FILE)
+if (!file.exists()) context.assets.open(MODEL_FILE).use { src -> file.outputStream().use { src.copyTo(it) } }
+module = Module.load(file.absolutePath)""",
+        run="""val shape = LongArray(INPUT_SHAPE.size) { INPUT_SHAPE[it].toLong() }
+val result = module.forward(EValue.from(Tensor.fromBlob(input.asFloatBuffer(), shape)))[0].toTensor()
+check(result.shape().contentEquals(LongArray(OUTPUT_SHAPE.size) { OUTPUT_SHAPE[it].toLong() })) {
+    "$MODEL_FILE is not the model this class was generated for"
+}
+output.asFloatBuffer().put(result.dataAsFloatArray)""",
+        close="module.destroy()",
+        threads=False,  # XNNPACK's threadpool takes the performant cores itself
+    )
+
+
+def _snippet(spec: dict, manifest) -> tuple[str, str]:
+    from edgekit.bundle import kotlin
+
+    return kotlin.FILE_NAME, kotlin.snippet(spec, _kotlin_runtime(manifest))
+
+
+INT8_TOLERANCE = Tolerance(sqnr_min_db=20.0, sqnr_median_db=25.0, pixel_agreement=0.95)
+
+SPEC = TargetSpec(
+    name="executorch",
+    summary="ExecuTorch .pte lowered to XNNPACK (Android/iOS CPU): PyTorch's own format, int8 through PT2E",
+    model_file=MODEL_FILE,
+    precisions=("fp32", "int8"),
+    # XNNPACK in ExecuTorch takes 3-D batched matmuls, not the expand of broadcast 4-D ones
+    plan=DeployPlan(fp16_compute=(), int8_activations=("int8",), attention_passes=("bmm_attention",)),
+    convert=_convert,
+    tolerances={"fp32": Tolerance(max_rel=1e-4), "int8": INT8_TOLERANCE},
+    runner=_runner,
+    runner_label="executorch.runtime (XNNPACK)",
+    packaging=Packaging("android", _bundle_io, _snippet),
+    profiler="executor_runner",
+    tools=("executorch", "torchao"),
+)

@@ -1,0 +1,108 @@
+"""The ExecuTorch target: torch.export -> XNNPACK-lowered .pte, verified with executorch.runtime,
+profiled with executor_runner (its host stand-in, also through the virtual adb device)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from android_harness import executor_runner_output
+from android_harness.host_executor_runner import write_launcher
+from conftest import every_variant_resolution
+from edgekit.cli import app
+from edgekit.export import ExportOptions, export
+from edgekit.registry import VARIANTS
+
+runner = CliRunner()
+
+# executor_runner's ET_LOG lines as the default log sink prints them
+# ("%c %02u:%02u:%02u.%06lu executorch:%s:%zu] %s", runtime/platform/default/posix.cpp)
+RUNNER_NOW = """\
+I 00:00:00.000321 executorch:executor_runner.cpp:181] Resetting threadpool with num threads = 4
+I 00:00:00.031204 executorch:executor_runner.cpp:460] Model loaded in 30.562000 ms.
+I 00:00:00.052881 executorch:executor_runner.cpp:640] Iteration 1 of 4: 21.400000 ms
+I 00:00:00.062990 executorch:executor_runner.cpp:640] Iteration 2 of 4: 10.050000 ms
+I 00:00:00.073001 executorch:executor_runner.cpp:640] Iteration 3 of 4: 9.950000 ms
+I 00:00:00.083101 executorch:executor_runner.cpp:640] Iteration 4 of 4: 10.000000 ms
+I 00:00:00.083200 executorch:executor_runner.cpp:650] Model executed successfully 4 time(s) in 51.400000 ms.
+I 00:00:00.083250 executorch:executor_runner.cpp:658] 1 outputs: 
+OutputX 0: tensor(sizes=[1, 19, 64, 128], [-0.0345, 0.112, ...])
+"""
+# an older runner: one execution, no time
+RUNNER_OLD = """\
+I 00:00:00.002 executorch:executor_runner.cpp:173] Model file model.pte is loaded.
+I 00:00:00.010 executorch:executor_runner.cpp:252] Model executed successfully.
+"""
+RUNNER_FAILED = """\
+I 00:00:00.031204 executorch:executor_runner.cpp:460] Model loaded in 30.562000 ms.
+E 00:00:00.031300 executorch:method.cpp:1085] Missing operator: [0] aten::upsample_nearest2d.vec_out
+F 00:00:00.031350 executorch:executor_runner.cpp:470] In function main(), assert failed (method.ok()): Loading of method forward failed with status 0x14
+"""
+
+
+def test_parse_executor_runner():
+    p = executor_runner_output.parse(RUNNER_NOW)
+    s = p.summary()
+    assert p.complete and s["init_ms"] == pytest.approx(30.562) and s["first_ms"] == pytest.approx(21.4)
+    assert s["runs"] == 3 and s["median_ms"] == pytest.approx(10.0)  # the first execution is the warm-up
+    assert s["mean_ms"] == pytest.approx((10.05 + 9.95 + 10.0) / 3) and s["max_ms"] == pytest.approx(10.05)
+    assert not executor_runner_output.parse(RUNNER_OLD).complete  # no timings: refused, not invented
+    failed = executor_runner_output.parse(RUNNER_FAILED)
+    assert not failed.complete and "Missing operator" in failed.errors[0] and len(failed.errors) == 2
+
+
+@pytest.mark.parametrize("name,res", [("b0-seg", "128x256"), ("b1-cls", "224"), ("m0-cls", None)])
+def test_fp32_pte_matches_pytorch(tmp_path, name, res):
+    m = export(ExportOptions(name, "executorch", "fp32", res, output=tmp_path))
+    v = m.verification
+    assert v["passed"] and v["max_rel"] <= 1e-4 and v["compared"] == "the artifact, run by executorch.runtime (XNNPACK)"
+    assert m.model_file == "model.pte" and (Path(m.artifact_dir) / "model.pte").stat().st_size > 1000
+    d = m.target_info["delegation"]
+    assert d["backend"] == "XnnpackBackend" and d["ops_in_xnnpack"] + sum(d["ops_left_to_portable_kernels"].values()) \
+        == d["ops_total"]
+    if name == "m0-cls":  # the bmm attention form: the whole graph in one XNNPACK partition
+        assert d["partitions"] == 1 and d["ops_left_to_portable_kernels"] == {}
+    if name == "b0-seg":  # what stays outside is the seg head's exact upsample (concats, nearest resize)
+        assert set(d["ops_left_to_portable_kernels"]) <= {"aten.cat.default", "aten.upsample_nearest2d.vec",
+                                                         "dim_order_ops._to_dim_order_copy.default"}
+    assert "bmm_attention" in [r["name"] for r in m.rewrites] and m.target_info["executorch"]
+
+
+def test_int8_pte_through_pt2e(tmp_path):
+    m = export(ExportOptions("b0-seg", "executorch", "int8", "64x128", num_calibration=4, output=tmp_path))
+    assert "PT2E" in m.target_info["quantization"] and m.calibration["samples"] == 4
+    v = m.verification
+    assert v["finite"] and v["passed"] == (not v["failures"])  # reported on held-out photos, whatever it is
+    assert not set(i["name"] for i in m.calibration["images"]) & set(i["name"] for i in v["images"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_variant_exports_to_fp32_pte(tmp_path, name):
+    m = export(ExportOptions(name, "executorch", "fp32", every_variant_resolution(name), output=tmp_path))
+    assert m.verification["passed"], m.verification["failures"]
+
+
+def test_profile_on_the_host_and_through_adb(tmp_path, connect, monkeypatch):
+    m = export(ExportOptions("b0-seg", "executorch", "fp32", "64x128", output=tmp_path / "a"))
+    results = tmp_path / "r.jsonl"
+    r = runner.invoke(app, ["profile", m.artifact_dir, "--device", "host", "--runs", "3", "--warmup", "1",
+                            "--results", str(results), "--json"])
+    assert r.exit_code == 0, r.output
+    (rec,) = json.loads(r.stdout)
+    assert rec["harness"] == "executor_runner" and rec["runs"] == 3 and rec["median_ms"] > 0 and rec["first_ms"] > 0
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    program = tmp_path / "executor_runner"
+    write_launcher(program)
+    assert runner.invoke(app, ["harness", "add", str(program), "--kind", "executor_runner"]).exit_code == 0
+    phone = connect()
+    r = runner.invoke(app, ["profile", m.artifact_dir, "--device", "s8gen1", "--runs", "2", "--warmup", "1",
+                            "--results", str(results), "--json"])
+    assert r.exit_code == 0, r.output
+    (rec,) = json.loads(r.stdout)
+    assert rec["device"]["profile"] == "s8gen1" and rec["runs"] == 2 and rec["target"] == "executorch"
+    ran = next(c for c in phone.commands if "executor_runner" in c and "--model_path" in c)
+    assert "--num_executions=3" in ran and "--cpu_threads=4" in ran and "taskset f0" in ran
+    assert not phone.device_path("/data/local/tmp/edgekit").exists()
