@@ -72,6 +72,10 @@ def _htp(device: str):
 
 
 def _validate(precision: str, options: QNNOptions) -> None:
+    try:
+        _simulator_available()
+    except NotRunnable as e:
+        raise EdgekitError(f"the qnn target compiles with Qualcomm's HTP backend from onnxruntime-qnn: {e}") from None
     if len(set(options.device)) != len(options.device):
         raise EdgekitError(f"--device names a phone twice: {','.join(options.device)}")
 
