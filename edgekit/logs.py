@@ -65,9 +65,14 @@ def quiet_output(source: str):
         saved = (os.dup(1), os.dup(2))
         os.dup2(tmp.fileno(), 1)
         os.dup2(tmp.fileno(), 2)
+        # and Python's own streams: executorch's pybindings print their C++ log through sys.stderr,
+        # which under the edgekit command is the terminal, not descriptor 2
+        text = io.TextIOWrapper(os.fdopen(os.dup(tmp.fileno()), "wb"), errors="replace", write_through=True)
         try:
-            yield
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
         finally:
+            text.close()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])

@@ -230,6 +230,9 @@ def export_report(m) -> None:
     console.print(f"input {inp['name']} {'x'.join(map(str, inp['shape']))} {inp['layout']} {inp['dtype']}{quant}; "
                   f"output {m.output_semantics}")
     console.print("rewrites: " + ", ".join(r["name"] for r in m.rewrites))
+    if m.spec.describe is not None:
+        for line in m.spec.describe(m):
+            console.print(line, markup=False)
     if m.calibration:
         names = ", ".join(i["name"] for i in m.calibration["images"])
         console.print(f"calibrated on {m.calibration['samples']} samples from {names}")

@@ -135,6 +135,8 @@ class TargetSpec:
     validate: Callable[[str, Any], None] | None = None  # (precision, options): cross-option rules
     # per-op sensitivity of its quantised form on held-out photos (edgekit inspect --quantization)
     quantization: Callable[[QuantizationJob], dict] | None = None
+    # what the conversion did, in a few lines for the export report: (manifest) -> lines
+    describe: Callable[[Any], list[str]] | None = None
 
     @property
     def default_precision(self) -> str:

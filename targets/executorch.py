@@ -88,12 +88,24 @@ class ExecuTorchRunner:
 
         with quiet_output("executorch"):
             self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        self._ran = False
 
-    def run(self, images: np.ndarray, expected_nchw=None) -> np.ndarray:
+    def _execute(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        outs = [self.method.execute([torch.from_numpy(np.ascontiguousarray(x[None], dtype=np.float32))])[0].numpy()
-                for x in images]
+        return self.method.execute([torch.from_numpy(np.ascontiguousarray(x[None], dtype=np.float32))])[0].numpy()
+
+    def run(self, images: np.ndarray, expected_nchw=None) -> np.ndarray:
+        from edgekit.logs import quiet_output
+
+        outs = []
+        for x in images:
+            if not self._ran:  # the first execution sets up the threadpool, whose cpuinfo lines print
+                with quiet_output("executorch"):
+                    outs.append(self._execute(x))
+                self._ran = True
+            else:
+                outs.append(self._execute(x))
         return np.concatenate(outs).astype(np.float32)
 
 
@@ -116,6 +128,13 @@ def _convert(job: ConvertJob) -> Converted:
     info = {"executorch": metadata.version("executorch"), "delegation": delegation,
             "quantization": "PT2E, XNNPACKQuantizer: int8 symmetric, per-channel weights" if quantised else None}
     return Converted(model_file, ops, io_description(job.size), target_info=info)
+
+
+def _describe(manifest) -> list[str]:
+    d = manifest.target_info["delegation"]
+    left = ", ".join(f"{n} {op}" for op, n in sorted(d["ops_left_to_portable_kernels"].items())) or "none"
+    return [f"XNNPACK: {d['ops_in_xnnpack']}/{d['ops_total']} ops in {d['partitions']} partition(s); "
+            f"left to portable kernels: {left}"]
 
 
 def _bundle_io(manifest, model_path: Path) -> tuple[dict, dict]:
@@ -173,4 +192,5 @@ SPEC = TargetSpec(
     packaging=Packaging("android", _bundle_io, _snippet),
     profiler="executor_runner",
     tools=("executorch", "torchao"),
+    describe=_describe,
 )

@@ -280,6 +280,14 @@ def _convert(job: ConvertJob) -> Converted:
     return Converted(folder, op_histogram(load_graph(folder / SOURCE)), io_description(job.size), target_info=info)
 
 
+def _describe(manifest) -> list[str]:
+    info = manifest.target_info
+    devices = ", ".join(f"{name} ({d['soc']}, Hexagon v{d['htp_arch']}, {d['context_bytes'] / 1e6:.1f} MB context)"
+                        for name, d in info["devices"].items())
+    return [f"compiled for {devices} with QNN SDK {info.get('qnn_sdk')}; {info['compute']}",
+            "verified on Qualcomm's x86 HTP simulator: the HTP's numerics, not its latency (that needs the phone)"]
+
+
 def _soc(device: str) -> str:
     from android_harness.profiles import PROFILES
 
@@ -387,6 +395,7 @@ SPEC = TargetSpec(
     packaging=Packaging("android", _bundle_io, _snippet),
     profiler="onnxruntime_perf_test",
     tools=("onnx", "onnxsim", "onnxruntime", "onnxruntime-qnn"),
+    describe=_describe,
 )
 
 

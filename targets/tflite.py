@@ -67,16 +67,36 @@ VERIFY = {
 class TFLiteOptions:
     layout: str = option("nhwc", "--layout", "input layout: nhwc (camera order) | nchw", ("nhwc", "nchw"))
     io: str = option("float", "--io", "input/output type: float | int8 (needs --precision int8)", ("float", "int8"))
-    keep_float: int = option(0, "--keep-float", "int8: keep float the N ops whose quantisation costs most on the "
-                             "calibration photos (slower, closer to fp32)", None, int)
+    keep_float: int | None = option(None, "--keep-float", "int8: keep float the N ops whose quantisation costs most "
+                                    "on the calibration photos (slower, closer to fp32; default: the variant's "
+                                    "measured recipe, else 0)", None, int)
+
+
+# The int8 default per variant: the fastest recipe of benchmarks/results/int8_frontier.json that met the
+# int8 goal (SQNR >= 25 dB median and >= 20 dB on every held-out photo, top-1 or pixel agreement) there,
+# measured with random stand-in weights at the default resolution. b0-cls: keeping the 60 most costly ops
+# float gave 34.1/32.3 dB at 1.35x fp32 (full int8: 17.0/15.2 dB at 1.96x). For b0-seg, b1-seg-ade20k and
+# m0-cls no recipe met it, so full int8 (the fastest) stays their default and verification says it fails.
+# Variants not measured default to full int8 as well. --keep-float N overrides.
+INT8_DEFAULT_KEEP_FLOAT = {"b0-cls": 60}
+INT8_DEFAULT_SOURCE = "benchmarks/results/int8_frontier.json (random stand-in weights)"
+
+
+def keep_float_for(variant_name: str, options: TFLiteOptions) -> tuple[int, str]:
+    """How many ops an int8 export keeps float, and who chose that number."""
+    if options.keep_float is not None:
+        return options.keep_float, "--keep-float"
+    if variant_name in INT8_DEFAULT_KEEP_FLOAT:
+        return INT8_DEFAULT_KEEP_FLOAT[variant_name], f"the {variant_name} default from {INT8_DEFAULT_SOURCE}"
+    return 0, "default (full int8)"
 
 
 def _validate(precision: str, options: TFLiteOptions) -> None:
     if options.io == "int8" and precision != Precision.INT8.value:
         raise EdgekitError("--io int8 needs --precision int8 (integer inputs exist only in a full-integer model)")
-    if options.keep_float and precision != Precision.INT8.value:
+    if options.keep_float is not None and precision != Precision.INT8.value:
         raise EdgekitError("--keep-float needs --precision int8 (it chooses which int8 ops stay float)")
-    if options.keep_float < 0:
+    if options.keep_float is not None and options.keep_float < 0:
         raise EdgekitError(f"--keep-float must be 0 or more (got {options.keep_float})")
 
 
@@ -416,13 +436,14 @@ def _convert(job: ConvertJob) -> Converted:
     job.progress("exporting the deploy form to ONNX")
     onnx_path = export_onnx(job.deploy, job.size, job.work / "deploy.onnx")
     calibrating = job.calibration is not None
+    keep_float, chosen_by = keep_float_for(job.variant.name, job.options)
     job.progress(f"converting to TFLite {job.precision} (onnxsim, onnx2tf{', int8 calibration' if calibrating else ''})")
     result = convert(onnx_path, job.work, Precision(job.precision), Layout(job.options.layout), INPUT_NAME,
                      _sample_nhwc01(job.variant.dataset, job.size), job.calibration, int8_io=job.options.io == "int8",
-                     keep_float=job.options.keep_float, task=job.variant.task, progress=job.progress)
+                     keep_float=keep_float, task=job.variant.task, progress=job.progress)
     model_file = job.out / SPEC.model_file
     shutil.move(str(result.path), model_file)
-    info = {"int8": result.recipe} if result.recipe else {}
+    info = {"int8": {**result.recipe, "keep_float_chosen_by": chosen_by}} if result.recipe else {}
     return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes), target_info=info)
 
 
@@ -451,6 +472,16 @@ def _quantization(job: QuantizationJob) -> dict:
     return {"reference": "the same graph in float (the calibrated model), so only quantisation is measured",
             "images": list(job.image_names), "ops": ranked, "keep_float": points,
             "float_ops": [*INT8_FLOAT_OPS, *(f"{n}/*" for n in INT8_FLOAT_NODES)]}
+
+
+def _describe(manifest) -> list[str]:
+    recipe = manifest.target_info.get("int8")
+    if not recipe:
+        return []
+    n = recipe["keep_float"]
+    kept = f"the {n} ops whose quantisation cost most on the calibration photos kept float" if n else "full int8"
+    return [f"int8: {kept} ({recipe.get('keep_float_chosen_by', '--keep-float')}); attention core, "
+            f"{', '.join(recipe['float_nodes'])} and XNNPACK-less ops float"]
 
 
 def _runner(model_file: Path, manifest, threads: int = 2) -> TFLiteRunner:
@@ -513,4 +544,5 @@ SPEC = TargetSpec(
     profiler="benchmark_model",
     tools=("onnx", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert"),
     quantization=_quantization,
+    describe=_describe,
 )

@@ -23,6 +23,7 @@ from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.models import build_model
 from edgekit.registry import get_variant
+from targets import TARGETS
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +158,7 @@ def test_a_failed_artifact_packages_only_when_allowed_and_then_says_so(tmp_path)
 
 
 # 7. framework noise on stderr
-@pytest.mark.parametrize("target", ["tflite", "coreml"])
+@pytest.mark.parametrize("target", sorted(TARGETS))
 def test_an_export_prints_only_edgekits_lines_on_stderr(tmp_path, target):
     done = _edgekit("export", "b0-seg", "-r", "64x128", "-t", target, "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 """int8 recipes (issue 14): the per-op sensitivity analysis and keeping the most costly ops float."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
@@ -63,3 +64,16 @@ def test_inspect_quantization_ranks_ops_on_held_out_photos():
     assert table.exit_code == 0 and "most costly" in table.stdout and "full int8" in table.stdout
     r = runner.invoke(app, ["inspect", "b0-seg", "-t", "onnx", "--quantization"])
     assert r.exit_code == 1 and "--quantization is not available for onnx" in r.stderr
+
+
+def test_the_int8_default_is_the_measured_recipe_per_variant():
+    from targets.tflite import INT8_DEFAULT_KEEP_FLOAT, TFLiteOptions, keep_float_for
+
+    frontier = json.loads((Path(__file__).parents[1] / "benchmarks/results/int8_frontier.json").read_text())
+    for case in frontier["cases"]:
+        passing = [(r["median_ms"], r["options"].get("keep_float", 0)) for r in case["recipes"].values()
+                   if r["precision"] == "int8" and r["passed"]]
+        # the default is the fastest int8 recipe that passed there, or full int8 when none did
+        assert keep_float_for(case["variant"], TFLiteOptions())[0] == (min(passing)[1] if passing else 0), case["variant"]
+    assert set(INT8_DEFAULT_KEEP_FLOAT) <= {c["variant"] for c in frontier["cases"]}
+    assert keep_float_for("b0-cls", TFLiteOptions(keep_float=0)) == (0, "--keep-float")  # the flag wins
