@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import time
 
 FLAGS_UNSUPPORTED_ON_HOST = ("use_gpu", "use_nnapi", "use_hexagon")
@@ -219,14 +218,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_launcher(path, python: str | None = None) -> None:
-    """An executable file that runs this harness: what stands in for benchmark_model where a
-    program file is needed (pushed to the virtual device in tests)."""
-    from pathlib import Path
+    """An executable file that runs this harness (pushed to the virtual device in tests)."""
+    from android_harness.launcher import write_launcher as write
 
-    path = Path(path)
-    path.write_text(f"#!{python or sys.executable}\nfrom android_harness.host_benchmark import main\n"
-                    "raise SystemExit(main())\n")
-    path.chmod(0o755)
+    write(path, "android_harness.host_benchmark", python)
 
 
 if __name__ == "__main__":

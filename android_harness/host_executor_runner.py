@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 _START = time.perf_counter()
@@ -57,13 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_launcher(path, python: str | None = None) -> None:
-    """An executable file that runs this stand-in (pushed to the virtual device in tests)."""
-    from pathlib import Path
+    """An executable file that runs this harness (pushed to the virtual device in tests)."""
+    from android_harness.launcher import write_launcher as write
 
-    path = Path(path)
-    path.write_text(f"#!{python or sys.executable}\nfrom android_harness.host_executor_runner import main\n"
-                    "raise SystemExit(main())\n")
-    path.chmod(0o755)
+    write(path, "android_harness.host_executor_runner", python)
 
 
 if __name__ == "__main__":

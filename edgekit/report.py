@@ -26,12 +26,12 @@ def _cell_width(text: str) -> int:
 
 def print_fitted(title: str, columns: list[tuple[str, str, int]], rows: list[list[str]]) -> None:
     """A table that fits the terminal without cutting a value: `columns` are (header, justify,
-    priority). Cells are never wrapped or cut (headers may wrap at spaces); columns are dropped,
+    priority). Cells and headers are never wrapped or cut (rich crops a header it cannot fit rather
+    than wrapping it in a no-wrap column, so each column is as wide as its header); columns are dropped,
     highest priority number first, until the table fits, and a note names them; priority 0 columns
     (the names a user types) are never dropped."""
     def width(i: int) -> int:
-        header = max(_cell_width(word) for word in columns[i][0].split())
-        return max([header, *(_cell_width(row[i]) for row in rows)]) + 3  # padding and a rule
+        return max([_cell_width(columns[i][0]), *(_cell_width(row[i]) for row in rows)]) + 3  # padding and a rule
 
     shown = list(range(len(columns)))
     while sum(width(i) for i in shown) + 1 > console.width:

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = dict(zip(argv[:-1:], argv[1:]))
     model = Path(argv[-1])
     runs = int(args.get("-r", "1000"))
@@ -79,8 +80,6 @@ def main(argv: list[str]) -> int:
 
 
 def write_launcher(path, python: str | None = None) -> None:
-    path = Path(path)
-    here = str(Path(__file__).resolve().parent)
-    path.write_text(f"#!{python or sys.executable}\nimport sys\nsys.path.insert(0, {here!r})\n"
-                    "from perf_test_standin import main\nraise SystemExit(main(sys.argv[1:]))\n")
-    path.chmod(0o755)
+    from android_harness.launcher import write_launcher as write
+
+    write(path, "perf_test_standin", python, str(Path(__file__).resolve().parent))
