@@ -53,6 +53,7 @@ def _runners(module: nn.Module, work: Path, sample: np.ndarray, x: np.ndarray):
                             tflite.Layout.NHWC, "image", sample)
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # the fair peer's setting
     session = ort.InferenceSession(str(work / "deploy.sim.onnx"), options, providers=["CPUExecutionProvider"])
     interp = Interpreter(model_path=str(result.path), num_threads=THREADS)
     interp.allocate_tensors()
