@@ -9,6 +9,13 @@ TFLite artifacts of a case timed back to back in blocks in one round robin (ai-e
 2 threads). Random stand-in weights.
 
     python benchmarks/int8_frontier.py [--quick] [--runs 20]   # writes results/int8_frontier.json
+    python benchmarks/int8_frontier.py --annotate                # recompute meets_goal in that file
+
+`passed` is edgekit's own verification (for random stand-ins: the SQNR bars only, since their
+agreement understates a trained model's). `meets_goal` is issue 14's goal for these four cases,
+stricter: SQNR >= 25 dB median and >= 20 dB on every photo, segmentation keeping >= 95% of pixel
+classes on every photo, and for b0-seg int8 >= 1.5x fp32. The int8 default per variant
+(targets/tflite.py) is the fastest int8 recipe that meets the goal.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from edgekit.export import ExportOptions, export
 from edgekit.registry import get_variant, parse_resolution
 from targets.tflite import TFLiteRunner
 
+GOAL_SQNR_MEDIAN_DB, GOAL_SQNR_MIN_DB, GOAL_PIXELS = 25.0, 20.0, 0.95
+GOAL_SPEED = {"b0-seg-cityscapes": 1.5}  # int8 over fp32, same run
 CASES = [("b0-seg", "512x1024"), ("b1-seg-ade20k", "512x512"), ("b0-cls", "224"), ("m0-cls", "224")]
 KEEP_FLOAT = (0, 10, 30, 60, 90)
 THREADS = 2
@@ -63,12 +72,30 @@ def bench_case(name: str, resolution: str, runs: int, out: Path) -> dict:
     return {"variant": variant.name, "resolution": list(size), "task": variant.task, "recipes": rows}
 
 
+def meets_goal(variant: str, task: str, row: dict) -> bool:
+    return (row["sqnr_db_median"] >= GOAL_SQNR_MEDIAN_DB and row["sqnr_db_min"] >= GOAL_SQNR_MIN_DB
+            and (task != "seg" or row["agreement_min"] >= GOAL_PIXELS)
+            and row["speed_vs_fp32"] >= GOAL_SPEED.get(variant, 0.0))
+
+
+def annotate(report: dict) -> dict:
+    for case in report["cases"]:
+        for label, row in case["recipes"].items():
+            row["meets_goal"] = label.startswith("int8") and row["precision"] == "int8" and \
+                meets_goal(case["variant"], case["task"], row)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="only m0-cls")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_frontier.json")
+    parser.add_argument("--annotate", action="store_true", help="only recompute meets_goal in --out")
     args = parser.parse_args()
+    if args.annotate:
+        args.out.write_text(json.dumps(annotate(json.loads(args.out.read_text())), indent=1) + "\n")
+        return
     report = {"threads": THREADS, "weights": "random stand-in", "cases": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name, res in ([CASES[-1]] if args.quick else CASES):
@@ -79,7 +106,7 @@ def main() -> None:
                       f"fp32  SQNR {r['sqnr_db_median']:5.1f}/{r['sqnr_db_min']:5.1f} dB  agree {r['agreement']:.1%}"
                       f"  {'pass' if r['passed'] else 'FAIL'}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    args.out.write_text(json.dumps(annotate(report), indent=1) + "\n")
 
 
 if __name__ == "__main__":
