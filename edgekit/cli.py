@@ -85,6 +85,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and the frameworks' output.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the frameworks' own output "
                                                                   "(TensorFlow, coremltools, converters).")] = False,
@@ -96,7 +97,16 @@ def _main(
 
     _state["debug"] = debug or os.environ.get("EDGEKIT_DEBUG") == "1"
     if verbose or _state["debug"]:
-        os.environ[VERBOSE_ENV] = "1"
+        before = os.environ.get(VERBOSE_ENV)
+        os.environ[VERBOSE_ENV] = "1"  # the frameworks' output, in this process and the ones it starts
+
+        def restore() -> None:  # an in-process caller (a test runner) must not inherit it
+            if before is None:
+                os.environ.pop(VERBOSE_ENV, None)
+            else:
+                os.environ[VERBOSE_ENV] = before
+
+        ctx.call_on_close(restore)
     if _state["entry"] and _state["capture"] is None:  # the real command, not an in-process test runner
         _state["capture"] = quiet_process()
 

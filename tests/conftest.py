@@ -11,6 +11,14 @@ import torch
 import torch.nn as nn
 
 
+@pytest.fixture(autouse=True)
+def _quiet_by_default(monkeypatch):
+    """Every test starts from edgekit's defaults: a developer's EDGEKIT_VERBOSE/EDGEKIT_DEBUG, or one
+    leaked by an in-process `--debug` run, would put the frameworks' output on stderr."""
+    monkeypatch.delenv("EDGEKIT_VERBOSE", raising=False)
+    monkeypatch.delenv("EDGEKIT_DEBUG", raising=False)
+
+
 def randomize_bn_stats(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every norm layer non-trivial affine params and running stats, like a trained model.
 

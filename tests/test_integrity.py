@@ -272,3 +272,11 @@ def test_predict_classifier_top5_and_refusals(tmp_path):
     coreml = export(ExportOptions("b0-seg", "coreml", "fp32", "64x128", output=tmp_path / "c"))
     _one_line_error(runner.invoke(app, ["predict", coreml.artifact_dir, str(PHOTOS / "city.png")]),
                     "CoreML prediction needs macOS")
+
+
+def test_an_in_process_debug_run_does_not_leave_verbose_on():
+    from edgekit.logs import VERBOSE_ENV
+
+    assert VERBOSE_ENV not in os.environ
+    r = runner.invoke(app, ["--debug", "variants", "--json"])
+    assert r.exit_code == 0 and VERBOSE_ENV not in os.environ
