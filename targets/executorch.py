@@ -184,7 +184,8 @@ SPEC = TargetSpec(
     model_file=MODEL_FILE,
     precisions=("fp32", "int8"),
     # XNNPACK in ExecuTorch takes 3-D batched matmuls, not the expand of broadcast 4-D ones
-    plan=DeployPlan(fp16_compute=(), int8_activations=("int8",), attention_passes=("bmm_attention",)),
+    plan=DeployPlan(exact_upsample_passes=("polyphase_upsample",), fp16_compute=(), int8_activations=("int8",),
+                    attention_passes=("bmm_attention",)),
     convert=_convert,
     tolerances={"fp32": Tolerance(max_rel=1e-4), "int8": INT8_TOLERANCE},
     runner=_runner,

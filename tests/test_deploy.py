@@ -97,6 +97,17 @@ def test_bmm_attention_is_exact(calibrated, name):
     assert PASSES["bmm_attention"] is bmm_attention
 
 
+def test_polyphase_upsample_is_exact(calibrated):
+    """ExecuTorch's upsample form (no resize) against the nearest form it rewrites, on the whole
+    b0-seg: exact in float64."""
+    from edgekit.deploy.passes import PASSES, bicubic_exact, polyphase_upsample, static_attention
+
+    model, images, size = calibrated("b0-seg-cityscapes")
+    nearest = bicubic_exact(static_attention(fold_batchnorm(copy.deepcopy(model)), size), size)
+    assert_exact_rewrite(nearest, lambda m: polyphase_upsample(m, size), images, batch_limit=1)
+    assert PASSES["polyphase_upsample"] is polyphase_upsample
+
+
 def test_transposes_needed_per_block():
     """LiteMLA: 1 (k^T; heads batched). CGA: 2 per head (q^T, attn^T; softmax on the last axis)."""
     b0 = make_deploy_form(build_model(get_variant("b0-seg")), (256, 256), "onnx").model
@@ -105,12 +116,20 @@ def test_transposes_needed_per_block():
     assert expected_transposes(m0) == 2 * 4 * (1 + 2 + 3)  # 4 heads in each of 6 blocks
 
 
-@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("form", ["nearest", "polyphase"])
+@pytest.mark.parametrize("scale", [2, 4, 8])
 @pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 4, 1, 1), (1, 2, 2, 3), (1, 8, 32, 64)])
-def test_exact_bicubic_is_the_same_linear_map(scale, shape):
+def test_exact_bicubic_is_the_same_linear_map(scale, shape, form):
     x = torch.randn(*shape) * 10
     ref = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
-    out = ExactBicubicUpsample(scale, shape[1])(x)
+    up = ExactBicubicUpsample(scale, shape[1])
+    if form == "polyphase":
+        up.use_polyphase()
+        nodes = torch.fx.symbolic_trace(up).graph.nodes
+        assert not any("interpolate" in str(n.target) for n in nodes)  # no resize of any kind
+        # ExecuTorch's XNNPACK partitioner refuses a concat of one tensor with itself
+        assert all(len(set(n.args[0])) >= 2 for n in nodes if n.target is torch.cat)
+    out = up(x)
     assert out.shape == ref.shape
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
 
@@ -191,6 +210,7 @@ def test_plans_per_target():
     assert "bicubic_exact" not in _plan("onnx")  # ONNX Resize runs cubic
     assert _plan("tflite")[-1] == "nearest_depth_to_space"  # XNNPACK has no resize-nearest
     assert "nearest_depth_to_space" not in _plan("coreml")
+    assert _plan("executorch", "fp32")[-1] == "polyphase_upsample"  # its XNNPACK has neither resize
     assert "bicubic_to_bilinear" in _plan("tflite", upsample=Upsample.BILINEAR)  # only when asked
     with pytest.raises(EdgekitError, match="not available for tflite"):
         _plan("tflite", upsample=Upsample.BICUBIC)

@@ -61,6 +61,11 @@ REWRITES = {
             "the exact upsample's nearest x2 steps as concat + depth-to-space (for runtimes without resize-nearest)",
             True,
         ),
+        Rewrite(
+            "polyphase_upsample",
+            "the exact upsample as replicate pad + one short depthwise conv per output phase, interleaved (no resize)",
+            True,
+        ),
         Rewrite("bicubic_to_bilinear", "bicubic replaced by bilinear (opt-in; changes the trained function)", False),
         Rewrite(
             "bmm_attention",

@@ -144,6 +144,13 @@ def nearest_depth_to_space(model: nn.Module, resolution: Size) -> nn.Module:
     return model
 
 
+def polyphase_upsample(model: nn.Module, resolution: Size) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, ExactBicubicUpsample):
+            m.use_polyphase()
+    return model
+
+
 def bicubic_to_bilinear(model: nn.Module, resolution: Size) -> nn.Module:
     return _swap_upsample(model, resolution, lambda m, channels: BilinearUpsample(m.factor))
 
@@ -154,6 +161,7 @@ PASSES: dict[str, Pass] = {
     "fp16_safe_attention": fp16_safe_attention,
     "bicubic_exact": bicubic_exact,
     "nearest_depth_to_space": nearest_depth_to_space,
+    "polyphase_upsample": polyphase_upsample,
     "bicubic_to_bilinear": bicubic_to_bilinear,
     "int8_attention_floor": int8_attention_floor,
     "bmm_attention": bmm_attention,
