@@ -78,8 +78,17 @@ def lower(exported) -> tuple[bytes, dict, dict]:
     return program.buffer, dict(sorted(before.items())), delegation
 
 
+def set_threads(threads: int) -> None:
+    """ExecuTorch's process-wide threadpool (XNNPACK's threads): torch.set_num_threads does not reach it."""
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+
+    if threads > 0 and _threadpool_get_thread_count() != threads:
+        _unsafe_reset_threadpool(threads)  # "unsafe" only while another thread executes: none does here
+
+
 class ExecuTorchRunner:
-    """executorch.runtime on NCHW float32 images (what the artifact's own program computes)."""
+    """executorch.runtime on NCHW float32 images (what the artifact's own program computes), its
+    XNNPACK threadpool (one per process) set to `threads`."""
 
     def __init__(self, path: Path, threads: int = 2):
         from executorch.runtime import Runtime
@@ -87,6 +96,7 @@ class ExecuTorchRunner:
         from edgekit.logs import quiet_output
 
         with quiet_output("executorch"):
+            set_threads(threads)
             self.method = Runtime.get().load_program(str(path)).load_method("forward")
         self._ran = False
 

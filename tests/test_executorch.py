@@ -63,6 +63,13 @@ def test_fp32_pte_matches_pytorch(tmp_path, name, res):
         == d["ops_total"]
     if name == "m0-cls":  # the bmm attention form: the whole graph in one XNNPACK partition
         assert d["partitions"] == 1 and d["ops_left_to_portable_kernels"] == {}
+        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
+        from targets.executorch import ExecuTorchRunner
+
+        for threads in (1, 2):  # a runner's threads reach ExecuTorch's own pool (torch's setting does not)
+            ExecuTorchRunner(Path(m.artifact_dir) / "model.pte", threads)
+            assert _threadpool_get_thread_count() == threads
     if name == "b0-seg":  # the polyphase upsample keeps the seg head in XNNPACK; outside stays only the
         # dim-order copy of the head's scalar 0 (the official `sum(...)` starts from it): no partition cut
         assert d["partitions"] == 1
