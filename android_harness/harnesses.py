@@ -69,7 +69,7 @@ def _benchmark_model_flags(model: str, run: RunSettings, device_dir: str) -> lis
 
 
 def _benchmark_model_parse(text: str):
-    from android_harness import benchmark_output
+    from edgekit.android_harness import benchmark_output
 
     return benchmark_output.parse(text)
 
@@ -81,7 +81,7 @@ BENCHMARK_MODEL = Harness(
     delegates=("cpu", "gpu", "nnapi", "qnn-tflite"),
     flags=_benchmark_model_flags,
     parse=_benchmark_model_parse,
-    host_module="android_harness.host_benchmark",
+    host_module="edgekit.android_harness.host_benchmark",
     no_op_profile_on_host="no per-op table: the host harness has no profiler (ai-edge-litert exposes none)",
 )
 
@@ -93,7 +93,7 @@ def _perf_test_flags(model: str, run: RunSettings, device_dir: str) -> list[str]
 
 
 def _perf_test_parse(text: str):
-    from android_harness import perf_test_output
+    from edgekit.android_harness import perf_test_output
 
     return perf_test_output.parse(text)
 
@@ -143,7 +143,7 @@ def _executor_runner_flags(model: str, run: RunSettings, device_dir: str) -> lis
 
 
 def _executor_runner_parse(text: str):
-    from android_harness import executor_runner_output
+    from edgekit.android_harness import executor_runner_output
 
     return executor_runner_output.parse(text)
 
@@ -156,7 +156,7 @@ EXECUTOR_RUNNER = Harness(
     delegates=("cpu",),
     flags=_executor_runner_flags,
     parse=_executor_runner_parse,
-    host_module="android_harness.host_executor_runner",
+    host_module="edgekit.android_harness.host_executor_runner",
     no_op_profile_on_host="no per-op table: executor_runner writes ETDump files, not a table",
 )
 

@@ -219,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_launcher(path, python: str | None = None) -> None:
     """An executable file that runs this harness (pushed to the virtual device in tests)."""
-    from android_harness.launcher import write_launcher as write
+    from edgekit.android_harness.launcher import write_launcher as write
 
-    write(path, "android_harness.host_benchmark", python)
+    write(path, "edgekit.android_harness.host_benchmark", python)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from executorch.runtime import Runtime
 
-    from targets.executorch import set_threads
+    from edgekit.targets.executorch import set_threads
 
     _log("I", 180, f"Resetting threadpool with num threads = {args.cpu_threads}")
     set_threads(args.cpu_threads)
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_launcher(path, python: str | None = None) -> None:
     """An executable file that runs this harness (pushed to the virtual device in tests)."""
-    from android_harness.launcher import write_launcher as write
+    from edgekit.android_harness.launcher import write_launcher as write
 
-    write(path, "android_harness.host_executor_runner", python)
+    write(path, "edgekit.android_harness.host_executor_runner", python)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from android_harness.adb import Adb, DeviceLost, quote
-from android_harness.harnesses import BENCHMARK_MODEL, Harness, RunSettings, get_harness, host_command
-from android_harness.profiles import HOST, PROFILES, DeviceProfile, check_delegate, get_profile, profile_for
+from edgekit.android_harness.adb import Adb, DeviceLost, quote
+from edgekit.android_harness.harnesses import BENCHMARK_MODEL, Harness, RunSettings, get_harness, host_command
+from edgekit.android_harness.profiles import HOST, PROFILES, DeviceProfile, check_delegate, get_profile, profile_for
 from edgekit.artifacts import sha256
 from edgekit.errors import EdgekitError
 
@@ -180,7 +180,7 @@ def resolve_device(device: str, adb: Adb | None = None) -> Target:
                            "pass --device SERIAL")
     if not matches:
         if not_ready:
-            from android_harness.adb import _state_error
+            from edgekit.android_harness.adb import _state_error
 
             raise _state_error(not_ready[0])
         raise EdgekitError(f"no connected device matches profile {device} ({profile.description})")

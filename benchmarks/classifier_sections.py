@@ -23,9 +23,9 @@ import torch.nn as nn
 from edgekit.deploy import make_deploy_form
 from edgekit.reference import source_model
 from edgekit.registry import get_variant
-from targets import tflite
-from targets.onnx import export_onnx
-from targets.tflite import _sample_nhwc01
+from edgekit.targets import tflite
+from edgekit.targets.onnx import export_onnx
+from edgekit.targets.tflite import _sample_nhwc01
 
 VARIANT, SIZE, THREADS, ROUNDS, RUNS = "b1-cls", (224, 224), 2, 7, 30
 

@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from android_harness.host_benchmark import coverage
+from edgekit.android_harness.host_benchmark import coverage
 from edgekit.export import ExportOptions, export
 
 CASES = [("b0-seg", "512x1024"), ("b1-seg-ade20k", "512x512"), ("b1-cls", "224"), ("m0-cls", "224")]

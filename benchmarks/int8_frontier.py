@@ -28,10 +28,10 @@ from pathlib import Path
 
 from _timing import time_round_robin
 
-from calibration.images import image_batch
+from edgekit.calibration.images import image_batch
 from edgekit.export import ExportOptions, export
 from edgekit.registry import get_variant, parse_resolution
-from targets.tflite import TFLiteRunner
+from edgekit.targets.tflite import TFLiteRunner
 
 GOAL_SQNR_MEDIAN_DB, GOAL_SQNR_MIN_DB, GOAL_PIXELS = 25.0, 20.0, 0.95
 GOAL_SPEED = {"b0-seg-cityscapes": 1.5}  # int8 over fp32, same run

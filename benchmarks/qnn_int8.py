@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.images import image_batch
-from calibration.sources import calibration_set
+from edgekit.calibration.images import image_batch
+from edgekit.calibration.sources import calibration_set
 from edgekit.deploy import make_deploy_form
 from edgekit.errors import EdgekitError
 from edgekit.metrics import compare
 from edgekit.reference import run_images, source_model
 from edgekit.registry import get_variant, parse_resolution
-from targets.onnx import export_onnx, load_graph, op_histogram, simplify_onnx
-from targets.qnn import QNNRunner, compile_for, qdq
+from edgekit.targets.onnx import export_onnx, load_graph, op_histogram, simplify_onnx
+from edgekit.targets.qnn import QNNRunner, compile_for, qdq
 
 CASES = [("b0-seg", "256x512"), ("m0-cls", "224")]
 DEVICE = "s8gen1"
@@ -40,8 +40,8 @@ def _quantise(src: Path, dst: Path, calibration: np.ndarray, op_types: list[str]
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
-    from targets.onnx import INPUT_NAME
-    from targets.qnn import _Calibration
+    from edgekit.targets.onnx import INPUT_NAME
+    from edgekit.targets.qnn import _Calibration
 
     config = get_qnn_qdq_config(str(src), _Calibration(INPUT_NAME, calibration), activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=op_types)

@@ -35,15 +35,15 @@ import numpy as np
 import torch
 from _timing import time_round_robin
 
-from calibration.images import image_batch
+from edgekit.calibration.images import image_batch
 from edgekit.complexity import measure
 from edgekit.deploy import Upsample
 from edgekit.export import ExportOptions, export
 from edgekit.reference import source_model
 from edgekit.registry import get_variant, parse_resolution
-from targets.executorch import ExecuTorchRunner
-from targets.onnx import ONNXRunner
-from targets.tflite import TFLiteRunner
+from edgekit.targets.executorch import ExecuTorchRunner
+from edgekit.targets.onnx import ONNXRunner
+from edgekit.targets.tflite import TFLiteRunner
 
 CASES = [("b0-seg", "512x1024"), ("b1-seg-ade20k", "512x512"), ("b1-cls", "224"), ("m0-cls", "224")]
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.images import calibration_images, describe, image_files, load_rgb, preprocess, rgb_sha256
+from edgekit.calibration.images import calibration_images, describe, image_files, load_rgb, preprocess, rgb_sha256
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size, Variant
 

@@ -18,8 +18,8 @@ import typer
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from targets import DEFAULT_TARGET, TARGETS
-from targets.base import option_fields
+from edgekit.targets import DEFAULT_TARGET, TARGETS
+from edgekit.targets.base import option_fields
 
 app = typer.Typer(
     name="edgekit",
@@ -322,7 +322,7 @@ def predict(
 @app.command("targets")
 def targets_cmd(as_json: JsonOpt = False) -> None:
     """List the targets: model file, precisions, host runner, app platform, how each is profiled."""
-    from targets import describe_table
+    from edgekit.targets import describe_table
 
     rows = describe_table()
     if as_json:
@@ -435,7 +435,7 @@ def harness_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Store a benchmark program (and the libraries it needs) in edgekit's cache, with their sha256."""
-    from android_harness.profiler import add_harness
+    from edgekit.android_harness.profiler import add_harness
 
     record = _run(add_harness, path, kind.lower(), tuple(lib or ()))
     if as_json:
@@ -449,7 +449,7 @@ def harness_add(
 @app.command()
 def devices(as_json: JsonOpt = False) -> None:
     """List the phones adb sees: serial, model, SoC, matched device profile, state."""
-    from android_harness.profiler import list_devices
+    from edgekit.android_harness.profiler import list_devices
 
     rows = _run(list_devices)
     if as_json:
@@ -483,8 +483,8 @@ def profile(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure artifacts on a phone over adb (or on this machine) next to the paper's figure."""
-    from android_harness.profiler import ProfileOptions
-    from android_harness.profiler import profile as run_profile
+    from edgekit.android_harness.profiler import ProfileOptions
+    from edgekit.android_harness.profiler import profile as run_profile
 
     opts = ProfileOptions(tuple(artifacts or ()), device, threads, delegate.lower() if delegate else None, runs,
                           warmup, op_profile, keep, harness, results, force=force)

@@ -22,7 +22,7 @@ from edgekit.deploy import Upsample, make_deploy_form
 from edgekit.errors import EdgekitError
 from edgekit.manifest import SCHEMA, Manifest, write_manifest
 from edgekit.registry import Size, Variant, get_variant, parse_resolution
-from targets import DEFAULT_TARGET
+from edgekit.targets import DEFAULT_TARGET
 
 DEFAULT_OUTPUT = Path("edgekit-artifacts")
 Progress = Callable[[str], None]
@@ -62,8 +62,8 @@ class ExportPlan:
 def plan_export(opts: ExportOptions) -> ExportPlan:
     """Every check that can fail, before anything is built or written."""
     from edgekit.verify import verification_set
-    from targets import TARGETS, get_target
-    from targets.base import parse_options
+    from edgekit.targets import TARGETS, get_target
+    from edgekit.targets.base import parse_options
 
     variant = get_variant(opts.variant)
     size = parse_resolution(opts.resolution, variant)
@@ -78,7 +78,7 @@ def plan_export(opts: ExportOptions) -> ExportPlan:
     plan_rewrites(spec.plan, precision, opts.upsample, spec.name)  # an upsample the target cannot take
     calib = None
     if spec.needs_calibration(precision):
-        from calibration.sources import calibration_set
+        from edgekit.calibration.sources import calibration_set
 
         calib = calibration_set(variant, size, opts.calibration, opts.num_calibration)
     elif opts.calibration is not None:
@@ -110,7 +110,7 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
     from edgekit.deploy import plan_rewrites
     from edgekit.errors import ManifestError
     from edgekit.manifest import MANIFEST, read_manifest
-    from targets.base import options_dict
+    from edgekit.targets.base import options_dict
 
     if not final.exists():
         return None
@@ -138,7 +138,7 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
 def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> Manifest:
     from edgekit.reference import source_model
     from edgekit.verify import verify_model
-    from targets.base import ConvertJob
+    from edgekit.targets.base import ConvertJob
 
     plan = plan_export(opts)
     variant, size, spec = plan.variant, plan.size, plan.spec
@@ -173,7 +173,7 @@ def _write_labels(variant: Variant, out: Path) -> None:
 
 def _manifest(plan: ExportPlan, form, source: dict, converted) -> Manifest:
     from edgekit.info import output_semantics, variant_summary
-    from targets.base import options_dict
+    from edgekit.targets.base import options_dict
 
     variant, spec = plan.variant, plan.spec
     summary = variant_summary(variant, plan.size)

@@ -30,7 +30,7 @@ from edgekit.deploy.passes import bicubic_exact, bicubic_to_bilinear, fp16_safe_
 from edgekit.metrics import compare
 from edgekit.reference import run_images, source_model
 from edgekit.registry import Size, get_variant, parse_resolution
-from targets import DEFAULT_TARGET
+from edgekit.targets import DEFAULT_TARGET
 
 FP16_SQNR_TARGET_DB = 40.0
 SHAPE_OPS = ("Shape", "Gather", "ConstantOfShape")
@@ -67,7 +67,7 @@ def expected_transposes(model: nn.Module) -> int:
 
 
 def onnx_summary(model: nn.Module, resolution: Size) -> dict:
-    from targets.onnx import export_onnx, load_graph, max_tensor_rank, op_histogram
+    from edgekit.targets.onnx import export_onnx, load_graph, max_tensor_rank, op_histogram
 
     with tempfile.TemporaryDirectory() as tmp:
         graph = load_graph(export_onnx(model, resolution, Path(tmp) / "deploy.onnx"))
@@ -115,8 +115,8 @@ def inspect_variant(
     runs: int = 3,
     progress=lambda _msg: None,
 ) -> dict:
-    from calibration.images import image_batch, verification_images
-    from targets import get_target
+    from edgekit.calibration.images import image_batch, verification_images
+    from edgekit.targets import get_target
 
     variant = get_variant(name)
     size = parse_resolution(resolution, variant)
@@ -128,7 +128,7 @@ def inspect_variant(
     model, _ = source_model(variant, size, Path(weights) if weights is not None else None)
     calibration = None
     if spec.needs_calibration(precision):
-        from calibration.sources import calibration_set
+        from edgekit.calibration.sources import calibration_set
 
         calibration = calibration_set(variant, size).data
     progress(f"applying the {spec.name} {precision} rewrites")
@@ -191,11 +191,11 @@ def quantization_analysis(
     the output against the same graph in float; then full int8, and int8 with the most costly ops
     kept float, each measured. The photos are the variant's verification set (or the user's), never
     the calibration ones."""
-    from calibration.images import image_batch, verification_images
-    from calibration.sources import calibration_set
+    from edgekit.calibration.images import image_batch, verification_images
+    from edgekit.calibration.sources import calibration_set
     from edgekit.errors import EdgekitError
-    from targets import TARGETS, get_target
-    from targets.base import QuantizationJob
+    from edgekit.targets import TARGETS, get_target
+    from edgekit.targets.base import QuantizationJob
 
     variant = get_variant(name)
     size = parse_resolution(resolution, variant)

@@ -63,7 +63,7 @@ class Manifest:
     @property
     def spec(self):
         """The target's table entry (the reader has checked the target exists)."""
-        from targets import TARGETS
+        from edgekit.targets import TARGETS
 
         return TARGETS[self.target]
 
@@ -114,7 +114,7 @@ def manifest_from_dict(data: Any, where: str) -> Manifest:
         if not isinstance(data[key], types) or (isinstance(data[key], bool) and bool not in types):
             raise ManifestError(f"{where}: {key!r} should be {' or '.join(t.__name__ for t in types)}, "
                                 f"not {type(data[key]).__name__}")
-    from targets import TARGETS
+    from edgekit.targets import TARGETS
 
     if data["target"] not in TARGETS:
         raise ManifestError(f"{where} names the target {data['target']!r}, which this edgekit does not know "

@@ -146,7 +146,7 @@ def _classification_picture(seen, top: list[tuple[str, float]], random_weights: 
 
 def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     """Run the artifact on each photo; write the pictures; return what it found per photo."""
-    from calibration.images import center_crop, load_rgb, preprocess
+    from edgekit.calibration.images import center_crop, load_rgb, preprocess
     from edgekit.artifacts import check_writable
     from edgekit.labels import class_names, palette
     from edgekit.manifest import read_manifest

@@ -25,7 +25,7 @@ def source_model(variant: Variant, size: Size, weights: Path | None) -> tuple[nn
     (its BatchNorm statistics estimated on all the built-in photos: see calibration/images.py)."""
     import torch
 
-    from calibration.images import image_batch, stand_in_images
+    from edgekit.calibration.images import image_batch, stand_in_images
     from edgekit.artifacts import sha256
     from edgekit.models import build_model
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
-from targets import DEFAULT_TARGET
+from edgekit.targets import DEFAULT_TARGET
 
 Progress = Callable[[str], None]
 
@@ -49,7 +49,7 @@ class Cell:
 def plan(opts: SweepOptions) -> list[Cell]:
     """Every cell of the grid, validated before any work (an unknown name fails the whole sweep)."""
     from edgekit.registry import get_variant, parse_resolution
-    from targets import get_target
+    from edgekit.targets import get_target
 
     if not opts.variants:
         raise EdgekitError("--variants is empty: name at least one (edgekit variants lists them)")
@@ -71,7 +71,7 @@ def plan(opts: SweepOptions) -> list[Cell]:
 
 def _device_key(device: str):
     """What identifies 'the same device' in a result record: the host, a profile name or a serial."""
-    from android_harness.profiles import PROFILES
+    from edgekit.android_harness.profiles import PROFILES
 
     if device == "host":
         return lambda rec: rec["device"]["profile"] == "host"
@@ -152,7 +152,7 @@ def _first_line(e: BaseException) -> str:
 
 def _run_cell(cell: Cell, row: dict, opts: SweepOptions, results_path: Path, done, progress: Progress) -> None:
     """Fill `row` for one cell: export (or reuse), then profile unless already measured."""
-    from android_harness.profiler import ProfileOptions, profile
+    from edgekit.android_harness.profiler import ProfileOptions, profile
 
     try:
         manifest, reused = _export(cell, opts, progress)
@@ -185,7 +185,7 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, results_path: Path, don
 
 def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     """Run the grid; return {"rows": [...], "plot": path, "results": path, "device": ...}."""
-    from android_harness.profiler import RESULTS, read_results
+    from edgekit.android_harness.profiler import RESULTS, read_results
 
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
@@ -221,9 +221,9 @@ def _check_device(device: str, targets: set[str]) -> str:
     not export for an hour and then find no phone. (A phone lost mid-sweep fails only its cells.)"""
     if device == "host":
         return "host"
-    from android_harness.harnesses import get_harness
-    from android_harness.profiler import find_harness, resolve_device
-    from targets import TARGETS
+    from edgekit.android_harness.harnesses import get_harness
+    from edgekit.android_harness.profiler import find_harness, resolve_device
+    from edgekit.targets import TARGETS
 
     target = resolve_device(device)
     for name in sorted({TARGETS[t].profiler for t in targets} - {None}):

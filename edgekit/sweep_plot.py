@@ -33,7 +33,7 @@ def paper_points(variants: list[str], device: str | None, macs_cache: dict) -> l
 
 
 def _device_title(device: str | None) -> str:
-    from android_harness.profiles import PROFILES
+    from edgekit.android_harness.profiles import PROFILES
 
     if device == "host":
         return "this host (edgekit's host harness, XNNPACK)"

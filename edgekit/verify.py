@@ -43,7 +43,7 @@ class VerificationSet:
 def verification_set(variant, folder: Path | None, calibration: tuple[dict, ...] | list[dict],
                      allow_calibration_images: bool = False) -> VerificationSet:
     """The photos to verify on, refusing any that was used for calibration unless allowed."""
-    from calibration.images import describe, image_files, verification_images
+    from edgekit.calibration.images import describe, image_files, verification_images
 
     paths = image_files(folder) if folder is not None else verification_images(variant.dataset)
     records = tuple(describe(p) for p in paths)
@@ -71,7 +71,7 @@ def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, c
              expected: np.ndarray) -> tuple[np.ndarray, str, str | None, object]:
     """(outputs, what produced them, why the artifact itself was not run, the converted torch model)."""
     from edgekit.reference import run_images
-    from targets.base import NotRunnable
+    from edgekit.targets.base import NotRunnable
 
     try:
         runner = spec.runner(model_file, manifest)
@@ -94,7 +94,7 @@ def verify_model(model_file: Path, manifest: Manifest, reference: nn.Module, ima
     where that is larger: no fp32 artifact can be expected closer to PyTorch than PyTorch-fp32 is to
     the exact function, and deep random-weight stand-ins (B3) amplify rounding past 1e-4.
     """
-    from calibration.images import image_batch
+    from edgekit.calibration.images import image_batch
     from edgekit.reference import run_images
     from edgekit.registry import get_variant
 

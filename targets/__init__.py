@@ -8,8 +8,8 @@ a one-line error wherever it comes from (a flag, a manifest).
 from __future__ import annotations
 
 from edgekit.errors import EdgekitError
-from targets import coreml, executorch, onnx, qnn, tflite
-from targets.base import TargetSpec, option_fields
+from edgekit.targets import coreml, executorch, onnx, qnn, tflite
+from edgekit.targets.base import TargetSpec, option_fields
 
 TARGETS: dict[str, TargetSpec] = {spec.name: spec for spec in (tflite.SPEC, onnx.SPEC, coreml.SPEC, qnn.SPEC, executorch.SPEC)}
 DEFAULT_TARGET = "tflite"

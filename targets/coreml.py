@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from targets.base import (
+from edgekit.targets.base import (
     Converted,
     ConvertJob,
     DeployPlan,
@@ -357,7 +357,7 @@ def _proxy(manifest, reference: nn.Module) -> nn.Module:
     """The torch model an existing package was converted from, rebuilt: the same rewrites (the
     upsample it was exported with) and, for int8, recalibrated on the same calibration source,
     which is deterministic."""
-    from calibration.sources import calibration_from_record
+    from edgekit.calibration.sources import calibration_from_record
     from edgekit.deploy import make_deploy_form, upsample_of
     from edgekit.registry import get_variant
 

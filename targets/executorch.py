@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from targets.base import Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, Tolerance
+from edgekit.targets.base import Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, Tolerance
 
 MODEL_FILE = "model.pte"
 DELEGATE_CALL = "executorch_call_delegate"
@@ -126,7 +126,7 @@ def _runner(model_file: Path, manifest, threads: int = 2) -> ExecuTorchRunner:
 def _convert(job: ConvertJob) -> Converted:
     from importlib import metadata
 
-    from targets.onnx import io_description
+    from edgekit.targets.onnx import io_description
 
     quantised = job.precision == "int8"
     job.progress("torch.export" + (f", PT2E int8 calibrated on {len(job.calibration)} samples" if quantised else ""))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size
-from targets.base import Converted, ConvertJob, DeployPlan, TargetSpec, Tolerance, Upsample
+from edgekit.targets.base import Converted, ConvertJob, DeployPlan, TargetSpec, Tolerance, Upsample
 
 if TYPE_CHECKING:
     import numpy as np

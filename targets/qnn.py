@@ -16,7 +16,7 @@ everything else fp16).
 
 The simulator gives the HTP's numerics, not its latency: latency needs the phone (`edgekit profile
 --device s8gen1` with ONNX Runtime's `onnxruntime_perf_test` for Android). Compiling and simulating
-run in a worker process (`python -m targets.qnn`), so a crash inside Qualcomm's library is a one-line
+run in a worker process (`python -m edgekit.targets.qnn`), so a crash inside Qualcomm's library is a one-line
 error, not a dead edgekit.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from targets.base import (
+from edgekit.targets.base import (
     Converted,
     ConvertJob,
     DeployPlan,
@@ -54,7 +54,7 @@ WORKER_TIMEOUT = 1800
 
 
 def _qnn_devices() -> tuple[str, ...]:
-    from android_harness.profiles import PROFILES
+    from edgekit.android_harness.profiles import PROFILES
 
     return tuple(name for name, p in PROFILES.items() if p.htp is not None)
 
@@ -66,7 +66,7 @@ class QNNOptions:
 
 
 def _htp(device: str):
-    from android_harness.profiles import PROFILES
+    from edgekit.android_harness.profiles import PROFILES
 
     return PROFILES[device].htp
 
@@ -129,7 +129,7 @@ def _worker(argv: list[str]) -> int:
 def _call_worker(args: list[str], what: str) -> None:
     from edgekit.logs import QUIET_ENV, show
 
-    done = subprocess.run([sys.executable, "-m", "targets.qnn", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "edgekit.targets.qnn", *args], capture_output=True, text=True,
                           errors="replace", timeout=WORKER_TIMEOUT, env={**os.environ, **QUIET_ENV})
     show(f"QNN {args[0]}", done.stdout + done.stderr)
     if done.returncode != 0:
@@ -201,7 +201,7 @@ def qdq(src: Path, dst: Path, calibration: np.ndarray, precision: str) -> Path:
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
-    from targets.onnx import INPUT_NAME
+    from edgekit.targets.onnx import INPUT_NAME
 
     config = get_qnn_qdq_config(str(src), _Calibration(INPUT_NAME, calibration), activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, per_channel=True,
@@ -253,7 +253,7 @@ def _versions() -> dict:
 def _convert(job: ConvertJob) -> Converted:
     import shutil
 
-    from targets.onnx import export_onnx, io_description, load_graph, op_histogram, simplify_onnx
+    from edgekit.targets.onnx import export_onnx, io_description, load_graph, op_histogram, simplify_onnx
 
     fp16 = job.precision in FP16_PRECISIONS
     folder = job.out / FOLDER
@@ -289,7 +289,7 @@ def _describe(manifest) -> list[str]:
 
 
 def _soc(device: str) -> str:
-    from android_harness.profiles import PROFILES
+    from edgekit.android_harness.profiles import PROFILES
 
     return PROFILES[device].soc_models[0]
 

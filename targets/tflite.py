@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from targets.base import (
+from edgekit.targets.base import (
     Converted,
     ConvertJob,
     DeployPlan,
@@ -330,7 +330,7 @@ def convert(
     progress=lambda _m: None,
 ) -> TFLiteResult:
     """The .tflite for `precision`, written to workdir/model.tflite."""
-    from targets.onnx import simplify_onnx
+    from edgekit.targets.onnx import simplify_onnx
 
     simplified = simplify_onnx(onnx_path, workdir / "deploy.sim.onnx")
     out = run_onnx2tf(simplified, workdir, layout, input_name, sample_nhwc01)
@@ -422,7 +422,7 @@ def _sample_nhwc01(dataset: str, size) -> np.ndarray:
     """onnx2tf's sample images, from the calibration photos (never the verification ones)."""
     from PIL import Image
 
-    from calibration.images import calibration_images, load_rgb
+    from edgekit.calibration.images import calibration_images, load_rgb
 
     images = [load_rgb(p) for p in calibration_images(dataset)]
     return np.stack([np.asarray(im.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32) / 255
@@ -432,7 +432,7 @@ def _sample_nhwc01(dataset: str, size) -> np.ndarray:
 def _convert(job: ConvertJob) -> Converted:
     import shutil
 
-    from targets.onnx import INPUT_NAME, export_onnx
+    from edgekit.targets.onnx import INPUT_NAME, export_onnx
 
     job.progress("exporting the deploy form to ONNX")
     onnx_path = export_onnx(job.deploy, job.size, job.work / "deploy.onnx")
@@ -455,7 +455,7 @@ def _quantization(job: QuantizationJob) -> dict:
     """The int8 sensitivity of every quantised op on held-out photos, the full-int8 cost, and what
     keeping the most costly ops float buys (each measured, not added up)."""
     from edgekit.metrics import compare
-    from targets.onnx import INPUT_NAME, export_onnx, simplify_onnx
+    from edgekit.targets.onnx import INPUT_NAME, export_onnx, simplify_onnx
 
     job.progress("exporting the int8 deploy form (ONNX, onnx2tf)")
     onnx_path = simplify_onnx(export_onnx(job.deploy, job.size, job.work / "deploy.onnx"), job.work / "deploy.sim.onnx")

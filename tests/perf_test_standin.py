@@ -35,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import onnxruntime as ort
 
-    from targets.qnn import _session_options
+    from edgekit.targets.qnn import _session_options
 
     import subprocess
 
-    from android_harness.profiles import profile_for
+    from edgekit.android_harness.profiles import profile_for
 
     # the real HTP library knows the SoC it runs on; this stand-in asks the (virtual) phone
     soc_name = subprocess.run(["getprop", "ro.soc.model"], capture_output=True, text=True).stdout.strip()
@@ -80,6 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_launcher(path, python: str | None = None) -> None:
-    from android_harness.launcher import write_launcher as write
+    from edgekit.android_harness.launcher import write_launcher as write
 
     write(path, "perf_test_standin", python, str(Path(__file__).resolve().parent))

@@ -143,7 +143,7 @@ def normalised(pixels: np.ndarray, spec: dict) -> np.ndarray:
 def photo(name: str, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
-    from calibration.images import BUILTIN_DIR, load_rgb
+    from edgekit.calibration.images import BUILTIN_DIR, load_rgb
 
     return np.asarray(load_rgb(BUILTIN_DIR / name).resize((width, height), Image.BILINEAR), dtype=np.uint8)
 

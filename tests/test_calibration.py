@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from calibration.images import (
+from edgekit.calibration.images import (
     BUILTIN_DIR,
     CALIBRATION,
     VERIFICATION,
@@ -9,7 +9,7 @@ from calibration.images import (
     stand_in_images,
     verification_images,
 )
-from calibration.sources import calibration_set
+from edgekit.calibration.sources import calibration_set
 from edgekit.errors import EdgekitError
 from edgekit.registry import get_variant
 
@@ -55,7 +55,7 @@ def test_folder_and_npy_sources(tmp_path):
     # each photo of a batch is identified by its pixels, so a verification photo in it is found
     from PIL import Image
 
-    from calibration.images import rgb_sha256
+    from edgekit.calibration.images import rgb_sha256
 
     assert [i["rgb_sha256"] for i in batch.images] == [rgb_sha256(Image.fromarray(p)) for p in photos]
     ready = np.zeros((2, 3, 32, 64), np.float32)

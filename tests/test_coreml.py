@@ -57,7 +57,7 @@ def test_m0_cls_int8_weights_is_a_classifier(tmp_path):
 def test_weight_check_catches_a_changed_weight(tmp_path):
     from edgekit.deploy import make_deploy_form
     from edgekit.reference import source_model
-    from targets.coreml import check_weights
+    from edgekit.targets.coreml import check_weights
 
     export(ExportOptions("b0-seg", "coreml", "fp32", "64x128", target_options={"input": "tensor"}, output=tmp_path))
     model, _ = source_model(VARIANTS["b0-seg-cityscapes"], (64, 128), None)
@@ -121,7 +121,7 @@ def test_coreml_bad_input(tmp_path, args, needle):
 def test_unexpected_casts_are_found():
     from coremltools.converters.mil import Builder as mb
 
-    from targets.coreml import unexpected_casts
+    from edgekit.targets.coreml import unexpected_casts
 
     @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4))])
     def program(x):

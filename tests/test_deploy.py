@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from calibration.images import image_batch
+from edgekit.calibration.images import image_batch
 from edgekit.deploy import Upsample, make_deploy_form, plan_rewrites
 from edgekit.deploy.attention import StaticLiteMLA
 from edgekit.deploy.passes import fold_batchnorm
@@ -141,7 +141,7 @@ def test_depth_to_space_upsample_exports_as_depth_to_space(tmp_path, scale):
     import onnx
     import onnxruntime as ort
 
-    from targets.onnx import export_onnx
+    from edgekit.targets.onnx import export_onnx
 
     up = ExactBicubicUpsample(scale, 3)
     up.depth_to_space = True
@@ -198,7 +198,7 @@ def test_fp16_forward_of_deploy_form_on_real_images(name, size):
 
 
 def _plan(target: str, precision: str | None = None, upsample=None) -> list[str]:
-    from targets import TARGETS
+    from edgekit.targets import TARGETS
 
     spec = TARGETS[target]
     return plan_rewrites(spec.plan, spec.check_precision(precision or spec.default_precision), upsample, target)
@@ -233,7 +233,7 @@ def test_deploy_form_leaves_the_trained_model_untouched():
 
 
 def test_int8_plan_floors_the_attention_normaliser():
-    from calibration.sources import calibration_set
+    from edgekit.calibration.sources import calibration_set
 
     variant = get_variant("b0-seg")
     size = (128, 256)
@@ -252,7 +252,7 @@ def test_int8_plan_floors_the_attention_normaliser():
 
 def test_upsample_of_inverts_plan_rewrites():
     from edgekit.deploy import upsample_of
-    from targets import TARGETS
+    from edgekit.targets import TARGETS
 
     for target, spec in TARGETS.items():
         for upsample in spec.plan.allowed_upsample:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from android_harness import executor_runner_output
-from android_harness.host_executor_runner import write_launcher
+from edgekit.android_harness import executor_runner_output
+from edgekit.android_harness.host_executor_runner import write_launcher
 from conftest import every_variant_resolution
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
@@ -65,7 +65,7 @@ def test_fp32_pte_matches_pytorch(tmp_path, name, res):
         assert d["partitions"] == 1 and d["ops_left_to_portable_kernels"] == {}
         from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
 
-        from targets.executorch import ExecuTorchRunner
+        from edgekit.targets.executorch import ExecuTorchRunner
 
         for threads in (1, 2):  # a runner's threads reach ExecuTorch's own pool (torch's setting does not)
             ExecuTorchRunner(Path(m.artifact_dir) / "model.pte", threads)

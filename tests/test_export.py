@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from calibration.images import VERIFICATION
+from edgekit.calibration.images import VERIFICATION
 from edgekit.artifacts import sha256
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
@@ -105,19 +105,19 @@ def test_tflite_int8_with_int8_io(tmp_path, no_network):
 
 def _coverage(model: Path) -> tuple[bool, int]:
     """(every node delegated to XNNPACK, number of partitions), measured by the host harness's method."""
-    from android_harness.host_benchmark import coverage
+    from edgekit.android_harness.host_benchmark import coverage
 
     c = coverage(str(model))
     return c["replaced"] == c["total"] and not c["outside"], c["partitions"]
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    import targets.tflite
+    from edgekit.targets import tflite as tflite_target
 
     def boom(*args, **kwargs):
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(targets.tflite, "convert", boom)
+    monkeypatch.setattr(tflite_target, "convert", boom)
     with pytest.raises(RuntimeError):
         export(ExportOptions("b0-seg", "tflite", "fp32", "64x64", output=tmp_path))
     assert list(tmp_path.iterdir()) == []

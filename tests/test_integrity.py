@@ -23,7 +23,7 @@ from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.models import build_model
 from edgekit.registry import get_variant
-from targets import TARGETS
+from edgekit.targets import TARGETS
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_results_go_next_to_the_artifacts_and_failures_keep_the_measurement(art,
     _one_line_error(runner.invoke(app, ["profile", str(folder), "--results", str(elsewhere)]), "is a folder")
 
     # the write fails after the measurement: the measurement is printed, the reason said, exit 1
-    import android_harness.profiler as profiler
+    from edgekit.android_harness import profiler
 
     def full_disk(path, record):
         raise OSError(28, "No space left on device")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from android_harness import benchmark_output
-from android_harness.host_benchmark import write_launcher
-from android_harness.profiler import append_result, read_results
+from edgekit.android_harness import benchmark_output
+from edgekit.android_harness.host_benchmark import write_launcher
+from edgekit.android_harness.profiler import append_result, read_results
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from android_harness import perf_test_output
+from edgekit.android_harness import perf_test_output
 from conftest import every_variant_resolution
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export

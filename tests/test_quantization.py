@@ -67,7 +67,7 @@ def test_inspect_quantization_ranks_ops_on_held_out_photos():
 
 
 def test_the_int8_default_is_the_measured_recipe_per_variant():
-    from targets.tflite import INT8_DEFAULT_KEEP_FLOAT, TFLiteOptions, keep_float_for
+    from edgekit.targets.tflite import INT8_DEFAULT_KEEP_FLOAT, TFLiteOptions, keep_float_for
 
     frontier = json.loads((Path(__file__).parents[1] / "benchmarks/results/int8_frontier.json").read_text())
     for case in frontier["cases"]:

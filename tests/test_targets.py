@@ -12,10 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import targets
+from edgekit import targets
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
-from targets.base import Converted, DeployPlan, Packaging, TargetSpec, Tolerance, option
+from edgekit.targets.base import Converted, DeployPlan, Packaging, TargetSpec, Tolerance, option
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]

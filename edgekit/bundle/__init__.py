@@ -37,7 +37,7 @@ class PackageOptions:
 
 def platforms() -> dict[str, list[str]]:
     """Each app platform and the targets that package for it (from the target table)."""
-    from targets import TARGETS
+    from edgekit.targets import TARGETS
 
     found: dict[str, list[str]] = {}
     for spec in TARGETS.values():

@@ -15,7 +15,7 @@ FORMAT = "edgekit-bundle/1"
 
 
 def _crop_ratio(manifest) -> float | None:
-    from calibration.images import CLS_CROP_RATIO
+    from edgekit.calibration.images import CLS_CROP_RATIO
 
     return CLS_CROP_RATIO if manifest.task == "cls" else None
 

@@ -147,7 +147,7 @@ def make_deploy_form(
     from edgekit.deploy.passes import PASSES
 
     if isinstance(spec, str):
-        from targets import get_target
+        from edgekit.targets import get_target
 
         spec = get_target(spec)
 
