@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from executorch.runtime import Runtime
 
-    from edgekit.targets.executorch import set_threads
+    from edgekit.threads import set_executorch_threads
 
     _log("I", 180, f"Resetting threadpool with num threads = {args.cpu_threads}")
-    set_threads(args.cpu_threads)
+    set_executorch_threads(args.cpu_threads)
     t0 = time.perf_counter()
     program = Runtime.get().load_program(args.model_path)
     method = program.load_method("forward")

@@ -1,69 +1,45 @@
-"""Device profiles as data: how to recognise a phone's SoC from `getprop`, and how to run on it.
+"""Device profiles as data: how a phone of each SoC edgekit knows (edgekit.devices) is run: the
+big-core mask `taskset` pins to, the threads, the delegates it has. Recognising a phone's SoC from
+`getprop`, and its NPU, are the SoC's facts (edgekit.devices); the papers' published latencies live
+with the variants (edgekit.registry, PaperLatency.device names a profile here).
 
-SoC facts (ids, clusters, big-core masks) are public SoC data collected in ../shared/papers/TABLES.md;
-confirm them against `getprop` on a real phone. The papers' published latencies live with the variants
-(edgekit.registry, PaperLatency.device names a profile here).
-
-The Hexagon NPU facts (`Htp`) are what the QNN target compiles for:
-- QNN SoC ids: the `Qnn_SocModel_t` enum of the QNN SDK's QnnTypes.h (SM8450 = 36, SM8475 = 42,
-  SM8550 = 43, SM8650 = 57, SM8750 = 69), the same ids as Qualcomm's SoC table in LiteRT
-  (google-ai-edge/LiteRT, litert/vendors/qualcomm/core/schema/soc_table.h);
-- HTP architectures: that table's soc_table.cc (Qualcomm Innovation Center, Apache-2.0): SM8450 and
-  SM8475 V69, SM8550 V73, SM8650 V75, SM8750 V79, each with 8 MB of VTCM.
-The Snapdragon 8 Elite profile: ro.soc.model SM8750, ro.board.platform "sun" (device trees of SM8750
-phones: TARGET_BOARD_PLATFORM := sun), 6 + 2 Oryon cores, the prime pair on cpu6-7.
+The 8 Elite's 6 + 2 Oryon cores have the prime pair on cpu6-7 (mask c0, 2 threads); the others'
+big cluster is cpu4-7 (f0, 4 threads).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgekit.devices import SOCS, Soc
 from edgekit.errors import EdgekitError
 
-DELEGATES = ("cpu", "gpu", "nnapi", "qnn-tflite", "npu")
-
-
-@dataclass(frozen=True)
-class Htp:
-    """A Hexagon Tensor Processor as QNN names it."""
-
-    soc_model: int  # Qnn_SocModel_t
-    arch: int  # QnnHtpDevice_Arch_t: 69, 73, 75, 79
+# What a Snapdragon phone's runtimes reach: XNNPACK on the CPU, LiteRT's GPU delegate, NNAPI, LiteRT's
+# QNN delegate, and the HTP itself (QNN context binaries). A harness names the ones its program takes.
+QUALCOMM_DELEGATES = ("cpu", "gpu", "nnapi", "qnn-tflite", "npu")
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    name: str
-    description: str
-    soc_models: tuple[str, ...]  # ro.soc.model (Android 12+)
-    platforms: tuple[str, ...]  # ro.board.platform, for phones without ro.soc.model
+    soc: Soc  # what the phone is (edgekit.devices)
     core_mask: str | None  # hex taskset mask of the big cores; None: no pinning
     threads: int
     delegates: tuple[str, ...]
-    htp: Htp | None = None  # the NPU the QNN target compiles for (None: not a target here)
+
+    name = property(lambda self: self.soc.name)
+    description = property(lambda self: self.soc.description)
+    soc_models = property(lambda self: self.soc.soc_models)
+    htp = property(lambda self: self.soc.htp)
 
     def matches(self, props: dict[str, str]) -> bool:
-        soc = props.get("ro.soc.model", "").upper()
-        if soc:
-            return soc in self.soc_models
-        return props.get("ro.board.platform", "").lower() in self.platforms
+        return self.soc.matches(props)
 
 
-_QUALCOMM_DELEGATES = ("cpu", "gpu", "nnapi", "qnn-tflite", "npu")
 PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (
-    DeviceProfile("s8gen1", "Snapdragon 8 Gen 1 / 8+ Gen 1 (the paper's Tables 4-6 device)",
-                  ("SM8450", "SM8475"), ("taro",), "f0", 4, _QUALCOMM_DELEGATES, Htp(36, 69)),
-    DeviceProfile("s8gen2", "Snapdragon 8 Gen 2", ("SM8550",), ("kalama",), "f0", 4, _QUALCOMM_DELEGATES,
-                  Htp(43, 73)),
-    DeviceProfile("s8gen3", "Snapdragon 8 Gen 3", ("SM8650",), ("pineapple",), "f0", 4, _QUALCOMM_DELEGATES,
-                  Htp(57, 75)),
-    DeviceProfile("s8elite", "Snapdragon 8 Elite", ("SM8750",), ("sun",), "c0", 2, _QUALCOMM_DELEGATES,
-                  Htp(69, 79)),
-    DeviceProfile("s865", "Snapdragon 865", ("SM8250",), ("kona",), "f0", 4, _QUALCOMM_DELEGATES),
-    DeviceProfile("s855", "Snapdragon 855 (the paper's Figure 3 device)", ("SM8150",), ("msmnile",), "f0", 4,
-                  _QUALCOMM_DELEGATES),
-)}
-HOST = DeviceProfile("host", "this machine (ai-edge-litert through the host harness)", (), (), None, 2, ("cpu",))
+    DeviceProfile(SOCS[name], mask, threads, QUALCOMM_DELEGATES)
+    for name, mask, threads in (("s8gen1", "f0", 4), ("s8gen2", "f0", 4), ("s8gen3", "f0", 4), ("s8elite", "c0", 2),
+                                ("s865", "f0", 4), ("s855", "f0", 4)))}
+HOST = DeviceProfile(Soc("host", "this machine (the runners' host stand-ins)", (), ()), None, 2, ("cpu",))
 
 
 def profile_for(props: dict[str, str]) -> DeviceProfile | None:
@@ -78,7 +54,7 @@ def get_profile(name: str) -> DeviceProfile:
     return PROFILES[name]
 
 
-def check_delegate(profile: DeviceProfile, delegate: str, harness_delegates: tuple[str, ...] = DELEGATES) -> str:
+def check_delegate(profile: DeviceProfile, delegate: str, harness_delegates: tuple[str, ...]) -> str:
     if delegate not in harness_delegates:
         raise EdgekitError(f"--delegate {delegate!r} is not one of: {', '.join(harness_delegates)}")
     if delegate not in profile.delegates:

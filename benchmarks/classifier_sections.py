@@ -21,6 +21,7 @@ import numpy as np
 import torch.nn as nn
 
 from edgekit.deploy import make_deploy_form
+from edgekit.targets import get_target
 from edgekit.reference import source_model
 from edgekit.registry import get_variant
 from edgekit.targets import tflite
@@ -64,7 +65,7 @@ def _runners(module: nn.Module, work: Path, sample: np.ndarray, x: np.ndarray):
 def main() -> None:
     variant = get_variant(VARIANT)
     model, _ = source_model(variant, SIZE, None)
-    deploy = make_deploy_form(model, SIZE, "tflite", "fp32").model.eval()
+    deploy = make_deploy_form(model, SIZE, get_target("tflite"), "fp32").model.eval()
     backbone = deploy.backbone
     pieces = {"input stem": Prefix(backbone, 0)}
     pieces.update({f"stage {k}": Prefix(backbone, k + 1) for k in range(len(backbone.stages))})

@@ -25,6 +25,7 @@ import numpy as np
 from edgekit.calibration.images import image_batch
 from edgekit.calibration.sources import calibration_set
 from edgekit.deploy import make_deploy_form
+from edgekit.targets import get_target
 from edgekit.errors import EdgekitError
 from edgekit.metrics import compare
 from edgekit.reference import run_images, source_model
@@ -83,7 +84,7 @@ def bench_case(name: str, res: str, work: Path) -> dict:
     size = parse_resolution(res, variant)
     model, _ = source_model(variant, size, None)
     calib = calibration_set(variant, size, None, 8).data
-    form = make_deploy_form(model, size, "qnn", "int8", calibration=calib).model
+    form = make_deploy_form(model, size, get_target("qnn"), "int8", calibration=calib).model
     src = simplify_onnx(export_onnx(form, size, work / "deploy.onnx"), work / "deploy.sim.onnx")
     images = image_batch(variant, size)
     ref = run_images(model, images)

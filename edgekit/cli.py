@@ -18,7 +18,7 @@ import typer
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from edgekit.targets import DEFAULT_TARGET, TARGETS
+from edgekit.targets import DEFAULT_TARGET, TARGETS, harnesses
 from edgekit.targets.base import option_fields
 
 app = typer.Typer(
@@ -77,6 +77,16 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
+def _show(data: Any, as_json: bool, table: str, to_json: Callable[[], Any] | None = None) -> None:
+    """Every command's tail: JSON on stdout with --json, else edgekit.report's `table` of it (imported
+    only then: rich tables cost start-up time a script does not need)."""
+    if as_json:
+        return _print_json(to_json() if to_json else data)
+    from edgekit import report
+
+    getattr(report, table)(data)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"edgekit {__version__}")
@@ -94,6 +104,7 @@ def _main(
     ] = False,
 ) -> None:
     from edgekit.logs import VERBOSE_ENV, quiet_process
+    from edgekit.targets import quiet_env
 
     _state["debug"] = debug or os.environ.get("EDGEKIT_DEBUG") == "1"
     if verbose or _state["debug"]:
@@ -108,7 +119,7 @@ def _main(
 
         ctx.call_on_close(restore)
     if _state["entry"] and _state["capture"] is None:  # the real command, not an in-process test runner
-        _state["capture"] = quiet_process()
+        _state["capture"] = quiet_process(quiet_env())
 
 
 @app.command()
@@ -117,11 +128,7 @@ def variants(as_json: JsonOpt = False) -> None:
     from edgekit.info import list_variants
 
     rows = _run(list_variants)
-    if as_json:
-        return _print_json(rows)
-    from edgekit.report import variants_table
-
-    variants_table(rows)
+    _show(rows, as_json, "variants_table")
 
 
 @app.command()
@@ -135,11 +142,7 @@ def info(
     from edgekit.info import describe_variant
 
     data = _run(describe_variant, variant, resolution, weights)
-    if as_json:
-        return _print_json(data)
-    from edgekit.report import info_table
-
-    info_table(data)
+    _show(data, as_json, "info_table")
 
 
 @app.command()
@@ -167,23 +170,26 @@ def inspect(
         else:
             data = _run(inspect_variant, variant, target, resolution, weights, up, precision,
                         progress=lambda msg: status.update(msg))
-    if as_json:
-        return _print_json(data)
-    from edgekit.report import inspect_tables, quantization_tables
-
-    (quantization_tables if quantization else inspect_tables)(data)
+    _show(data, as_json, "quantization_tables" if quantization else "inspect_tables")
 
 
-def _with_target_options(fn):
+def _with_target_options(fn, shared_from_command: bool = False):
     """Add one option per target-option field in the table (--layout, --io, --ios, ...) to a
     command, collected into `target_options`: a new target's options appear without touching the
-    CLI. Each flag is None unless given; the target's table entry validates it."""
+    CLI. Each flag is None unless given; the target's table entry validates it. The table has already
+    refused two targets declaring one flag differently (targets.register), so targets sharing a flag
+    share its help. `shared_from_command`: the command has the shared flags itself (sweep's --device
+    is the phone it runs on, which fills the targets' --device), so they are not added."""
     import inspect
     import typing
+
+    from edgekit.targets.base import SHARED_FLAGS
 
     fields = {}
     for spec in TARGETS.values():
         for f in option_fields(spec.options):
+            if shared_from_command and f.metadata["flag"] in SHARED_FLAGS:
+                continue
             fields.setdefault(f.name, (f, []))[1].append(spec.name)
     signature = inspect.signature(fn, eval_str=True)  # this module's annotations are strings
     params = [p for p in signature.parameters.values() if p.name != "target_options"]
@@ -259,12 +265,7 @@ def export(
     )
     with _status("exporting") as status:
         manifest = _run(run_export, opts, lambda msg: status.update(msg))
-    if as_json:
-        _print_json(manifest.to_dict())
-    else:
-        from edgekit.report import export_report
-
-        export_report(manifest)
+    _show(manifest, as_json, "export_report", manifest.to_dict)
     _run(require_passed, manifest.verification)
 
 
@@ -287,12 +288,7 @@ def verify(
 
     with _status(f"verifying {artifact_dir}"):
         result = _run(verify_artifact, artifact_dir, verify_images, weights, allow_calibration_images)
-    if as_json:
-        _print_json(result)
-    else:
-        from edgekit.report import verification_table
-
-        verification_table(result["verification"], result["precision"], result["random_weights"])
+    _show(result, as_json, "verify_report")
     _run(require_passed, result["verification"])
 
 
@@ -312,11 +308,7 @@ def predict(
     with _status("predicting") as status:
         result = _run(run_predict, PredictOptions(artifact_dir, tuple(images), output, top),
                       lambda msg: status.update(msg))
-    if as_json:
-        return _print_json(result)
-    from edgekit.report import predict_report
-
-    predict_report(result)
+    _show(result, as_json, "predict_report")
 
 
 @app.command("targets")
@@ -325,11 +317,7 @@ def targets_cmd(as_json: JsonOpt = False) -> None:
     from edgekit.targets import describe_table
 
     rows = describe_table()
-    if as_json:
-        return _print_json(rows)
-    from edgekit.report import targets_table
-
-    targets_table(rows)
+    _show(rows, as_json, "targets_table")
 
 
 @app.command("package")
@@ -344,23 +332,18 @@ def package_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Make app-ready bundles: model, labels, model.json, a Kotlin/Swift snippet, and a zip of each."""
-    from edgekit.bundle import PackageOptions, package
+    from edgekit.package import PackageOptions, package
 
     with _status("packaging") as status:
         records = _run(package, PackageOptions(tuple(artifacts), platform.lower(), output, allow_failed),
                        lambda msg: status.update(msg))
-    if as_json:
-        return _print_json(records)
-    from edgekit.report import package_report
-
-    package_report(records)
+    _show(records, as_json, "package_report")
 
 
 def _csv(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
-@app.command()
 def sweep(
     variants: Annotated[str, typer.Option("--variants", help="Comma-separated, e.g. b0-seg,b1-cls,m0-cls.")],
     targets: Annotated[str, typer.Option("--targets", help="Comma-separated: " + ", ".join(TARGETS) + ".")] = DEFAULT_TARGET,
@@ -376,24 +359,24 @@ def sweep(
         "edgekit-artifacts"),
     plot: Annotated[Path | None, typer.Option("--plot", help="PNG path (default: <output>/sweep.png).")] = None,
     as_json: JsonOpt = False,
+    target_options: dict | None = None,
 ) -> None:
     """Export and profile a grid; resumes where an interrupted sweep stopped; table and latency-vs-MACs PNG."""
     from edgekit.sweep import SweepOptions
     from edgekit.sweep import sweep as run_sweep
 
     opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
-                        output, runs, warmup, threads, plot)
+                        output, runs, warmup, threads, plot, target_options or {})
     try:
         with _status("sweeping") as status:
             result = _run(run_sweep, opts, lambda msg: status.update(msg))
     except KeyboardInterrupt:
         typer.echo("interrupted: finished cells are kept; run the same command again to finish the rest", err=True)
         raise typer.Exit(130) from None
-    if as_json:
-        return _print_json(result)
-    from edgekit.report import sweep_table
+    _show(result, as_json, "sweep_table")
 
-    sweep_table(result)
+
+app.command("sweep")(_with_target_options(sweep, shared_from_command=True))
 
 
 def _choice(enum: type[E], value: str, option: str) -> E:
@@ -426,37 +409,28 @@ app.add_typer(harness_app, name="harness")
 @harness_app.command("add")
 def harness_add(
     path: Annotated[Path, typer.Argument(help="The program for Android arm64 (e.g. LiteRT's benchmark_model).")],
-    kind: Annotated[str, typer.Option("--kind", help="Which program: " + " | ".join(sorted(
-        {t.profiler for t in TARGETS.values() if t.profiler})) + " (the target table says which target uses which).")
-    ] = "benchmark_model",
+    kind: Annotated[str, typer.Option("--kind", help="Which program: " + " | ".join(
+        f"{name} ({', '.join(t.name for t in TARGETS.values() if t.harness is h)})"
+        for name, h in harnesses().items()) + ".")] = next(iter(harnesses())),
     lib: Annotated[list[Path] | None, typer.Option("--lib", help="A library it needs on the phone (repeat), e.g. "
                                                                  "the QNN HTP libraries for onnxruntime_perf_test.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Store a benchmark program (and the libraries it needs) in edgekit's cache, with their sha256."""
-    from edgekit.android_harness.profiler import add_harness
+    from edgekit.profile import add_harness
 
     record = _run(add_harness, path, kind.lower(), tuple(lib or ()))
-    if as_json:
-        return _print_json(record)
-    libs = f", libraries: {', '.join(sorted(record['libraries']))}" if record["libraries"] else ""
-    typer.echo(f"harness stored: {record['path']} ({record['kind']}, {record['file']}"
-               f"{', ' + record['arch'] if record['arch'] else ''}{libs}, "
-               f"sha256 {record['sha256'][:12]}...)")
+    _show(record, as_json, "harness_report")
 
 
 @app.command()
 def devices(as_json: JsonOpt = False) -> None:
     """List the phones adb sees: serial, model, SoC, matched device profile, state."""
-    from edgekit.android_harness.profiler import list_devices
+    from edgekit.profile import list_devices
 
     rows = _run(list_devices)
-    if as_json:
-        return _print_json(rows)
-    from edgekit.report import devices_table
-
-    devices_table(rows)
+    _show(rows, as_json, "devices_table")
 
 
 @app.command()
@@ -467,9 +441,8 @@ def profile(
     ] = None,
     device: Annotated[str, typer.Option("--device", "-d", help="A profile (s8gen1, ...), an adb serial, or host.")] = "host",
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the profile's).")] = None,
-    delegate: Annotated[str | None, typer.Option("--delegate", help="benchmark_model: cpu (XNNPACK, default) | "
-                                                                    "gpu | nnapi | qnn-tflite; "
-                                                                    "onnxruntime_perf_test: npu")] = None,
+    delegate: Annotated[str | None, typer.Option("--delegate", help="; ".join(
+        f"{h.name}: {' | '.join(h.delegates)}" for h in harnesses().values()) + " (the first is the default)")] = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs.")] = 5,
     op_profile: Annotated[bool, typer.Option("--op-profile", help="Per-op profile (benchmark_model on a phone).")] = False,
@@ -483,19 +456,14 @@ def profile(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure artifacts on a phone over adb (or on this machine) next to the paper's figure."""
-    from edgekit.android_harness.profiler import ProfileOptions
-    from edgekit.android_harness.profiler import profile as run_profile
+    from edgekit.profile import ProfileOptions
+    from edgekit.profile import profile as run_profile
 
     opts = ProfileOptions(tuple(artifacts or ()), device, threads, delegate.lower() if delegate else None, runs,
                           warmup, op_profile, keep, harness, results, force=force)
     with _status("profiling") as status:
         records = _run(run_profile, opts, lambda msg: status.update(msg))
-    if as_json:
-        _print_json(records)
-    else:
-        from edgekit.report import profile_table
-
-        profile_table(records)
+    _show(records, as_json, "profile_table")
     unsaved = [r for r in records if r.get("results_error")]
     if unsaved:  # the measurement is printed above; the command still failed to record it
         typer.echo(f"error: {unsaved[0]['results_error']}", err=True)

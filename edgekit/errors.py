@@ -11,6 +11,12 @@ class EdgekitError(Exception):
         self.log = log  # a converter's captured output, shown with --debug
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's first line (converters raise with multi-line logs), or its type if it says nothing."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class ManifestError(EdgekitError):
     """An artifact's edgekit.json is missing, unreadable, of an old schema, or names an unknown target."""
 

@@ -172,7 +172,7 @@ def _write_labels(variant: Variant, out: Path) -> None:
 
 
 def _manifest(plan: ExportPlan, form, source: dict, converted) -> Manifest:
-    from edgekit.info import output_semantics, variant_summary
+    from edgekit.info import variant_summary
     from edgekit.targets.base import options_dict
 
     variant, spec = plan.variant, plan.spec
@@ -189,7 +189,7 @@ def _manifest(plan: ExportPlan, form, source: dict, converted) -> Manifest:
         sha256=sha256(converted.model_file),
         io=converted.io,
         normalization={"color": "RGB", "scale": 1 / 255, "mean": list(variant.mean), "std": list(variant.std)},
-        output_semantics=output_semantics(variant),
+        output_semantics=variant.output_semantics,
         output_stride=variant.output_stride,
         labels="labels.txt",
         rewrites=[{"name": r.name, "exact": r.exact, "summary": r.summary} for r in form.rewrites],

@@ -11,12 +11,6 @@ PARAMS_REL_TOL = 0.02
 MACS_REL_TOL = 0.05
 
 
-def output_semantics(variant: Variant) -> str:
-    if variant.task == "seg":
-        return f"{variant.dataset} class logits at 1/{variant.output_stride} of the input resolution"
-    return f"{variant.dataset} class logits"
-
-
 def variant_summary(variant: Variant, size: Size) -> dict:
     """The facts every report and manifest starts with."""
     return {
@@ -82,7 +76,7 @@ def describe_variant(name: str, resolution: str | None = None, weights: str | Pa
         "default_resolution": list(variant.resolution),
         "input": {"shape": [1, 3, *size], "layout": "NCHW", "color": "RGB", "scale": 1 / 255,
                   "mean": list(variant.mean), "std": list(variant.std)},
-        "output": {"shape": list(measured.output_shape), "semantics": output_semantics(variant)},
+        "output": {"shape": list(measured.output_shape), "semantics": variant.output_semantics},
         "params_m": _comparison(measured.params / 1e6, variant.paper.params_m, PARAMS_REL_TOL),
         "gmacs": {
             **_comparison(measured.macs / 1e9, variant.paper.macs_at(size), MACS_REL_TOL),

@@ -18,17 +18,13 @@ import io
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 
 VERBOSE_ENV = "EDGEKIT_VERBOSE"
-# Environment settings the frameworks read when they load: quiet unless asked.
-QUIET_ENV = {
-    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ INFO/WARNING lines
-    "TF_ENABLE_ONEDNN_OPTS": "0",  # its "oneDNN custom operations are on" notice (conversion only)
-    "GRPC_VERBOSITY": "ERROR",
-    "TQDM_DISABLE": "1",  # coremltools' and onnx2tf's progress bars
-    "ORT_LOG_SEVERITY_LEVEL": "3",
-    "PYTHONWARNINGS": "ignore",  # subprocesses (the host harness) inherit it
-}
+# Environment settings read when a framework loads, to keep it quiet unless asked. Each target declares
+# its frameworks' own (TargetSpec.quiet_env: TensorFlow's log level, ONNX Runtime's, progress bars);
+# the edgekit command passes them all to quiet_process. This one is Python's, for every subprocess.
+QUIET_ENV = {"PYTHONWARNINGS": "ignore"}
 
 
 def verbose() -> bool:
@@ -113,10 +109,11 @@ class _Capture:
             os.unlink(self.file.name)
 
 
-def quiet_process() -> _Capture | None:
-    """Quiet the frameworks for the rest of this process (unless --verbose); returns the capture to
-    finish at exit, or None when nothing was redirected."""
-    for key, value in QUIET_ENV.items():
+def quiet_process(frameworks_env: Mapping[str, str] = {}) -> _Capture | None:  # noqa: B006 - read only
+    """Quiet the frameworks for the rest of this process (unless --verbose): `frameworks_env`, what
+    the targets' frameworks read (edgekit.targets.quiet_env()), is set unless the user set it; returns
+    the capture to finish at exit, or None when nothing was redirected."""
+    for key, value in {**QUIET_ENV, **frameworks_env}.items():
         os.environ.setdefault(key, value)
     if verbose():
         return None

@@ -77,6 +77,13 @@ class Variant:
         """Seg logits come out at 1/8 of the input; classifiers have no spatial output."""
         return 8 if self.task == "seg" else None
 
+    @property
+    def output_semantics(self) -> str:
+        """What the model's output means, for manifests, reports and app metadata."""
+        if self.task == "seg":
+            return f"{self.dataset} class logits at 1/{self.output_stride} of the input resolution"
+        return f"{self.dataset} class logits"
+
 
 # --- MIT EfficientViT B series ------------------------------------------------------------------
 

@@ -173,7 +173,8 @@ def quantization_tables(d: dict, top: int = 15) -> None:
         console.print(f"{what}: SQNR median {_num(p['sqnr_db_median'], '.1f')} dB, min {_num(p['sqnr_db_min'], '.1f')} dB")
 
 
-def verification_table(v: dict, precision: str, random_weights: bool) -> None:
+def verification_table(v: dict, precision: str, random_weights: bool, spec=None) -> None:
+    """`spec`: the artifact's target (its `check_lines` say what its own checks found)."""
     seg = v["agreement_kind"].startswith("pixels")
     t = Table(title=f"verification ({precision}) on {v['image_set']}: {v['compared']} vs {v['reference']}")
     t.add_column("photo", no_wrap=True)
@@ -201,22 +202,28 @@ def verification_table(v: dict, precision: str, random_weights: bool) -> None:
     if v["not_run"]:
         console.print(f"[yellow]the artifact's own outputs were not computed: {v['not_run']}[/] (the table compares "
                       "the torch model that was converted)")
-    checks = v.get("checks") or {}
-    if "structure" in checks:
-        st, w = checks["structure"], checks["weights"]
-        casts = ", ".join(st["unexpected_casts"]) or "none"
-        console.print(f"package: loads, I/O as declared: {st['io_matches']}; casts inside the graph: {casts}; "
-                      f"weights vs folded torch weights: {w['compared']} compared, {w['not_found']} not found, "
-                      f"max error {w['max_error']:.3g} {w['error_unit']}: {'pass' if w['passed'] else 'FAIL'}")
-    for device, d in (checks.get("devices") or {}).items():
-        verdict = "pass" if not d["failures"] else "[red]FAIL[/]: " + "; ".join(d["failures"])
-        console.print(f"{device}'s compiled model: SQNR median {_num(d['sqnr_db_median'], '.1f')} dB, min "
-                      f"{_num(d['sqnr_db_min'], '.1f')} dB, worst photo {d['agreement_min']:.2%} kept: {verdict}")
+    if v.get("checks") and spec is not None and spec.check_lines is not None:
+        for line in spec.check_lines(v["checks"]):
+            console.print(line, markup=False, style=None if " FAIL" not in line else "red")
     if v["calibration_overlap"]:
         console.print(f"[yellow]verified on photos that were also used for calibration: "
                       f"{', '.join(v['calibration_overlap'])} (these numbers flatter the model)[/]")
     if random_weights:
         console.print(f"[yellow]RANDOM WEIGHTS (no --weights): {v['note'] or 'these numbers measure the conversion'}[/]")
+
+
+def verify_report(result: dict) -> None:
+    from edgekit.targets import get_target
+
+    verification_table(result["verification"], result["precision"], result["random_weights"],
+                       get_target(result["target"]))
+
+
+def harness_report(record: dict) -> None:
+    libs = f", libraries: {', '.join(sorted(record['libraries']))}" if record["libraries"] else ""
+    console.print(f"harness stored: {record['path']} ({record['kind']}, {record['file']}"
+                  f"{', ' + record['arch'] if record['arch'] else ''}{libs}, sha256 {record['sha256'][:12]}...)",
+                  markup=False, soft_wrap=True)
 
 
 def export_report(m) -> None:
@@ -236,7 +243,7 @@ def export_report(m) -> None:
     if m.calibration:
         names = ", ".join(i["name"] for i in m.calibration["images"])
         console.print(f"calibrated on {m.calibration['samples']} samples from {names}")
-    verification_table(m.verification, m.precision, m.random_weights)
+    verification_table(m.verification, m.precision, m.random_weights, m.spec)
 
 
 def predict_report(r: dict) -> None:

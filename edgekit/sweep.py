@@ -3,6 +3,10 @@
 A cell is done when results.jsonl holds a measurement of exactly its artifact (same sha256) on the
 same device; an artifact already on disk with an intact model file is reused, not re-exported. So
 an interrupted sweep, run again with the same arguments, finishes the rest and redoes nothing.
+Each cell is exported with the target options given (each to the targets that take it) and, on a
+phone, with that phone's profile in every option that names the phones an artifact is built for
+(the shared --device: QNN compiles for the phone's Hexagon arch); an artifact on disk is reused only
+if it was exported with exactly those options.
 Failed cells are retried on the next run (a phone may have been unplugged). Artifacts and results
 are written atomically, so an interruption at any moment leaves no half cell behind.
 """
@@ -11,10 +15,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.targets import DEFAULT_TARGET
 
 Progress = Callable[[str], None]
@@ -32,6 +36,7 @@ class SweepOptions:
     warmup: int = 3
     threads: int | None = None
     plot: Path | None = None  # default: <output>/sweep.png
+    target_options: dict = field(default_factory=dict)  # option field name -> value, as the CLI collects them
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ def plan(opts: SweepOptions) -> list[Cell]:
     """Every cell of the grid, validated before any work (an unknown name fails the whole sweep)."""
     from edgekit.registry import get_variant, parse_resolution
     from edgekit.targets import get_target
+    from edgekit.targets.base import option_fields
 
     if not opts.variants:
         raise EdgekitError("--variants is empty: name at least one (edgekit variants lists them)")
@@ -62,6 +68,10 @@ def plan(opts: SweepOptions) -> list[Cell]:
             known = sorted({p for s in specs for p in s.precisions})
             raise EdgekitError(f"--precisions {precision!r} is not a precision of {', '.join(targets)} "
                                f"(one of: {', '.join(known)})")
+    given = {k: v for k, v in opts.target_options.items() if v is not None}
+    for name in given:
+        if not any(name in {f.name for f in option_fields(s.options)} for s in specs):
+            raise EdgekitError(f"--{name.replace('_', '-')} applies to none of --targets {','.join(targets)}")
     cells = []
     for name, res, target, precision in itertools.product(opts.variants, opts.resolutions, targets, opts.precisions):
         variant = get_variant(name)
@@ -80,8 +90,25 @@ def _device_key(device: str):
     return lambda rec: rec["device"]["serial"] == device
 
 
-def _existing_artifact(folder: Path):
-    """The manifest of an artifact already on disk whose model file is intact, else None."""
+def cell_options(spec, given: dict, device_profile: str):
+    """The target's options dataclass for a cell: the given options it takes, and on a phone that
+    phone's profile in its shared --device fields (unless the user named phones)."""
+    from edgekit.targets import TARGETS
+    from edgekit.targets.base import device_fields, option_fields, parse_options
+
+    own = {f.name for f in option_fields(spec.options)}
+    values = {k: v for k, v in given.items() if k in own and v is not None}
+    if device_profile != "host":
+        for name in device_fields(spec):
+            values.setdefault(name, device_profile)
+    return parse_options(spec, values, TARGETS)
+
+
+def _existing_artifact(folder: Path, options):
+    """The manifest of an artifact already on disk, exported with `options`, whose model file is
+    intact, else None."""
+    from edgekit.targets.base import options_dict
+
     from edgekit.artifacts import sha256
     from edgekit.errors import ManifestError
     from edgekit.manifest import MANIFEST, read_manifest
@@ -95,22 +122,26 @@ def _existing_artifact(folder: Path):
     model = manifest.model_path
     if not model.exists() or sha256(model) != manifest.sha256:
         return None
+    if manifest.target_options != options_dict(options):
+        return None  # exported for another phone or with other options: the export says what to do
     return manifest
 
 
-def _export(cell: Cell, opts: SweepOptions, progress: Progress):
+def _export(cell: Cell, opts: SweepOptions, device_profile: str, progress: Progress):
     """(manifest, reused)."""
     from edgekit.export import ExportOptions, artifact_name, export
     from edgekit.registry import get_variant
+    from edgekit.targets import get_target
 
+    options = cell_options(get_target(cell.target), opts.target_options, device_profile)
     folder = Path(opts.output) / artifact_name(get_variant(cell.variant), cell.resolution, cell.target,
                                                cell.precision)
-    manifest = _existing_artifact(folder)
+    manifest = _existing_artifact(folder, options)
     if manifest is not None:
         return manifest, True
     res = f"{cell.resolution[0]}x{cell.resolution[1]}"
-    return export(ExportOptions(cell.variant, cell.target, cell.precision, res, output=Path(opts.output)),
-                  progress), False
+    return export(ExportOptions(cell.variant, cell.target, cell.precision, res, target_options=options,
+                                output=Path(opts.output)), progress), False
 
 
 def _macs(variant: str, resolution: tuple[int, int], cache: dict) -> float:
@@ -145,25 +176,21 @@ def _fill_from_record(row: dict, record: dict) -> None:
                paper_device=paper.get("device"))
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _run_cell(cell: Cell, row: dict, opts: SweepOptions, results_path: Path, done, progress: Progress) -> None:
+def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, results_path: Path, done,
+              progress: Progress) -> None:
     """Fill `row` for one cell: export (or reuse), then profile unless already measured."""
-    from edgekit.android_harness.profiler import ProfileOptions, profile
+    from edgekit.profile import ProfileOptions, profile
 
     try:
-        manifest, reused = _export(cell, opts, progress)
+        manifest, reused = _export(cell, opts, device_profile, progress)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # one bad cell must not stop the grid; its reason goes in the table
-        row.update(status="export failed", error=_first_line(e))
+        row.update(status="export failed", error=first_line(e))
         return
     row["exported"] = "reused" if reused else "exported"
     _fill_from_manifest(row, manifest)
-    if manifest.spec.profiler is None:
+    if manifest.spec.harness is None:
         row["status"] = f"exported; not profiled ({manifest.spec.not_profiled})"
         return
     record = done(manifest.sha256)
@@ -174,7 +201,7 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, results_path: Path, don
         except KeyboardInterrupt:
             raise
         except EdgekitError as e:
-            row.update(status="profile failed", error=_first_line(e))
+            row.update(status="profile failed", error=first_line(e))
             return
         row["profiled"] = "measured"
     else:
@@ -185,7 +212,7 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, results_path: Path, don
 
 def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     """Run the grid; return {"rows": [...], "plot": path, "results": path, "device": ...}."""
-    from edgekit.android_harness.profiler import RESULTS, read_results
+    from edgekit.profile import RESULTS, read_results
 
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
@@ -205,7 +232,8 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     for i, cell in enumerate(cells, 1):
         progress(f"[{i}/{len(cells)}] {cell.label}")
         row = _row(cell, _macs(cell.variant, cell.resolution, macs_cache))
-        _run_cell(cell, row, opts, results_path, done, lambda msg, i=i: progress(f"[{i}/{len(cells)}] {msg}"))
+        _run_cell(cell, row, opts, device, results_path, done,
+                  lambda msg, i=i: progress(f"[{i}/{len(cells)}] {msg}"))
         rows.append(row)
     plot_path = Path(opts.plot) if opts.plot else Path(opts.output) / "sweep.png"
     from edgekit.sweep_plot import paper_points, plot
@@ -221,11 +249,10 @@ def _check_device(device: str, targets: set[str]) -> str:
     not export for an hour and then find no phone. (A phone lost mid-sweep fails only its cells.)"""
     if device == "host":
         return "host"
-    from edgekit.android_harness.harnesses import get_harness
-    from edgekit.android_harness.profiler import find_harness, resolve_device
+    from edgekit.profile import find_harness, resolve_device
     from edgekit.targets import TARGETS
 
     target = resolve_device(device)
-    for name in sorted({TARGETS[t].profiler for t in targets} - {None}):
-        find_harness(None, get_harness(name))
+    for harness in dict.fromkeys(TARGETS[t].harness for t in targets if TARGETS[t].harness is not None):
+        find_harness(None, harness)
     return target.profile.name

@@ -7,7 +7,13 @@ instant (`edgekit --help` reads it).
 
 A target's options are a frozen dataclass whose fields carry their command-line flag, help and
 choices (`option()`); `parse_options` turns the flags a user gave into that dataclass, and a flag
-that belongs to another target is a one-line error naming the targets that take it.
+that belongs to another target is a one-line error naming the targets that take it. One flag means
+one thing across the table: `check_options` refuses two targets declaring the same flag differently,
+and a flag edgekit shares between commands (`--device`, a phone) only through its declaration here
+(`device_option`), so `sweep` can fill it from the phone it runs on.
+
+Tolerance presets (`FP32_EXACT`, `FP16`, `INT8`) are declared once here; a target overrides only
+where its runtime needs another bar.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.android_harness.harnesses import Harness
 from edgekit.deploy import DeployPlan, Upsample  # noqa: F401 - re-exported for target modules
 from edgekit.errors import EdgekitError
 
@@ -40,6 +47,12 @@ class Tolerance:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+# The presets, per precision kind, on held-out photos:
+FP32_EXACT = Tolerance(max_rel=1e-4)  # the trained function to float rounding
+FP16 = Tolerance(sqnr_min_db=40.0, pixel_agreement=0.99)
+INT8 = Tolerance(sqnr_min_db=20.0, sqnr_median_db=25.0, pixel_agreement=0.95)
+
+
 class NotRunnable(EdgekitError):
     """This machine cannot run the artifact's own model (CoreML prediction needs macOS, ...)."""
 
@@ -47,6 +60,18 @@ class NotRunnable(EdgekitError):
 def option(default: Any, flag: str, help: str, choices: tuple[str, ...] | None = None, type: type = str):
     """A target option field: its default, command-line flag, help and allowed values."""
     return field(default=default, metadata={"flag": flag, "help": help, "choices": choices, "type": type})
+
+
+# Flags that mean one thing everywhere: a target option with one of them is declared by its helper,
+# and the commands that know a phone (sweep) fill it from that phone.
+SHARED_FLAGS = {"--device": "the phone profiles an artifact is built for, declared with device_option()"}
+
+
+def device_option(default: tuple[str, ...], choices: tuple[str, ...], help: str):
+    """`--device`: the phone profiles (edgekit.devices names) an artifact is built for, comma-separated.
+    `sweep` on a phone sets it to that phone's profile."""
+    return field(default=default, metadata={"flag": "--device", "help": help, "choices": choices, "type": tuple,
+                                            "shared": "device"})
 
 
 @dataclass(frozen=True)
@@ -129,8 +154,13 @@ class TargetSpec:
     # outputs) -> a dict with "passed"
     checks: Callable[..., dict] | None = None
     packaging: Packaging | None = None
-    profiler: str | None = None  # the android_harness runner that measures it (None: not profiled)
-    not_profiled: str = ""  # why not, when profiler is None
+    # the program that measures it on a phone: how it is pushed, run and read (None: not profiled)
+    harness: Harness | None = None
+    not_profiled: str = ""  # why not, when harness is None
+    # environment settings its frameworks read when they load, to keep them quiet (edgekit.logs)
+    quiet_env: Mapping[str, str] = field(default_factory=dict)
+    # the report's lines about what `checks` found: (the checks dict) -> lines
+    check_lines: Callable[[dict], list[str]] | None = None
     tools: tuple[str, ...] = ()  # PyPI distributions whose versions go into the manifest
     validate: Callable[[str, Any], None] | None = None  # (precision, options): cross-option rules
     # per-op sensitivity of its quantised form on held-out photos (edgekit inspect --quantization)
@@ -157,6 +187,32 @@ class TargetSpec:
 
 def option_fields(options_type: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(options_type) if "flag" in f.metadata]
+
+
+def _meaning(f: dataclasses.Field) -> tuple:
+    m = f.metadata
+    return f.name, m["type"], m["choices"], m.get("shared"), None if m.get("shared") else m["help"]
+
+
+def check_options(specs: list[TargetSpec]) -> None:
+    """One flag, one meaning: every target declaring a flag declares the same field (name, type,
+    choices, help), and a shared flag only through its helper. Raises EdgekitError naming both."""
+    seen: dict[str, tuple[str, dataclasses.Field]] = {}
+    for spec in specs:
+        for f in option_fields(spec.options):
+            flag = f.metadata["flag"]
+            if flag in SHARED_FLAGS and f.metadata.get("shared") is None:
+                raise EdgekitError(f"target {spec.name}: {flag} is edgekit's shared option "
+                                   f"({SHARED_FLAGS[flag]}); a target cannot give it another meaning")
+            if flag in seen and _meaning(seen[flag][1]) != _meaning(f):
+                raise EdgekitError(f"target {spec.name} declares {flag} differently from target {seen[flag][0]}: "
+                                   "one flag must mean one thing (rename it, or declare it the same way)")
+            seen.setdefault(flag, (spec.name, f))
+
+
+def device_fields(spec: TargetSpec) -> list[str]:
+    """The target's option fields that name the phones it builds for (the shared --device)."""
+    return [f.name for f in option_fields(spec.options) if f.metadata.get("shared") == "device"]
 
 
 def _convert_value(f: dataclasses.Field, value: Any) -> Any:

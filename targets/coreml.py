@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.targets.base import (
+    FP16,
+    INT8,
     Converted,
     ConvertJob,
     DeployPlan,
@@ -44,10 +46,8 @@ IOS_TARGETS = (16, 17, 18)
 PRECISIONS = ("fp16", "fp32", "int8-weights", "int8")
 # Linux can only compare the torch model that was converted with the trained one; the package's own
 # numbers need macOS, where they are held to the same bars.
-FP16_TOLERANCE = Tolerance(sqnr_min_db=40.0, pixel_agreement=0.99)
-INT8_TOLERANCE = Tolerance(sqnr_min_db=20.0, sqnr_median_db=25.0, pixel_agreement=0.95)
-VERIFY = {"fp16": FP16_TOLERANCE, "fp32": Tolerance(sqnr_min_db=60.0, pixel_agreement=0.999),
-          "int8-weights": INT8_TOLERANCE, "int8": INT8_TOLERANCE}
+VERIFY = {"fp16": FP16, "fp32": Tolerance(sqnr_min_db=60.0, pixel_agreement=0.999), "int8-weights": INT8,
+          "int8": INT8}
 # A weight in the package may differ from the folded torch weight by its storage rounding: none for
 # fp32, fp16 rounding for fp16, and for int8 weights half a quantisation step (per output channel)
 # plus fp16 roundings counted in steps (|w| <= 127 steps): the weight before quantising (half an
@@ -142,8 +142,7 @@ def convert(deploy: nn.Module, size: tuple[int, int], precision: str, ios: int, 
             minimum_deployment_target=getattr(ct.target, f"iOS{ios}"),
         )
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgekitError(f"coremltools conversion failed: {first}") from e
+        raise EdgekitError(f"coremltools conversion failed: {first_line(e)}") from e
     if precision == "int8-weights":
         from coremltools.optimize.coreml import OptimizationConfig, OpLinearQuantizerConfig, linear_quantize_weights
 
@@ -328,13 +327,12 @@ def _convert(job: ConvertJob) -> Converted:
     """The package, its MIL ops and I/O, and the torch model that was converted (the deploy form, or
     its calibrated int8 version)."""
     from edgekit import __version__
-    from edgekit.info import output_semantics
     from edgekit.labels import class_names
 
     variant, opts = job.variant, job.options
     job.progress(f"converting to CoreML {job.precision} (torch.export, coremltools, iOS {opts.ios})")
     metadata = {
-        "description": f"EfficientViT {variant.name}: {output_semantics(variant)}",
+        "description": f"EfficientViT {variant.name}: {variant.output_semantics}",
         "license": "model code: edgekit; weights: see the checkpoint's licence",
         "version": __version__,
         "variant": variant.name,
@@ -434,6 +432,14 @@ def _compile_mlmodelc(package: Path, folder: Path) -> str:
     return f"{package.stem}.mlmodelc"
 
 
+def _check_lines(checks: dict) -> list[str]:
+    st, w = checks["structure"], checks["weights"]
+    casts = ", ".join(st["unexpected_casts"]) or "none"
+    return [f"package: loads, I/O as declared: {st['io_matches']}; casts inside the graph: {casts}; "
+            f"weights vs folded torch weights: {w['compared']} compared, {w['not_found']} not found, "
+            f"max error {w['max_error']:.3g} {w['error_unit']}: {'pass' if w['passed'] else 'FAIL'}"]
+
+
 SPEC = TargetSpec(
     name="coreml",
     summary="CoreML mlprogram for iPhone (fp16 by default; int8 weights; int8 activations from iOS 17)",
@@ -449,7 +455,9 @@ SPEC = TargetSpec(
     validate=_validate,
     proxy=_proxy,
     checks=_checks,
+    check_lines=_check_lines,
     packaging=Packaging("ios", _bundle_io, _snippet, _compile_mlmodelc),
     not_profiled="CoreML runs on an iPhone (Xcode's performance report); edgekit profiles Android phones",
     tools=("coremltools", "torch"),
+    quiet_env={"TQDM_DISABLE": "1"},  # coremltools' progress bars
 )

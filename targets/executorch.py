@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.targets.base import Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, Tolerance
+from edgekit.android_harness.harnesses import Harness, RunSettings
+from edgekit.targets.base import FP32_EXACT, INT8, Converted, ConvertJob, DeployPlan, Packaging, TargetSpec
 
 MODEL_FILE = "model.pte"
 DELEGATE_CALL = "executorch_call_delegate"
@@ -78,14 +79,6 @@ def lower(exported) -> tuple[bytes, dict, dict]:
     return program.buffer, dict(sorted(before.items())), delegation
 
 
-def set_threads(threads: int) -> None:
-    """ExecuTorch's process-wide threadpool (XNNPACK's threads): torch.set_num_threads does not reach it."""
-    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
-
-    if threads > 0 and _threadpool_get_thread_count() != threads:
-        _unsafe_reset_threadpool(threads)  # "unsafe" only while another thread executes: none does here
-
-
 class ExecuTorchRunner:
     """executorch.runtime on NCHW float32 images (what the artifact's own program computes), its
     XNNPACK threadpool (one per process) set to `threads`."""
@@ -94,9 +87,10 @@ class ExecuTorchRunner:
         from executorch.runtime import Runtime
 
         from edgekit.logs import quiet_output
+        from edgekit.threads import set_executorch_threads
 
         with quiet_output("executorch"):
-            set_threads(threads)
+            set_executorch_threads(threads)
             self.method = Runtime.get().load_program(str(path)).load_method("forward")
         self._ran = False
 
@@ -185,8 +179,31 @@ def _snippet(spec: dict, manifest) -> tuple[str, str]:
 
     return kotlin.FILE_NAME, kotlin.snippet(spec, _kotlin_runtime(manifest))
 
+# ---- on the phone: ExecuTorch's executor_runner ------------------------------------------------------
+def _executor_runner_flags(model: str, run: RunSettings, device_dir: str) -> list[str]:
+    """ExecuTorch's executor_runner (gflags of examples/portable/executor_runner): the first of the
+    warmup + runs executions is the warm-up the parser leaves out."""
+    return [f"--model_path={model}", f"--num_executions={run.warmup + run.runs}", f"--cpu_threads={run.threads}"]
 
-INT8_TOLERANCE = Tolerance(sqnr_min_db=20.0, sqnr_median_db=25.0, pixel_agreement=0.95)
+
+def _executor_runner_parse(text: str):
+    from edgekit.android_harness import executor_runner_output
+
+    return executor_runner_output.parse(text)
+
+
+HARNESS = Harness(
+    name="executor_runner",
+    binary="executor_runner",
+    what="ExecuTorch's executor_runner built for Android arm64 with the XNNPACK backend "
+         "(examples/portable/executor_runner, linked with xnnpack_backend)",
+    delegates=("cpu",),
+    flags=_executor_runner_flags,
+    parse=_executor_runner_parse,
+    host_module="edgekit.android_harness.host_executor_runner",
+    no_op_profile_on_host="no per-op table: executor_runner writes ETDump files, not a table",
+)
+
 
 SPEC = TargetSpec(
     name="executorch",
@@ -197,11 +214,11 @@ SPEC = TargetSpec(
     plan=DeployPlan(exact_upsample_passes=("polyphase_upsample",), fp16_compute=(), int8_activations=("int8",),
                     attention_passes=("bmm_attention",)),
     convert=_convert,
-    tolerances={"fp32": Tolerance(max_rel=1e-4), "int8": INT8_TOLERANCE},
+    tolerances={"fp32": FP32_EXACT, "int8": INT8},
     runner=_runner,
     runner_label="executorch.runtime (XNNPACK)",
     packaging=Packaging("android", _bundle_io, _snippet),
-    profiler="executor_runner",
+    harness=HARNESS,
     tools=("executorch", "torchao"),
     describe=_describe,
 )

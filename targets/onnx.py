@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size
-from edgekit.targets.base import Converted, ConvertJob, DeployPlan, TargetSpec, Tolerance, Upsample
+from edgekit.targets.base import FP32_EXACT, Converted, ConvertJob, DeployPlan, TargetSpec, Upsample
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,9 +123,10 @@ SPEC = TargetSpec(
     plan=DeployPlan(upsample=Upsample.BICUBIC, allowed_upsample=tuple(Upsample), fp16_compute=(),
                     int8_activations=()),
     convert=_convert,
-    tolerances={"fp32": Tolerance(max_rel=1e-4)},
+    tolerances={"fp32": FP32_EXACT},
     runner=_runner,
     runner_label="ONNX Runtime (CPU)",
     not_profiled="ONNX is not a phone format here: export tflite, qnn or executorch for an Android phone",
     tools=("onnx", "onnxsim", "onnxruntime"),
+    quiet_env={"ORT_LOG_SEVERITY_LEVEL": "3"},  # ONNX Runtime's own log lines
 )

@@ -31,19 +31,23 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.devices import SOCS, htp_socs
 from edgekit.errors import EdgekitError
+from edgekit.android_harness.harnesses import Harness, RunSettings
 from edgekit.targets.base import (
+    FP16,
+    INT8,
     Converted,
     ConvertJob,
     DeployPlan,
     NotRunnable,
     Packaging,
     TargetSpec,
-    Tolerance,
-    option,
+    device_option,
 )
 
 EP_NAME = "QNNExecutionProvider"
+_QUIET = {"ORT_LOG_SEVERITY_LEVEL": "3"}  # ONNX Runtime's own log lines
 FOLDER = "model.qnn"
 SOURCE = "source.onnx"
 COMPILED = "model.onnx"  # per device; its context binary is model_qnn.bin next to it
@@ -53,22 +57,14 @@ QDQ_PRECISIONS = ("int8", "mixed")
 WORKER_TIMEOUT = 1800
 
 
-def _qnn_devices() -> tuple[str, ...]:
-    from edgekit.android_harness.profiles import PROFILES
-
-    return tuple(name for name, p in PROFILES.items() if p.htp is not None)
-
-
 @dataclass(frozen=True)
 class QNNOptions:
-    device: tuple = option(("s8gen1",), "--device", "qnn: phones to compile for, comma-separated "
-                           "(s8gen1, s8gen2, s8gen3, s8elite)", _qnn_devices(), tuple)
+    device: tuple = device_option(("s8gen1",), htp_socs(), "phones to compile for, comma-separated "
+                                  "(s8gen1, s8gen2, s8gen3, s8elite)")
 
 
 def _htp(device: str):
-    from edgekit.android_harness.profiles import PROFILES
-
-    return PROFILES[device].htp
+    return SOCS[device].htp
 
 
 def _validate(precision: str, options: QNNOptions) -> None:
@@ -130,7 +126,7 @@ def _call_worker(args: list[str], what: str) -> None:
     from edgekit.logs import QUIET_ENV, show
 
     done = subprocess.run([sys.executable, "-m", "edgekit.targets.qnn", *args], capture_output=True, text=True,
-                          errors="replace", timeout=WORKER_TIMEOUT, env={**os.environ, **QUIET_ENV})
+                          errors="replace", timeout=WORKER_TIMEOUT, env={**os.environ, **QUIET_ENV, **_QUIET})
     show(f"QNN {args[0]}", done.stdout + done.stderr)
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
@@ -289,9 +285,7 @@ def _describe(manifest) -> list[str]:
 
 
 def _soc(device: str) -> str:
-    from edgekit.android_harness.profiles import PROFILES
-
-    return PROFILES[device].soc_models[0]
+    return SOCS[device].soc_models[0]
 
 
 def _checks(model_file: Path, manifest, converted, images=None, expected=None) -> dict:
@@ -311,6 +305,12 @@ def _checks(model_file: Path, manifest, converted, images=None, expected=None) -
                                      "agreement_min": c["agreement_min"], "failures": missed}
         result["passed"] = result["passed"] and not missed
     return result
+
+
+def _check_lines(checks: dict) -> list[str]:
+    return [f"{device}'s compiled model: SQNR median {d['sqnr_db_median']:.1f} dB, min {d['sqnr_db_min']:.1f} dB, "
+            f"worst photo {d['agreement_min']:.2%} kept: {'pass' if not d['failures'] else 'FAIL: ' + '; '.join(d['failures'])}"
+            for device, d in checks.get("devices", {}).items()]
 
 
 # ---- packaging: Android, ONNX Runtime with the QNN EP --------------------------------------------------
@@ -372,11 +372,62 @@ def _snippet(spec: dict, manifest) -> tuple[str, str]:
 
     return kotlin.FILE_NAME, kotlin.snippet(spec, _kotlin_runtime(manifest))
 
+# ---- on the phone: ONNX Runtime's onnxruntime_perf_test with the QNN EP ------------------------------
+def _perf_test_flags(model: str, run: RunSettings, device_dir: str) -> list[str]:
+    """ONNX Runtime's perf test: `times` mode, generated inputs (-I), the QNN EP on the HTP backend
+    (flags from onnxruntime/test/perftest/command_args_parser.cc); it makes one warm-up run itself."""
+    return ["-m", "times", "-r", str(run.runs), "-I", "-x", str(run.threads), "-e", "qnn",
+            "-i", f"backend_path|{device_dir}/libQnnHtp.so", model]
+
+
+def _perf_test_parse(text: str):
+    from edgekit.android_harness import perf_test_output
+
+    return perf_test_output.parse(text)
+
+
+def _qnn_model_files(manifest, profile) -> list[tuple[Path, str]]:
+    """The model compiled for this phone's profile and its context binaries (they must sit side by
+    side: the EPContext model names them by relative path)."""
+    compiled = manifest.target_info.get("devices") or {}
+    if profile.name not in compiled:
+        built = ", ".join(f"{d} (v{info['htp_arch']})" for d, info in compiled.items()) or "no phone"
+        arch = f"Hexagon v{profile.htp.arch}" if profile.htp else "no HTP edgekit compiles for"
+        raise EdgekitError(f"{Path(manifest.artifact_dir).name} was compiled for {built}; this phone is {profile.name} "
+                           f"({arch}): export it with --device {profile.name}")
+    folder = Path(manifest.model_path) / profile.name
+    entry = compiled[profile.name]
+    return [(folder / Path(entry["model"]).name, Path(entry["model"]).name),
+            *((folder / name, name) for name in entry["context_binaries"])]
+
+
+def _qnn_libraries(profile) -> list[str]:
+    """What the HTP backend needs on the phone for this arch (QAIRT SDK: lib/aarch64-android and
+    lib/hexagon-v<arch>/unsigned)."""
+    arch = profile.htp.arch if profile.htp else "??"
+    return ["libQnnHtp.so", "libQnnSystem.so", f"libQnnHtpV{arch}Stub.so", f"libQnnHtpV{arch}Skel.so"]
+
+
+HARNESS = Harness(
+    name="onnxruntime_perf_test",
+    binary="onnxruntime_perf_test",
+    what="ONNX Runtime's onnxruntime_perf_test built for Android arm64 with the QNN execution provider "
+         "(--lib: libQnnHtp.so, libQnnSystem.so, libQnnHtpV<arch>Stub.so, libQnnHtpV<arch>Skel.so from the "
+         "QAIRT SDK, and libonnxruntime.so if your build needs it)",
+    delegates=("npu",),
+    flags=_perf_test_flags,
+    parse=_perf_test_parse,
+    no_host="the HTP simulator gives the NPU's numerics, not its latency: profile QNN artifacts on a phone "
+            "(--device s8gen1, ...)",
+    model_files=_qnn_model_files,
+    libraries=_qnn_libraries,
+    env="LD_LIBRARY_PATH={dir} ADSP_LIBRARY_PATH={dir}",
+)
+
 
 # fp16 on the HTP against PyTorch, held-out photos: the bars the issue set (>= 40 dB on every photo,
 # >= 99% of pixels); the quantised precisions are held to the int8 bars.
-INT8_TOLERANCE = Tolerance(sqnr_min_db=20.0, sqnr_median_db=25.0, pixel_agreement=0.95)
-VERIFY = {"fp16": Tolerance(sqnr_min_db=40.0, pixel_agreement=0.99), "int8": INT8_TOLERANCE, "mixed": INT8_TOLERANCE}
+VERIFY = {"fp16": FP16, "int8": INT8, "mixed": INT8}
 
 SPEC = TargetSpec(
     name="qnn",
@@ -392,8 +443,10 @@ SPEC = TargetSpec(
     options=QNNOptions,
     validate=_validate,
     checks=_checks,
+    check_lines=_check_lines,
     packaging=Packaging("android", _bundle_io, _snippet),
-    profiler="onnxruntime_perf_test",
+    harness=HARNESS,
+    quiet_env=_QUIET,
     tools=("onnx", "onnxsim", "onnxruntime", "onnxruntime-qnn"),
     describe=_describe,
 )

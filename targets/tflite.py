@@ -22,15 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
+from edgekit.android_harness.harnesses import Harness, RunSettings
 from edgekit.targets.base import (
+    FP16,
+    FP32_EXACT,
+    INT8,
     Converted,
     ConvertJob,
     DeployPlan,
     Packaging,
     QuantizationJob,
     TargetSpec,
-    Tolerance,
     option,
 )
 
@@ -53,13 +56,11 @@ class Layout(str, Enum):
 # What verification holds each precision to, against the PyTorch model, on held-out photos.
 # fp32: PyTorch's own rounding (verify raises max_rel to twice PyTorch-fp32's distance from float64
 # where that is larger); fp16 and int8: SQNR on every photo and, for segmentation, pixel classes kept.
-FP16_TOLERANCE = Tolerance(sqnr_min_db=40.0, pixel_agreement=0.99)
-INT8_TOLERANCE = Tolerance(sqnr_min_db=20.0, sqnr_median_db=25.0, pixel_agreement=0.95)
 VERIFY = {
-    Precision.FP32.value: Tolerance(max_rel=1e-4),
-    Precision.FP16.value: FP16_TOLERANCE,
-    Precision.INT8_DYNAMIC.value: INT8_TOLERANCE,
-    Precision.INT8.value: INT8_TOLERANCE,
+    Precision.FP32.value: FP32_EXACT,
+    Precision.FP16.value: FP16,
+    Precision.INT8_DYNAMIC.value: INT8,
+    Precision.INT8.value: INT8,
 }
 
 
@@ -155,8 +156,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, layout: Layout, input_name: str,
         except SystemExit as e:  # onnx2tf reports some failures by exiting
             raise EdgekitError(f"onnx2tf failed ({e}); rerun with --debug for its log", log=log.getvalue()) from e
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EdgekitError(f"onnx2tf failed: {first}; rerun with --debug for its log", log=log.getvalue()) from e
+            raise EdgekitError(f"onnx2tf failed: {first_line(e)}; rerun with --debug for its log", log=log.getvalue()) from e
     return out
 
 
@@ -203,8 +203,7 @@ def _converter(saved_model: Path, calibration_nchw: np.ndarray | None, layout: L
 
 def _conversion_failed(precision: str, e: Exception) -> EdgekitError:
     # the converter raises ConverterError/RuntimeError with multi-line logs
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return EdgekitError(f"TFLite {precision} conversion failed: {first}", log=str(e))
+    return EdgekitError(f"TFLite {precision} conversion failed: {first_line(e)}", log=str(e))
 
 
 def calibrate(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout) -> bytes:
@@ -528,6 +527,40 @@ def _snippet(spec: dict, manifest) -> tuple[str, str]:
     return kotlin.FILE_NAME, kotlin.snippet(spec, _kotlin_runtime())
 
 
+# ---- on the phone: LiteRT's benchmark_model -----------------------------------------------------------
+def _benchmark_model_flags(model: str, run: RunSettings, device_dir: str) -> list[str]:
+    flags = [f"--graph={model}", f"--num_threads={run.threads}", f"--num_runs={run.runs}",
+             f"--warmup_runs={run.warmup}"]
+    flags += {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"],
+              # LiteRT's QNN delegate for TFLite models, pushed by the user (not the qnn target)
+              "qnn-tflite": [f"--external_delegate_path={device_dir}/libQnnTFLiteDelegate.so"]}[run.delegate]
+    if run.op_profile:
+        flags.append("--enable_op_profiling=true")
+    return flags
+
+
+def _benchmark_model_parse(text: str):
+    from edgekit.android_harness import benchmark_output
+
+    return benchmark_output.parse(text)
+
+
+HARNESS = Harness(
+    name="benchmark_model",
+    binary="benchmark_model",
+    what="LiteRT's benchmark_model for Android arm64",
+    delegates=("cpu", "gpu", "nnapi", "qnn-tflite"),
+    flags=_benchmark_model_flags,
+    parse=_benchmark_model_parse,
+    host_module="edgekit.android_harness.host_benchmark",
+    no_op_profile_on_host="no per-op table: the host harness has no profiler (ai-edge-litert exposes none)",
+)
+
+
+# TensorFlow's C++ INFO/WARNING lines, its oneDNN notice (conversion only), gRPC's, onnx2tf's progress bars
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VERBOSITY": "ERROR", "TQDM_DISABLE": "1"}
+
+
 SPEC = TargetSpec(
     name="tflite",
     summary="TFLite for Android CPU (XNNPACK) and GPU: fp32, fp16, int8 with float or int8 I/O",
@@ -542,7 +575,8 @@ SPEC = TargetSpec(
     options=TFLiteOptions,
     validate=_validate,
     packaging=Packaging("android", _bundle_io, _snippet),
-    profiler="benchmark_model",
+    harness=HARNESS,
+    quiet_env=QUIET_ENV,
     tools=("onnx", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert"),
     quantization=_quantization,
     describe=_describe,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgekit.bundle import PackageOptions, package
+from edgekit.package import PackageOptions, package
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.labels import palette

@@ -56,12 +56,13 @@ def test_m0_cls_int8_weights_is_a_classifier(tmp_path):
 
 def test_weight_check_catches_a_changed_weight(tmp_path):
     from edgekit.deploy import make_deploy_form
+    from edgekit.targets import get_target
     from edgekit.reference import source_model
     from edgekit.targets.coreml import check_weights
 
     export(ExportOptions("b0-seg", "coreml", "fp32", "64x128", target_options={"input": "tensor"}, output=tmp_path))
     model, _ = source_model(VARIANTS["b0-seg-cityscapes"], (64, 128), None)
-    deploy = make_deploy_form(model, (64, 128), "coreml", "fp32").model
+    deploy = make_deploy_form(model, (64, 128), get_target("coreml"), "fp32").model
     package = tmp_path / "b0-seg-cityscapes-64x128-coreml-fp32" / "model.mlpackage"
     assert check_weights(package, deploy, "fp32")["passed"]
     name, weight = next((k, v) for k, v in deploy.state_dict().items() if v.ndim == 4)

@@ -20,6 +20,7 @@ from edgekit.models import build_model
 from edgekit.models.efficientvit_mit import LiteMLA
 from edgekit.models.init import calibrated_random_init
 from edgekit.registry import VARIANTS, get_variant
+from edgekit.targets import get_target
 
 BN = torch.nn.modules.batchnorm._BatchNorm
 FOLD_REL_TOL = 1e-5
@@ -73,8 +74,8 @@ def test_folding_is_exact_and_leaves_no_batchnorm(calibrated, name):
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_onnx_of_deploy_form_is_static_and_lean(calibrated, name):
     model, images, size = calibrated(name)
-    form = make_deploy_form(model, size, "onnx")
-    deploy = lambda m: make_deploy_form(m, size, "onnx").model  # noqa: E731
+    form = make_deploy_form(model, size, get_target("onnx"))
+    deploy = lambda m: make_deploy_form(m, size, get_target("onnx")).model  # noqa: E731
     # Static attention sums in another order (ReduceSum + matmul for the normaliser), so its fp32
     # rounding differs more than folding's; 1e-4 is what fp32 artifacts are verified to.
     assert_exact_rewrite(model, deploy, images, batch_limit=1, rel_tol=1e-4)  # static forms: batch 1
@@ -110,9 +111,9 @@ def test_polyphase_upsample_is_exact(calibrated):
 
 def test_transposes_needed_per_block():
     """LiteMLA: 1 (k^T; heads batched). CGA: 2 per head (q^T, attn^T; softmax on the last axis)."""
-    b0 = make_deploy_form(build_model(get_variant("b0-seg")), (256, 256), "onnx").model
+    b0 = make_deploy_form(build_model(get_variant("b0-seg")), (256, 256), get_target("onnx")).model
     assert expected_transposes(b0) == 4  # 2 + 2 EfficientViT blocks
-    m0 = make_deploy_form(build_model(get_variant("m0-cls")), (224, 224), "onnx").model
+    m0 = make_deploy_form(build_model(get_variant("m0-cls")), (224, 224), get_target("onnx")).model
     assert expected_transposes(m0) == 2 * 4 * (1 + 2 + 3)  # 4 heads in each of 6 blocks
 
 
@@ -188,7 +189,7 @@ def test_fp16_forward_of_deploy_form_on_real_images(name, size):
     images = image_batch(variant, size)
     torch.manual_seed(0)
     model = calibrated_random_init(build_model(variant, size), images)
-    form = make_deploy_form(model, size, "tflite", "fp16")
+    form = make_deploy_form(model, size, get_target("tflite"), "fp16")
     fp32 = run_images(form.model, images)
     fp16 = run_images(form.model, images, torch.float16)
     assert next(form.model.parameters()).dtype == torch.float32  # run_images never converts in place
@@ -227,7 +228,7 @@ def test_plans_per_target():
 def test_deploy_form_leaves_the_trained_model_untouched():
     model = build_model(get_variant("b0-seg"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    make_deploy_form(model, (256, 256), "tflite")
+    make_deploy_form(model, (256, 256), get_target("tflite"))
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
@@ -240,14 +241,14 @@ def test_int8_plan_floors_the_attention_normaliser():
     calib = calibration_set(variant, size, None, 4).data
     torch.manual_seed(0)
     model = calibrated_random_init(build_model(variant, size), calib)
-    form = make_deploy_form(model, size, "tflite", "int8", calibration=calib)
+    form = make_deploy_form(model, size, get_target("tflite"), "int8", calibration=calib)
     assert form.rewrites[-1].name == "int8_attention_floor" and not form.rewrites[-1].exact
     floors = [m.den_floor for m in form.model.modules() if isinstance(m, StaticLiteMLA)]
     assert len(floors) == 4 and all(f > 0 for f in floors)
     out = compare(run_images(model, calib), run_images(form.model, calib))
     assert out["finite"] and out["psnr_peak_db"] > 40  # the floor only touches near-zero normalisers
     with pytest.raises(ValueError, match="calibration"):
-        make_deploy_form(model, size, "tflite", "int8")
+        make_deploy_form(model, size, get_target("tflite"), "int8")
 
 
 def test_upsample_of_inverts_plan_rewrites():

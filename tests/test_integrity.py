@@ -116,7 +116,7 @@ def test_results_go_next_to_the_artifacts_and_failures_keep_the_measurement(art,
     _one_line_error(runner.invoke(app, ["profile", str(folder), "--results", str(elsewhere)]), "is a folder")
 
     # the write fails after the measurement: the measurement is printed, the reason said, exit 1
-    from edgekit.android_harness import profiler
+    from edgekit import profile as profiler
 
     def full_disk(path, record):
         raise OSError(28, "No space left on device")

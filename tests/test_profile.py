@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from edgekit.android_harness import benchmark_output
 from edgekit.android_harness.host_benchmark import write_launcher
-from edgekit.android_harness.profiler import append_result, read_results
+from edgekit.profile import append_result, read_results
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 

@@ -228,7 +228,7 @@ def test_profile_on_the_phone_the_artifact_was_compiled_for(qnn_b0, connect, per
 
 
 def test_android_bundle_loads_the_compiled_model_with_the_qnn_ep(qnn_b0, tmp_path):
-    from edgekit.bundle import PackageOptions, package
+    from edgekit.package import PackageOptions, package
 
     (record,) = package(PackageOptions((Path(qnn_b0.artifact_dir),), "android", tmp_path))
     bundle = Path(record["bundle"])

@@ -138,18 +138,14 @@ def make_deploy_form(
     keep_stages: bool = False,
     calibration=None,
 ) -> DeployForm:
-    """Apply the target's passes (`spec`: its targets.TargetSpec, or its name) in order to a copy of
-    `model`, which is left untouched. `calibration` (N, 3, H, W) images are needed by int8 plans only."""
+    """Apply the target's passes (`spec`: its edgekit.targets.TargetSpec, from the table) in order to a
+    copy of `model`, which is left untouched. `calibration` (N, 3, H, W) images are needed by int8 plans
+    only. The deploy passes sit below the targets: this module never imports the table."""
     import copy
 
     import torch
 
     from edgekit.deploy.passes import PASSES
-
-    if isinstance(spec, str):
-        from edgekit.targets import get_target
-
-        spec = get_target(spec)
 
     precision = spec.check_precision(precision or spec.default_precision)
     names = plan_rewrites(spec.plan, precision, upsample, spec.name)

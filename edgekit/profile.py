@@ -1,6 +1,7 @@
 """`edgekit profile` and `edgekit devices`: run each artifact's benchmark program (its target's
-`profiler` in the target table: benchmark_model for TFLite, ...) on a phone or its host stand-in
-here, and record each result.
+`harness` in the target table: benchmark_model for TFLite, ...) on a phone or its host stand-in
+here, and record each result. Orchestration: it reads the table and drives the pieces of
+edgekit.android_harness (adb, device profiles, the harness type), which know no target.
 
 Before running, the model file must still have the sha256 its manifest recorded (`--force` measures
 a changed file and records the sha256 of the bytes that ran). On a phone: push the harness and the
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.android_harness.adb import Adb, DeviceLost, quote
-from edgekit.android_harness.harnesses import BENCHMARK_MODEL, Harness, RunSettings, get_harness, host_command
+from edgekit.android_harness.harnesses import Harness, RunSettings, host_command
 from edgekit.android_harness.profiles import HOST, PROFILES, DeviceProfile, check_delegate, get_profile, profile_for
 from edgekit.artifacts import sha256
 from edgekit.errors import EdgekitError
@@ -55,6 +56,8 @@ def _elf_arch(path: Path) -> tuple[str | None, str | None]:
 def add_harness(path: Path, kind: str = "benchmark_model", libraries: tuple[Path, ...] = ()) -> dict:
     """Store a benchmark program for Android arm64 (and the libraries it needs on the phone) in
     edgekit's cache, each with its sha256."""
+    from edgekit.targets import get_harness
+
     harness = get_harness(kind)
     path = Path(path)
     for file in (path, *map(Path, libraries)):
@@ -89,7 +92,7 @@ class HarnessFiles:
     libraries: dict[str, Path]  # file name -> local path
 
 
-def find_harness(explicit: Path | None, harness: Harness = BENCHMARK_MODEL) -> HarnessFiles:
+def find_harness(explicit: Path | None, harness: Harness) -> HarnessFiles:
     """The program (and its libraries) given with --harness PATH (libraries: the files next to it) or
     stored with `edgekit harness add`, checked against the sha256s recorded then."""
     if explicit is not None:
@@ -340,7 +343,7 @@ def _selected(opts: ProfileOptions, progress: Progress) -> list:
     manifests = []
     for path, named in _artifacts(opts):
         m = read_manifest(path)
-        if m.spec.profiler is None:
+        if m.spec.harness is None:
             if named:
                 raise EdgekitError(f"{path} is a {m.target} artifact, which is not profiled: {m.spec.not_profiled}")
             progress(f"skipping {path.name}: {m.target} artifacts are not profiled")
@@ -383,7 +386,7 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
     else:
         adb = Adb()
         target = resolve_device(opts.device, adb)
-    harnesses = [get_harness(m.spec.profiler) for m in manifests]
+    harnesses = [m.spec.harness for m in manifests]
     binaries = {}
     for harness in dict.fromkeys(harnesses):
         if target.serial is None and harness.host_module is None:
