@@ -13,6 +13,7 @@ from edgekit.android_harness import perf_test_output
 from conftest import every_variant_resolution
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
+from edgekit.manifest import read_manifest
 from edgekit.registry import VARIANTS
 from perf_test_standin import write_launcher
 from virtual_adbd import SM8450_PROPS
@@ -225,6 +226,38 @@ def test_profile_on_the_phone_the_artifact_was_compiled_for(qnn_b0, connect, per
     # the host has the simulator, not the NPU: no latency from it
     r = runner.invoke(app, ["profile", art, "--device", "host", "--results", str(results)])
     assert r.exit_code == 1 and "numerics, not its latency" in r.stderr
+
+
+def test_a_sweep_on_an_s8gen3_phone_compiles_for_its_hexagon(connect, perf_test, tmp_path):
+    """sweep's --device is the phone: every QNN cell is compiled for that phone's profile (the shared
+    --device option), here an SM8650 (s8gen3, Hexagon v75 in QNN's SoC table), and then measured on it."""
+    program, _ = perf_test
+    libs = []
+    for name in ("libQnnHtp.so", "libQnnSystem.so", "libQnnHtpV75Stub.so", "libQnnHtpV75Skel.so"):
+        (tmp_path / name).write_bytes(b"\x7fELF stand-in for " + name.encode())
+        libs += ["--lib", str(tmp_path / name)]
+    assert runner.invoke(app, ["harness", "add", str(program), "--kind", "onnxruntime_perf_test", *libs]).exit_code == 0
+    phone = connect("gen3", props=SM8650)
+    out = tmp_path / "artifacts"
+    args = ["sweep", "--variants", "b0-seg,m0-cls", "--targets", "qnn", "--precisions", "fp16", "--resolutions",
+            "64x128", "--device", phone.serial, "--runs", "2", "--warmup", "0", "--output", str(out), "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    assert len(rows) == 2 and all(row["latency_ms"] and row["profiled"] == "measured" for row in rows), rows
+    for row in rows:
+        m = read_manifest(row["artifact"])
+        assert m.target_options == {"device": ["s8gen3"]}
+        assert {d: info["htp_arch"] for d, info in m.target_info["devices"].items()} == {"s8gen3": 75}
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [rec["device"]["serial"] for rec in records] == [phone.serial] * 2
+    # run again: both cells are found done (same artifacts, same phone), nothing is compiled or measured again
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and all(row["profiled"] == "from results.jsonl" and row["exported"] == "reused"
+                                    for row in json.loads(r.stdout)["rows"])
+    # a target option none of the chosen targets takes is refused before any work
+    r = runner.invoke(app, [*args[:-1], "--layout", "nchw"])
+    assert r.exit_code == 1 and "--layout applies to none of --targets qnn" in r.stderr
 
 
 def test_android_bundle_loads_the_compiled_model_with_the_qnn_ep(qnn_b0, tmp_path):

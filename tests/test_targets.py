@@ -1,74 +1,33 @@
 """The target table: a new target through its table entry alone, unknown targets and broken
 manifests as one-line errors, and verification on held-out photos (never the calibration ones)."""
 
+import dataclasses
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from edgekit import targets
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
-from edgekit.targets.base import Converted, DeployPlan, Packaging, TargetSpec, Tolerance, option
+from toy_target import TOY, ToyOptions
+
+from edgekit.errors import EdgekitError
+from edgekit.devices import htp_socs
+from edgekit.targets.base import device_fields, device_option, option
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 
 
-# ---- a toy target, declared here and nowhere else --------------------------------------------------
-@dataclass(frozen=True)
-class ToyOptions:
-    noise: int = option(0, "--noise", "toy: add this much noise (in 1e-3) to the outputs", None, int)
-
-
-class ToyRunner:
-    def __init__(self, path: Path, manifest, threads: int = 2):
-        self.model = torch.jit.load(str(path))
-        self.noise = manifest.target_options["noise"] * 1e-3
-
-    def run(self, images, expected_nchw=None):
-        with torch.no_grad():
-            out = np.concatenate([self.model(torch.from_numpy(x[None])).numpy() for x in images])
-        return out + self.noise * np.random.default_rng(0).standard_normal(out.shape).astype(np.float32)
-
-
-def _toy_convert(job):
-    job.progress("tracing")
-    path = job.out / "model.pt"
-    with torch.no_grad():
-        torch.jit.trace(job.deploy, torch.zeros(1, 3, *job.size)).save(str(path))
-    io = {"input": {"name": "x", "shape": [1, 3, *job.size], "layout": "NCHW", "dtype": "float32",
-                    "quantization": None},
-          "output": {"name": "y", "shape": None, "layout": "NCHW", "dtype": "float32", "quantization": None}}
-    return Converted(path, {"TorchScript": 1}, io, target_info={"traced": True})
-
-
-def _toy_snippet(spec, manifest):
-    return "Toy.txt", f"load {spec['model_file']} and feed {spec['input']['name']}\n"
-
-
-TOY = TargetSpec(
-    name="toy",
-    summary="TorchScript, for tests only",
-    model_file="model.pt",
-    precisions=("fp32",),
-    plan=DeployPlan(fp16_compute=(), int8_activations=()),
-    convert=_toy_convert,
-    tolerances={"fp32": Tolerance(sqnr_min_db=60.0)},
-    runner=ToyRunner,
-    runner_label="torch.jit",
-    options=ToyOptions,
-    packaging=Packaging("android", lambda m, p: (dict(m.io["input"]), dict(m.io["output"])), _toy_snippet),
-    not_profiled="toy artifacts are not profiled",
-)
-
-
+# ---- a toy target (tests/toy_target.py), through the table alone ----------------------------------------
 @pytest.fixture
 def toy(monkeypatch):
     monkeypatch.setitem(targets.TARGETS, "toy", TOY)
@@ -106,6 +65,62 @@ def test_a_new_target_through_the_table_alone(toy, tmp_path):
     assert r.exit_code == 1 and "--layout applies to tflite only, not toy" in r.stderr
     r = runner.invoke(app, ["export", "b0-seg", "-t", "toy", "-p", "int8", "-o", str(out)])
     assert r.exit_code == 1 and "--precision 'int8' is not one of: fp32 (for toy)" in r.stderr
+
+
+def _toy_with(options_type, name="toy2"):
+    return dataclasses.replace(TOY, name=name, options=options_type)
+
+
+def test_a_flag_means_one_thing_across_the_table():
+    """A new target's flag that another target declares differently is refused when it registers; so
+    is the shared --device declared as anything but the phones an artifact is built for."""
+    @dataclass(frozen=True)
+    class OwnDevice:  # an OpenVINO-style --device: CPU, GPU or NPU of this machine
+        device: str = option("cpu", "--device", "the compute device to run on", ("cpu", "gpu", "npu"))
+
+    @dataclass(frozen=True)
+    class OtherLayout:
+        layout: int = option(0, "--layout", "a number", None, int)
+
+    @dataclass(frozen=True)
+    class OtherName:  # the same flag on another field would fill the wrong option
+        order: str = option("nhwc", "--layout", "input layout: nhwc (camera order) | nchw", ("nhwc", "nchw"))
+
+    before = dict(targets.TARGETS)
+    with pytest.raises(EdgekitError, match=r"--device is edgekit's shared option .* another meaning"):
+        targets.register(_toy_with(OwnDevice))
+    for options in (OtherLayout, OtherName):
+        with pytest.raises(EdgekitError, match="declares --layout differently from target tflite"):
+            targets.register(_toy_with(options))
+    with pytest.raises(EdgekitError, match="already in the table"):
+        targets.register(targets.TARGETS["tflite"])
+    assert targets.TARGETS == before  # nothing half-registered
+
+    # the shared --device, declared by its helper, and a flag declared exactly as another target does
+    @dataclass(frozen=True)
+    class Sharing:
+        device: tuple = device_option(("s8gen1",), htp_socs(), "phones to build for")
+        noise: int = ToyOptions.__dataclass_fields__["noise"]
+
+    try:
+        spec = targets.register(_toy_with(Sharing, "toy3"))
+        assert device_fields(spec) == ["device"]
+    finally:
+        targets.unregister("toy3")
+
+
+def test_a_registered_target_joins_the_conformance_suite():
+    """The toy target, registered by a plugin before collection (as a target module registers at
+    import), is collected and passes tests/test_conformance.py, which names no target."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "toy_target", "-q", "-k", "toy", "-p",
+                           "no:cacheprovider", str(REPO / "tests" / "test_conformance.py")],
+                          cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "tests")})
+    assert done.returncode == 0, done.stdout[-3000:]
+    summary = done.stdout.strip().splitlines()[-1]
+    assert re.match(r"\d+ passed", summary) and "failed" not in summary and "skipped" not in summary, summary
+    assert int(summary.split()[0]) >= 6, summary
+    assert "toy" not in (REPO / "tests" / "test_conformance.py").read_text()
 
 
 def test_a_failed_verification_exits_3_and_keeps_the_artifact(toy, tmp_path):
