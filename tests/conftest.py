@@ -11,6 +11,19 @@ import torch
 import torch.nn as nn
 
 
+def require_tools(*tools: str, package: str) -> None:
+    """A test that needs a system program (adb, kotlinc, javac): skipped with a one-line reason naming
+    the Debian package on a developer's machine without it, failed under CI (CI=true), so CI can never
+    pass by skipping it (.ci/run installs the packages)."""
+    missing = [t for t in tools if not shutil.which(t)]
+    if not missing:
+        return
+    reason = f"{', '.join(missing)} not installed (Debian package: {package}; sudo apt-get install {package})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason}: CI=true, so this test may not be skipped")
+    pytest.skip(reason)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_by_default(monkeypatch):
     """Every test starts from edgekit's defaults: a developer's EDGEKIT_VERBOSE/EDGEKIT_DEBUG, or one
@@ -75,8 +88,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def adb_server():
-    if not shutil.which("adb"):
-        pytest.fail("adb is not installed (.ci/run installs the Debian package)")
+    require_tools("adb", package="adb")
     old = os.environ.get("ANDROID_ADB_SERVER_PORT")
     os.environ["ANDROID_ADB_SERVER_PORT"] = str(_free_port())  # a private server: nothing else disturbed
     subprocess.run(["adb", "start-server"], check=True, capture_output=True, timeout=60)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import require_tools
 from edgekit.package import PackageOptions, package
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
@@ -91,11 +92,10 @@ CLS_CALL = """val top = model.classify(bitmap, 5)
 
 @pytest.fixture(scope="session")
 def stub_classes(tmp_path_factory):
-    import shutil
     import subprocess
 
-    if not shutil.which("kotlinc") or not shutil.which("javac"):
-        pytest.fail("kotlinc/javac not installed (.ci/run installs Debian's kotlin package)")
+    require_tools("kotlinc", package="kotlin")
+    require_tools("javac", package="default-jdk-headless")
     out = tmp_path_factory.mktemp("stub_classes")
     sources = [str(p) for p in STUBS.rglob("*.java")]
     subprocess.run(["javac", "-d", str(out), *sources], check=True, capture_output=True, timeout=300)
