@@ -74,6 +74,30 @@ def image_files(folder: Path) -> list[Path]:
     return paths
 
 
+def expand_images(given) -> list[Path]:
+    """The photos a user named: files, folders (their .jpg/.jpeg/.png, sorted) and glob patterns
+    (`shots/*.jpg`, as a shell that did not expand them would pass them), in the order given, each
+    once; a name that is none of these is a one-line error."""
+    import glob
+
+    found: list[Path] = []
+    for item in map(str, given):
+        path = Path(item)
+        if path.is_dir():
+            found += image_files(path)
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True)
+                             if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise EdgekitError(f"no .jpg/.jpeg/.png images match {item}")
+            found += matches
+        else:
+            raise EdgekitError(f"{item} not found")
+    return list(dict.fromkeys(found))
+
+
 def load_rgb(path: Path):
     from PIL import Image, UnidentifiedImageError
 

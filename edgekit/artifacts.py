@@ -48,6 +48,11 @@ def tool_versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
 
 def check_writable(parent: Path) -> None:
     """Fail before any work if the output folder cannot take a new artifact."""
+    for folder in (Path(parent), *Path(parent).parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise EdgekitError(f"output {parent} is not a folder: {folder} is a file (choose another --output)")
+            break
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=parent):

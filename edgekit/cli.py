@@ -295,7 +295,8 @@ def verify(
 @app.command()
 def predict(
     artifact_dir: Annotated[Path, typer.Argument(help="An artifact directory written by `edgekit export`.")],
-    images: Annotated[list[Path], typer.Argument(help="Your photos (.jpg/.png).")],
+    images: Annotated[list[Path], typer.Argument(help="Your photos (.jpg/.png): files, folders of them, or "
+                                                      "glob patterns such as 'shots/*.jpg'.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the pictures.")] = Path(
         "edgekit-predictions"),
     top: Annotated[int, typer.Option("--top", help="Classes to show for a classifier.")] = 5,
@@ -467,6 +468,11 @@ def profile(
     unsaved = [r for r in records if r.get("results_error")]
     if unsaved:  # the measurement is printed above; the command still failed to record it
         typer.echo(f"error: {unsaved[0]['results_error']}", err=True)
+        raise typer.Exit(1)
+    skipped = [r for r in records if "skipped" in r]
+    if skipped:  # the others were measured; an artifact the user named was not
+        typer.echo(f"error: {len(skipped)} of the artifacts named {'was' if len(skipped) == 1 else 'were'} not "
+                   f"profiled: {skipped[0]['skipped']}", err=True)
         raise typer.Exit(1)
 
 

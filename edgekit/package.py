@@ -99,8 +99,16 @@ def _write_bundle(manifest, platform: str, folder: Path) -> tuple[dict, str | No
     model = manifest.model_path
     packaging = manifest.spec.packaging
     spec = bundle_spec(manifest, model, platform)
-    copy = shutil.copytree if model.is_dir() else shutil.copy2
-    copy(model, folder / model.name)
+    if model.is_dir() and packaging.app_files is not None:  # only what the app loads
+        spec["model_files"] = {}  # what ships, each with its sha256 (the artifact's sha256 covers all of model)
+        for rel in packaging.app_files(manifest):
+            (folder / model.name / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(model / rel, folder / model.name / rel)
+            spec["model_files"][rel] = sha256(model / rel)
+    elif model.is_dir():
+        shutil.copytree(model, folder / model.name)
+    else:
+        shutil.copy2(model, folder / model.name)
     shutil.copy2(Path(manifest.artifact_dir) / manifest.labels, folder / spec["labels"])
     snippet_file, code = packaging.snippet(spec, manifest)
     compiled = packaging.compile(folder / model.name, folder) if packaging.compile else None

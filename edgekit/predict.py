@@ -146,7 +146,7 @@ def _classification_picture(seen, top: list[tuple[str, float]], random_weights: 
 
 def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     """Run the artifact on each photo; write the pictures; return what it found per photo."""
-    from edgekit.calibration.images import center_crop, load_rgb, preprocess
+    from edgekit.calibration.images import center_crop, expand_images, load_rgb, preprocess
     from edgekit.artifacts import check_writable
     from edgekit.labels import class_names, palette
     from edgekit.manifest import read_manifest
@@ -159,11 +159,7 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
         raise EdgekitError(f"--top must be at least 1 (got {opts.top})")
     manifest = read_manifest(Path(opts.artifact))
     variant = get_variant(manifest.variant)
-    photos = []
-    for path in map(Path, opts.images):
-        if not path.is_file():
-            raise EdgekitError(f"{path} not found")
-        photos.append((path, load_rgb(path)))
+    photos = [(path, load_rgb(path)) for path in expand_images(opts.images)]
     runner = open_runner(manifest)  # checks the model file's sha256; NotRunnable where the host cannot
     labels = class_names(variant)
     folder = Path(opts.output) / Path(manifest.artifact_dir).name

@@ -335,24 +335,32 @@ def _artifacts(opts: ProfileOptions) -> list[tuple[Path, bool]]:
     return paths
 
 
-def _selected(opts: ProfileOptions, progress: Progress) -> list:
-    """The manifests to measure: an artifact named by the user that its target does not profile is an
-    error; one found in a folder is skipped with a note."""
+def _not_profiled(path: Path, m) -> str:
+    return f"{path} is an artifact of the {m.target} target, which is not profiled: {m.spec.not_profiled}"
+
+
+def _selected(opts: ProfileOptions, progress: Progress) -> tuple[list, list[dict]]:
+    """(the manifests to measure, the artifacts the user named that their target does not profile).
+    Those are skipped, not fatal, when others are measured (the command then exits 1); named alone, one
+    is an error. One found in a folder is skipped with a note."""
     from edgekit.manifest import read_manifest
 
-    manifests = []
+    manifests, skipped = [], []
     for path, named in _artifacts(opts):
         m = read_manifest(path)
         if m.spec.harness is None:
             if named:
-                raise EdgekitError(f"{path} is a {m.target} artifact, which is not profiled: {m.spec.not_profiled}")
+                skipped.append({"artifact": str(path), "variant": m.variant, "target": m.target,
+                                "precision": m.precision, "skipped": _not_profiled(path, m)})
             progress(f"skipping {path.name}: {m.target} artifacts are not profiled")
             continue
         manifests.append(m)
     if not manifests:
+        if skipped:
+            raise EdgekitError("; ".join(s["skipped"] for s in skipped))
         raise EdgekitError(f"no artifacts to profile under {', '.join(map(str, opts.artifacts or (opts.root,)))}: "
                            "export one for a phone first (edgekit export b0-seg)")
-    return manifests
+    return manifests, skipped
 
 
 def _measured_sha(manifest, force: bool) -> tuple[str, str | None]:
@@ -370,12 +378,14 @@ def _measured_sha(manifest, force: bool) -> tuple[str, str | None]:
 
 
 def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[dict]:
-    """Measure each artifact on the chosen device; return the records appended to results.jsonl."""
+    """Measure each artifact on the chosen device; return the records appended to results.jsonl, then
+    one {"artifact", "variant", "target", "precision", "skipped": why} per artifact the user named
+    that its target does not profile (never recorded)."""
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
     if opts.threads is not None and opts.threads < 1:
         raise EdgekitError(f"--threads must be at least 1 (got {opts.threads})")
-    manifests = _selected(opts, progress)
+    manifests, skipped = _selected(opts, progress)
     shas = [_measured_sha(m, opts.force) for m in manifests]
     results_paths = [Path(opts.results) if opts.results else Path(m.artifact_dir).parent / RESULTS for m in manifests]
     for path in dict.fromkeys(results_paths):
@@ -443,4 +453,4 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
             record["results_error"] = f"could not append to {results_path} ({e.strerror or e}): the measurement is " \
                                       "only in this output"
         records.append(record)
-    return records
+    return records + skipped

@@ -285,7 +285,8 @@ def devices_table(rows: list[dict]) -> None:
     console.print(table)
 
 
-def profile_table(records: list[dict]) -> None:
+def profile_table(all_records: list[dict]) -> None:
+    records = [r for r in all_records if "skipped" not in r]
     harnesses = ", ".join(sorted({r["harness"] for r in records}))
     columns = [("variant", "left", 0), ("res", "right", 1), ("target", "left", 2), ("precision", "left", 1),
                ("device", "left", 3), ("delegate", "left", 4), ("init ms", "right", 8), ("median ms", "right", 0),
@@ -326,6 +327,9 @@ def profile_table(records: list[dict]) -> None:
     if any(r["device"]["profile"] == "host" for r in records):
         console.print("host: this machine, not a phone; 'paper ms' is the Snapdragon 8 Gen 1 figure, shown for "
                       "scale, with no ratio")
+    for r in all_records:
+        if "skipped" in r:
+            console.print(f"[yellow]not profiled: {r['skipped']}[/]")
 
 
 def package_report(records: list[dict]) -> None:

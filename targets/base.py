@@ -130,6 +130,8 @@ class Packaging:
     io: Callable[[Any, Path], tuple[dict, dict]]  # (manifest, model path) -> (input, output) for model.json
     snippet: Callable[[dict, Any], tuple[str, str]]  # (model.json dict, manifest) -> (file name, code)
     compile: Callable[[Path, Path], str | None] | None = None  # (model in bundle, bundle) -> note/file
+    # for a model that is a folder: the files in it an app loads, relative to it (None: all of them)
+    app_files: Callable[[Any], list[str]] | None = None  # (manifest) -> relative paths
 
 
 @dataclass(frozen=True)

@@ -333,9 +333,11 @@ def _kotlin_runtime(manifest):
     return KotlinRuntime(
         setup=(f'Gradle: implementation("{ORT_QNN_MAVEN}:<version>") (ONNX Runtime with the QNN EP); its QNN '
                f"libraries must be QNN SDK {sdk} or newer, the SDK this context binary was compiled with",
-               f"Copy {FOLDER}/ and the labels into src/main/assets/; the model loads from files (the EPContext "
-               f"model names its context binary by a relative path), compiled for {device} "
-               f"({_soc(device)}, Hexagon v{_htp(device).arch}): other phones need their own export"),
+               f"Copy {FOLDER}/ (the compiled model of each phone it was compiled for: "
+               f"{', '.join(manifest.target_options['device'])}) and the labels into src/main/assets/; the model "
+               f"loads from files (the EPContext model names its context binary by a relative path); this class "
+               f"loads {device}'s ({_soc(device)}, Hexagon v{_htp(device).arch}): other phones need their own "
+               "export"),
         imports=("ai.onnxruntime.OnnxTensor", "ai.onnxruntime.OrtEnvironment", "ai.onnxruntime.OrtSession",
                  "java.io.File"),
         fields=f'private val env = OrtEnvironment.getEnvironment()\nprivate val session: OrtSession\n'
@@ -365,6 +367,13 @@ try {
 }""",
         close="session.close()",
     )
+
+
+def _app_files(manifest) -> list[str]:
+    """Each phone's EPContext model and its context binaries; not source.onnx, which no app loads."""
+    devices = manifest.target_info["devices"]
+    return [f"{d}/{name}" for d, entry in devices.items()
+            for name in (Path(entry["model"]).name, *entry["context_binaries"])]
 
 
 def _snippet(spec: dict, manifest) -> tuple[str, str]:
@@ -444,7 +453,7 @@ SPEC = TargetSpec(
     validate=_validate,
     checks=_checks,
     check_lines=_check_lines,
-    packaging=Packaging("android", _bundle_io, _snippet),
+    packaging=Packaging("android", _bundle_io, _snippet, app_files=_app_files),
     harness=HARNESS,
     quiet_env=_QUIET,
     tools=("onnx", "onnxsim", "onnxruntime", "onnxruntime-qnn"),

@@ -4,6 +4,7 @@ virtual device), packaged for Android."""
 
 import json
 import socket
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -266,9 +267,16 @@ def test_android_bundle_loads_the_compiled_model_with_the_qnn_ep(qnn_b0, tmp_pat
     (record,) = package(PackageOptions((Path(qnn_b0.artifact_dir),), "android", tmp_path))
     bundle = Path(record["bundle"])
     assert (bundle / "model.qnn" / "s8gen1" / "model_qnn.bin").is_file()
+    # only what an app loads: each phone's EPContext model and context binary, not the source graph
+    shipped = sorted(str(p.relative_to(bundle / "model.qnn")) for p in (bundle / "model.qnn").rglob("*") if p.is_file())
+    assert shipped == ["s8gen1/model.onnx", "s8gen1/model_qnn.bin", "s8gen3/model.onnx", "s8gen3/model_qnn.bin"]
+    with zipfile.ZipFile(record["zip"]) as z:
+        assert not [n for n in z.namelist() if n.endswith("source.onnx")]
     code = (bundle / "EdgekitModel.kt").read_text()
+    assert "Copy model.qnn/ (the compiled model of each phone it was compiled for: s8gen1, s8gen3)" in code
     assert 'options.addQnn(mapOf("backend_path" to "libQnnHtp.so"))' in code
     assert 'private val DEVICE = "s8gen1"' in code and "onnxruntime-android-qnn" in code
     assert "QNN SDK " + qnn_b0.target_info["qnn_sdk"] in code
     spec = json.loads((bundle / "model.json").read_text())
     assert spec["output"]["shape"] == [1, 19, 16, 32] and spec["input"]["shape"] == [1, 3, 128, 256]
+    assert sorted(spec["model_files"]) == shipped

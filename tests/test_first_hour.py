@@ -1,0 +1,76 @@
+"""Defects a new user met in the first hour on a fresh clone (issue 21), each reproduced and now right."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+from edgekit.export import ExportOptions, export
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "calibration" / "images"
+
+
+@pytest.fixture(scope="module")
+def onnx_b0(tmp_path_factory):
+    return export(ExportOptions("b0-seg", "onnx", resolution="64x128", output=tmp_path_factory.mktemp("onnx")))
+
+
+def _one_line(r, needle, code=1):
+    err = r.stderr.strip()
+    assert r.exit_code == code, r.output
+    assert err.startswith("error: ") and needle in err and "\n" not in err, err
+
+
+def test_predict_takes_files_folders_and_globs(onnx_b0, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("mit-fig-5.jpeg", "mit-fig-6.jpeg"):
+        shutil.copy(IMAGES / name, photos / name)
+    (photos / "notes.txt").write_text("not a photo")
+    out = str(tmp_path / "p")
+    for given, expected in (([str(photos)], ["mit-fig-5.jpeg", "mit-fig-6.jpeg"]),
+                            ([str(photos / "*-6.jpeg"), str(IMAGES / "city.png")], ["mit-fig-6.jpeg", "city.png"]),
+                            ([str(photos / "mit-fig-5.jpeg"), str(photos)], ["mit-fig-5.jpeg", "mit-fig-6.jpeg"])):
+        r = runner.invoke(app, ["predict", onnx_b0.artifact_dir, *given, "-o", out, "--json"])
+        assert r.exit_code == 0, r.output
+        assert [Path(p["image"]).name for p in json.loads(r.stdout)["predictions"]] == expected
+    _one_line(runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(photos / "*.gif"), "-o", out]),
+              "no .jpg/.jpeg/.png images match")
+    _one_line(runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(tmp_path / "missing.jpg"), "-o", out]),
+              "missing.jpg not found")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_line(runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(empty), "-o", out]), "has no .jpg/.jpeg/.png")
+
+
+def test_output_naming_a_file_says_so(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for where in (blocker, blocker / "below"):
+        r = runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "-r", "64x128", "-o", str(where)])
+        _one_line(r, f"{blocker} is a file (choose another --output)")
+        assert "File exists" not in r.stderr
+    assert blocker.read_text() == "x"
+
+
+def test_an_artifact_that_is_not_profiled_does_not_stop_the_others(b0_fp32, onnx_b0, tmp_path):
+    _, tflite = b0_fp32
+    results = tmp_path / "r.jsonl"
+    r = runner.invoke(app, ["profile", onnx_b0.artifact_dir, tflite.artifact_dir, "--runs", "2", "--warmup", "0",
+                            "--results", str(results), "--json"])
+    _one_line(r, "1 of the artifacts named was not profiled")
+    assert "is an artifact of the onnx target, which is not profiled" in r.stderr and "a onnx" not in r.stderr
+    measured, skipped = json.loads(r.stdout)
+    assert measured["target"] == "tflite" and measured["median_ms"] > 0 and skipped["target"] == "onnx"
+    assert [json.loads(line)["target"] for line in results.read_text().splitlines()] == ["tflite"]
+    # named alone: one line, nothing recorded
+    r = runner.invoke(app, ["profile", onnx_b0.artifact_dir, "--results", str(tmp_path / "other.jsonl")])
+    _one_line(r, "is an artifact of the onnx target, which is not profiled")
+    assert not (tmp_path / "other.jsonl").exists()
