@@ -21,6 +21,12 @@ from edgekit.errors import EdgekitError
 from edgekit.targets import DEFAULT_TARGET, TARGETS, harnesses
 from edgekit.targets.base import option_fields
 
+# typer (0.29) prints a type beside every option in --help, switches included ("--overwrite <bool>"),
+# which reads as if a switch took a value; it takes none (`--overwrite true` is refused). Show none.
+if hasattr(typer.core, "TyperOption") and hasattr(typer.core.TyperOption, "display_type_rich"):
+    _display_type = typer.core.TyperOption.display_type_rich
+    typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
+
 app = typer.Typer(
     name="edgekit",
     help="EfficientViT from PyTorch to verified on-device artifacts (see `edgekit targets`) and on-device latencies.",
@@ -213,6 +219,9 @@ def _with_target_options(fn, shared_from_command: bool = False):
     return command
 
 
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Threads for PyTorch and the host runner "
+                                                                  "(default: PyTorch's, one per core; 1 is often "
+                                                                  "faster on a busy machine).")]
 VerifyImagesOpt = Annotated[
     Path | None, typer.Option("--verify-images", help="Verify on your own photos (a folder) instead of the "
                                                       "built-in held-out set.")]
@@ -239,6 +248,7 @@ def export(
     allow_calibration_images: AllowCalibrationOpt = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an artifact of the same name made from "
                                                                 "other weights or options.")] = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
     target_options: dict | None = None,
 ) -> None:
@@ -262,6 +272,7 @@ def export(
         verify_images=verify_images,
         allow_calibration_images=allow_calibration_images,
         overwrite=overwrite,
+        threads=threads,
     )
     with _status("exporting") as status:
         manifest = _run(run_export, opts, lambda msg: status.update(msg))
@@ -281,13 +292,14 @@ def verify(
                                                           "(checked against the sha256 the export recorded).")
     ] = None,
     allow_calibration_images: AllowCalibrationOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-run an artifact's verification against the PyTorch model it came from."""
     from edgekit.verify import require_passed, verify_artifact
 
     with _status(f"verifying {artifact_dir}"):
-        result = _run(verify_artifact, artifact_dir, verify_images, weights, allow_calibration_images)
+        result = _run(verify_artifact, artifact_dir, verify_images, weights, allow_calibration_images, threads)
     _show(result, as_json, "verify_report")
     _run(require_passed, result["verification"])
 

@@ -44,6 +44,7 @@ class ExportOptions:
     verify_images: Path | None = None  # a folder of the user's photos (default: the built-in set)
     allow_calibration_images: bool = False  # verify on a photo that was also used for calibration
     overwrite: bool = False  # replace an artifact made from other weights or options
+    threads: int | None = None  # PyTorch's and the host runner's threads (None: PyTorch's default; runner 2)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ def plan_export(opts: ExportOptions) -> ExportPlan:
     from edgekit.targets import TARGETS, get_target
     from edgekit.targets.base import parse_options
 
+    from edgekit.threads import check_threads
+
+    check_threads(opts.threads)
     variant = get_variant(opts.variant)
     size = parse_resolution(opts.resolution, variant)
     spec = get_target(opts.target)
@@ -136,11 +140,19 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
 
 
 def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> Manifest:
-    from edgekit.reference import source_model
-    from edgekit.verify import verify_model
-    from edgekit.targets.base import ConvertJob
+    from edgekit.threads import torch_threads
 
     plan = plan_export(opts)
+    with torch_threads(opts.threads):
+        return _export(opts, plan, progress)
+
+
+def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manifest:
+    from edgekit.reference import source_model
+    from edgekit.runtime import DEFAULT_THREADS
+    from edgekit.targets.base import ConvertJob
+    from edgekit.verify import verify_model
+
     variant, size, spec = plan.variant, plan.size, plan.spec
     final = Path(opts.output) / artifact_name(variant, size, spec.name, plan.precision)
     replaced = _check_replace(final, plan, opts)
@@ -157,7 +169,7 @@ def export(opts: ExportOptions, progress: Progress = lambda _msg: None) -> Manif
         _write_labels(variant, tmp)
         progress(f"verifying against PyTorch on {len(plan.verification.paths)} held-out photos")
         manifest.verification = verify_model(converted.model_file, manifest, model, plan.verification,
-                                             converted.torch_model)
+                                             converted.torch_model, threads=opts.threads or DEFAULT_THREADS)
         manifest.export_seconds = round(time.perf_counter() - started, 1)
         write_manifest(tmp, manifest)
     manifest.artifact_dir = str(final)

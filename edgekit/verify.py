@@ -68,13 +68,13 @@ def _fp32_noise_floor(reference: nn.Module, images: np.ndarray, expected: np.nda
 
 
 def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, converted, images: np.ndarray,
-             expected: np.ndarray) -> tuple[np.ndarray, str, str | None, object]:
+             expected: np.ndarray, threads: int) -> tuple[np.ndarray, str, str | None, object]:
     """(outputs, what produced them, why the artifact itself was not run, the converted torch model)."""
     from edgekit.reference import run_images
     from edgekit.targets.base import NotRunnable
 
     try:
-        runner = spec.runner(model_file, manifest)
+        runner = spec.runner(model_file, manifest, threads)
     except NotRunnable as e:
         if spec.proxy is None:
             raise
@@ -87,7 +87,7 @@ def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, c
 
 
 def verify_model(model_file: Path, manifest: Manifest, reference: nn.Module, images: VerificationSet,
-                 converted: nn.Module | None = None) -> dict:
+                 converted: nn.Module | None = None, threads: int = 2) -> dict:
     """Compare the artifact with `reference` on `images`.
 
     An fp32 artifact held to a max rel error is held to twice PyTorch's own fp32 rounding error
@@ -102,7 +102,8 @@ def verify_model(model_file: Path, manifest: Manifest, reference: nn.Module, ima
     variant = get_variant(manifest.variant)
     batch = image_batch(variant, manifest.size, list(images.paths))
     expected = run_images(reference, batch)
-    got, compared, not_run, converted = _outputs(spec, model_file, manifest, reference, converted, batch, expected)
+    got, compared, not_run, converted = _outputs(spec, model_file, manifest, reference, converted, batch, expected,
+                                                 threads)
     if got.shape != expected.shape:
         raise EdgekitError(f"artifact output shape {got.shape} differs from PyTorch's {expected.shape}")
     result = compare(expected, got, variant.task, [r["name"] for r in images.records])
@@ -161,8 +162,17 @@ def _checked_weights(manifest: Manifest, weights: Path | None) -> Path | None:
 
 
 def verify_artifact(artifact_dir: Path, verify_images: Path | None = None, weights: Path | None = None,
-                    allow_calibration_images: bool = False) -> dict:
-    """Re-run the verification of an existing artifact directory."""
+                    allow_calibration_images: bool = False, threads: int | None = None) -> dict:
+    """Re-run the verification of an existing artifact directory (`threads`: PyTorch's and the host
+    runner's; None: PyTorch's default and 2 for the runner)."""
+    from edgekit.threads import torch_threads
+
+    with torch_threads(threads):
+        return _verify_artifact(Path(artifact_dir), verify_images, weights, allow_calibration_images, threads or 2)
+
+
+def _verify_artifact(artifact_dir: Path, verify_images: Path | None, weights: Path | None,
+                     allow_calibration_images: bool, threads: int) -> dict:
     from edgekit.artifacts import sha256
     from edgekit.manifest import read_manifest
     from edgekit.reference import source_model
@@ -179,7 +189,8 @@ def verify_artifact(artifact_dir: Path, verify_images: Path | None = None, weigh
     images = verification_set(variant, verify_images, manifest.calibration_images, allow_calibration_images)
     reference, _ = source_model(variant, manifest.size, checkpoint)
     return {"artifact_dir": str(artifact_dir), "variant": variant.name, "target": manifest.target,
-            "precision": manifest.precision, "verification": verify_model(model_file, manifest, reference, images),
+            "precision": manifest.precision,
+            "verification": verify_model(model_file, manifest, reference, images, threads=threads),
             "random_weights": manifest.random_weights}
 
 

@@ -74,3 +74,37 @@ def test_an_artifact_that_is_not_profiled_does_not_stop_the_others(b0_fp32, onnx
     r = runner.invoke(app, ["profile", onnx_b0.artifact_dir, "--results", str(tmp_path / "other.jsonl")])
     _one_line(r, "is an artifact of the onnx target, which is not profiled")
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_help_shows_no_value_for_a_switch():
+    for command in ("export", "verify", "profile", "sweep", "package"):
+        r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0 and "<bool>" not in r.stdout, command
+        assert "--json" in r.stdout and "Print machine-readable JSON" in r.stdout
+    r = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"})
+    assert "--overwrite " in r.stdout and "--resolution" in r.stdout and "<str>" in r.stdout  # valued ones keep it
+
+
+def test_export_and_verify_take_threads(onnx_b0, tmp_path, monkeypatch):
+    import torch
+
+    from edgekit.targets import onnx as onnx_target
+
+    seen, runner_threads = [], []
+    real_set, real_runner = torch.set_num_threads, onnx_target.ONNXRunner.__init__
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real_set(n))[1])
+    monkeypatch.setattr(onnx_target.ONNXRunner, "__init__",
+                        lambda self, path, threads=2, session=None: (runner_threads.append(threads),
+                                                                     real_runner(self, path, threads, session))[1])
+    before = torch.get_num_threads()
+    r = runner.invoke(app, ["verify", onnx_b0.artifact_dir, "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert seen == [1, before] and runner_threads == [1] and torch.get_num_threads() == before  # restored
+    r = runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "-r", "64x128", "--threads", "1", "-o",
+                            str(tmp_path / "a"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert seen[2:] == [1, before] and runner_threads[1:] == [1]
+    _one_line(runner.invoke(app, ["verify", onnx_b0.artifact_dir, "--threads", "0"]), "--threads must be at least 1")
+    _one_line(runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "--threads", "0", "-o", str(tmp_path / "b")]),
+              "--threads must be at least 1")
+    assert not (tmp_path / "b").exists()
