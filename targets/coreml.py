@@ -11,6 +11,7 @@ I/O and MIL ops are as expected) and the numbers say "needs macOS", never a pass
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -344,11 +345,28 @@ def _convert(job: ConvertJob) -> Converted:
     if job.precision == "int8":
         job.progress(f"calibrating int8 activations on {len(job.calibration)} images (coremltools.optimize.torch)")
         deploy = calibrated_int8(deploy, job.calibration)
-    ml = convert(deploy, job.size, job.precision, opts.ios, opts.input == "image", variant.mean, variant.std, labels,
-                 metadata)
-    model_file = job.out / SPEC.model_file
-    ml.save(str(model_file))
-    return Converted(model_file, mil_ops(ml), describe_io(ml), torch_model=deploy)
+    with _temp_packages_in(job.work):
+        ml = convert(deploy, job.size, job.precision, opts.ios, opts.input == "image", variant.mean, variant.std,
+                     labels, metadata)
+        model_file = job.out / SPEC.model_file
+        ml.save(str(model_file))
+        return Converted(model_file, mil_ops(ml), describe_io(ml), torch_model=deploy)
+
+
+@contextlib.contextmanager
+def _temp_packages_in(folder: Path):
+    """coremltools writes every converted model to a tmp*.mlpackage in the system temp folder and
+    removes it only at interpreter exit (an atexit hook, which a long-lived process such as a test run
+    or a notebook reaches late, and a killed one never): put them in the export's scratch folder,
+    which is removed with the export."""
+    import tempfile
+
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
 
 
 def _proxy(manifest, reference: nn.Module) -> nn.Module:

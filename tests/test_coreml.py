@@ -119,7 +119,9 @@ def test_coreml_bad_input(tmp_path, args, needle):
     assert not (tmp_path / "o").exists()
 
 
-def test_unexpected_casts_are_found():
+def test_unexpected_casts_are_found(tmp_path, monkeypatch):
+    import tempfile
+
     from coremltools.converters.mil import Builder as mb
 
     from edgekit.targets.coreml import unexpected_casts
@@ -130,6 +132,7 @@ def test_unexpected_casts_are_found():
         y = mb.relu(x=mb.cast(x=y, dtype="fp32", name="inner"))  # inside the graph: not
         return mb.cast(x=mb.cast(x=y, dtype="fp16", name="round_trip"), dtype="fp32", name="out")  # out: expected
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # coremltools' temp package: not in the system's
     ml = ct.convert(program, convert_to="mlprogram", compute_precision=ct.precision.FLOAT32)
     assert unexpected_casts(ml) == ["inner", "round_trip"]
 

@@ -108,3 +108,14 @@ def test_export_and_verify_take_threads(onnx_b0, tmp_path, monkeypatch):
     _one_line(runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "--threads", "0", "-o", str(tmp_path / "b")]),
               "--threads must be at least 1")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_coreml_export_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    temp = tmp_path / "system-temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    m = export(ExportOptions("b0-cls", "coreml", resolution="64", output=tmp_path / "a"))
+    assert Path(m.model_path).is_dir() and tempfile.gettempdir() == str(temp)
+    assert sorted(p.name for p in temp.iterdir() if p.suffix == ".mlpackage") == []  # coremltools wrote none here
