@@ -72,11 +72,33 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise typer.Exit(e.exit_code) from None
 
 
-def _status(message: str):
-    """A spinner on stderr while long work runs (stdout stays clean for --json)."""
+class _Lines:
+    """Progress as plain lines on stderr, for a long command whose stderr is not a terminal (a log file,
+    CI): a spinner would draw nothing there, and a sweep ran 276 s in silence."""
+
+    def __init__(self, message: str):
+        self.update(message)
+
+    def update(self, message: str) -> None:
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _status(message: str, lines_when_piped: bool = False):
+    """A spinner on stderr while long work runs (stdout stays clean for --json); with
+    `lines_when_piped`, one line per step when stderr is not a terminal."""
     from rich.console import Console
 
-    return Console(stderr=True).status(message)
+    console = Console(stderr=True)
+    if lines_when_piped and not console.is_terminal:
+        return _Lines(message)
+    return console.status(message)
 
 
 def _print_json(data: Any) -> None:
@@ -381,7 +403,7 @@ def sweep(
     opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
                         output, runs, warmup, threads, plot, target_options or {})
     try:
-        with _status("sweeping") as status:
+        with _status("sweeping", lines_when_piped=True) as status:
             result = _run(run_sweep, opts, lambda msg: status.update(msg))
     except KeyboardInterrupt:
         typer.echo("interrupted: finished cells are kept; run the same command again to finish the rest", err=True)

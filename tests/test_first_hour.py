@@ -119,3 +119,16 @@ def test_a_coreml_export_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch
     m = export(ExportOptions("b0-cls", "coreml", resolution="64", output=tmp_path / "a"))
     assert Path(m.model_path).is_dir() and tempfile.gettempdir() == str(temp)
     assert sorted(p.name for p in temp.iterdir() if p.suffix == ".mlpackage") == []  # coremltools wrote none here
+
+
+def test_a_sweep_shows_progress_when_its_output_is_not_a_terminal(b0_fp32, tmp_path):
+    _, manifest = b0_fp32
+    shutil.copytree(manifest.artifact_dir, tmp_path / "s" / Path(manifest.artifact_dir).name)  # reused, not exported
+    r = runner.invoke(app, ["sweep", "--variants", "b0-seg", "--resolutions", "128x256", "--runs", "2", "--warmup",
+                            "0", "--output", str(tmp_path / "s"), "--json"])
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert lines[0] == "sweeping" and any(line.startswith("[1/1] b0-seg-cityscapes 128x256 tflite fp32")
+                                          for line in lines), lines
+    assert any("profiling" in line for line in lines), lines
+    json.loads(r.stdout)  # stdout stays the JSON
