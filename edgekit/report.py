@@ -201,7 +201,7 @@ def verification_table(v: dict, precision: str, random_weights: bool, spec=None)
         console.print(f"  [red]{failure}[/]")
     if v["not_run"]:
         console.print(f"[yellow]the artifact's own outputs were not computed: {v['not_run']}[/] (the table compares "
-                      "the torch model that was converted)")
+                      f"{v['compared']})")
     if v.get("checks") and spec is not None and spec.check_lines is not None:
         for line in spec.check_lines(v["checks"]):
             console.print(line, markup=False, style=None if " FAIL" not in line else "red")
