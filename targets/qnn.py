@@ -22,6 +22,7 @@ error, not a dead edgekit.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -273,7 +274,8 @@ def _convert(job: ConvertJob) -> Converted:
             "QDQ int8 (uint8 activations, int8 per-channel weights)" + (", the rest fp16" if fp16 else ""),
             "placement": "every op on the QNN HTP backend (CPU fallback disabled: a graph it cannot take fails "
                          "to compile)", "op_precisions": op_precisions(folder / SOURCE, "fp16" if fp16 else "fp32")}
-    return Converted(folder, op_histogram(load_graph(folder / SOURCE)), io_description(job.size), target_info=info)
+    return Converted(folder, op_histogram(load_graph(folder / SOURCE)), io_description(job.size), target_info=info,
+                     torch_model=job.deploy)
 
 
 def _describe(manifest) -> list[str]:
@@ -288,14 +290,37 @@ def _soc(device: str) -> str:
     return SOCS[device].soc_models[0]
 
 
+def _proxy(manifest, reference):
+    """The deploy form that was compiled, rebuilt from the manifest (its rewrites are deterministic)."""
+    from edgekit.deploy import make_deploy_form, upsample_of
+
+    upsample = upsample_of([r["name"] for r in manifest.rewrites])
+    if manifest.precision in QDQ_PRECISIONS:
+        from edgekit.calibration.sources import calibration_from_record
+        from edgekit.registry import get_variant
+
+        calib = calibration_from_record(get_variant(manifest.variant), manifest.size, manifest.calibration)
+        return make_deploy_form(reference, manifest.size, SPEC, manifest.precision, upsample, calibration=calib.data).model
+    return make_deploy_form(reference, manifest.size, SPEC, manifest.precision, upsample).model
+
+
 def _checks(model_file: Path, manifest, converted, images=None, expected=None) -> dict:
-    """Every device's compiled model, not only the first: each run on the simulator against PyTorch."""
+    """Every device's compiled model, not only the first: each run on the simulator against PyTorch;
+    and for fp16, PyTorch's own fp16 of the same graph, so the HTP's cost beside it is visible."""
     from edgekit.metrics import compare, failures
 
     devices = manifest.target_options["device"]
     result = {"devices": {}, "passed": True}
-    if images is None or len(devices) < 2:
+    if images is None:
         return result
+    if manifest.precision == "fp16" and converted is not None:
+        import torch
+
+        from edgekit.reference import run_images
+
+        c = compare(expected, run_images(converted, images, torch.float16), manifest.task)
+        result["pytorch_fp16"] = {"sqnr_db_median": c["sqnr_db_median"], "sqnr_db_min": c["sqnr_db_min"],
+                                  "agreement_min": c["agreement_min"]}
     tol = SPEC.tolerance(manifest.precision)
     for device in devices[1:]:
         out = QNNRunner(model_file, device, manifest.precision in FP16_PRECISIONS).run(images)
@@ -308,9 +333,16 @@ def _checks(model_file: Path, manifest, converted, images=None, expected=None) -
 
 
 def _check_lines(checks: dict) -> list[str]:
-    return [f"{device}'s compiled model: SQNR median {d['sqnr_db_median']:.1f} dB, min {d['sqnr_db_min']:.1f} dB, "
-            f"worst photo {d['agreement_min']:.2%} kept: {'pass' if not d['failures'] else 'FAIL: ' + '; '.join(d['failures'])}"
-            for device, d in checks.get("devices", {}).items()]
+    lines = [f"{device}'s compiled model: SQNR median {d['sqnr_db_median']:.1f} dB, min {d['sqnr_db_min']:.1f} dB, "
+             f"worst photo {d['agreement_min']:.2%} kept: "
+             f"{'pass' if not d['failures'] else 'FAIL: ' + '; '.join(d['failures'])}"
+             for device, d in checks.get("devices", {}).items()]
+    if "pytorch_fp16" in checks:
+        p = checks["pytorch_fp16"]
+        lines.append(f"for scale, PyTorch's own fp16 of the same graph: SQNR median {p['sqnr_db_median']:.1f} dB, "
+                     f"min {p['sqnr_db_min']:.1f} dB, worst photo {p['agreement_min']:.2%} kept (the HTP's fp16 "
+                     "arithmetic costs the difference)")
+    return lines
 
 
 # ---- packaging: Android, ONNX Runtime with the QNN EP --------------------------------------------------
@@ -434,9 +466,12 @@ HARNESS = Harness(
 )
 
 
-# fp16 on the HTP against PyTorch, held-out photos: the bars the issue set (>= 40 dB on every photo,
-# >= 99% of pixels); the quantised precisions are held to the int8 bars.
-VERIFY = {"fp16": FP16, "int8": INT8, "mixed": INT8}
+# fp16 on the HTP against PyTorch, held-out photos: >= 35 dB on every photo and >= 99% of pixels (top-1)
+# kept, decided in issue 21: the HTP's own fp16 arithmetic costs more than PyTorch's fp16 of the same
+# graph (b0-seg 39.1 dB against PyTorch-fp16's 42.7, m0-cls 39.3 against 40.6 on one photo each, both
+# with >= 99% of pixels kept), so the 40 dB bar of CPU fp16 failed sound compiles; the report shows
+# PyTorch's fp16 beside the HTP's figure. The quantised precisions are held to the int8 bars.
+VERIFY = {"fp16": dataclasses.replace(FP16, sqnr_min_db=35.0), "int8": INT8, "mixed": INT8}
 
 SPEC = TargetSpec(
     name="qnn",
@@ -451,6 +486,7 @@ SPEC = TargetSpec(
     runner_label="Qualcomm's HTP simulator (onnxruntime-qnn, x86)",
     options=QNNOptions,
     validate=_validate,
+    proxy=_proxy,
     checks=_checks,
     check_lines=_check_lines,
     packaging=Packaging("android", _bundle_io, _snippet, app_files=_app_files),

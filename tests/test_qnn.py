@@ -15,6 +15,7 @@ from conftest import every_variant_resolution
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.manifest import read_manifest
+from edgekit.targets.qnn import SPEC as SPEC_QNN
 from edgekit.registry import VARIANTS
 from perf_test_standin import write_launcher
 from virtual_adbd import SM8450_PROPS
@@ -126,16 +127,27 @@ def test_fp16_b0_seg_compiles_for_two_phones_and_verifies_on_the_simulator(qnn_b
     assert v["passed"] and v["compared"].startswith("the artifact, run by Qualcomm's HTP simulator")
     assert v["sqnr_db_min"] >= 40 and v["agreement_min"] >= 0.99
     other = v["checks"]["devices"]["s8gen3"]
-    assert other["sqnr_db_min"] >= 40 and not other["failures"]
+    assert other["sqnr_db_min"] >= 35 and not other["failures"]
+    assert v["tolerance"] == {"sqnr_min_db": 35.0, "pixel_agreement": 0.99}  # the NPU's fp16 bar (issue 21)
+    # PyTorch's own fp16 of the same graph, beside the HTP's figure: the hardware's cost is visible
+    torch_fp16 = v["checks"]["pytorch_fp16"]
+    assert 35 < torch_fp16["sqnr_db_min"] < 90 and torch_fp16["agreement_min"] >= 0.99
+    lines = SPEC_QNN.check_lines(v["checks"])
+    assert any(line.startswith("for scale, PyTorch's own fp16 of the same graph: SQNR median") for line in lines)
+    # `edgekit verify` rebuilds the compiled deploy form and gives the same PyTorch fp16 figure
+    again = runner.invoke(app, ["verify", str(art), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["verification"]["checks"]["pytorch_fp16"] == pytest.approx(torch_fp16)
 
 
 def test_m0_cls_fp16_and_naive_int8(tmp_path):
     m = export(ExportOptions("m0-cls", "qnn", "fp16", output=tmp_path))
     v = m.verification
     # fp16 on the HTP: >= 40 dB on three photos; the aquarium photo is at 39.3 dB, where PyTorch's own
-    # fp16 of the same deploy form is at 40.6 dB (fp16 precision on this stand-in, not the compiler)
+    # fp16 of the same deploy form is at 40.6 dB: it passes the NPU's 35 dB bar, with every top-1 kept
     assert v["sqnr_db_median"] >= 40 and v["sqnr_db_min"] >= 38 and v["agreement"] == 1.0
-    assert v["passed"] or v["failures"] == [f"SQNR {v['sqnr_db_min']:.1f} dB on mit-fig-2.jpeg < 40 dB"]
+    assert v["passed"], v["failures"]
+    assert v["checks"]["pytorch_fp16"]["sqnr_db_min"] >= v["sqnr_db_min"] - 1  # PyTorch's fp16 is no worse
     q = export(ExportOptions("m0-cls", "qnn", "int8", output=tmp_path, num_calibration=4))
     # plain QDQ int8 runs fully on the HTP and fails its bar on held-out photos, as AI Hub's did: said, not hidden
     assert any("int8" in kind for kind in q.target_info["op_precisions"]["Conv"])
