@@ -63,15 +63,44 @@ def _fit(image):
     return image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
 
 
-def _banner(canvas, text: str) -> None:
-    from PIL import ImageDraw
+def _banner(canvas, text: str):
+    """The picture with a red strip carrying `text` added above it: a margin, so nothing of the photo
+    is covered."""
+    from PIL import Image, ImageDraw
 
-    draw = ImageDraw.Draw(canvas)
     size = max(14, canvas.width // 60)
     font = _font(size)
-    box = draw.textbbox((0, 0), text, font=font)
-    draw.rectangle((0, 0, canvas.width, box[3] - box[1] + size), fill=(180, 0, 0))
-    draw.text((size // 2, size // 3), text, fill=(255, 255, 255), font=font)
+    box = ImageDraw.Draw(canvas).textbbox((0, 0), text, font=font)
+    strip = box[3] - box[1] + size
+    out = Image.new("RGB", (canvas.width, canvas.height + strip), (180, 0, 0))
+    out.paste(canvas, (0, strip))
+    ImageDraw.Draw(out).text((size // 2, size // 3), text, fill=(255, 255, 255), font=font)
+    return out
+
+
+def class_map(logits, size: tuple[int, int], rows: int = 64) -> np.ndarray:
+    """The (H, W) classes of (C, h, w) logits resized to `size` (W, H) the way the official
+    segmentation evaluation does: bicubic (align_corners=False) on the logits, then the argmax, not
+    the 1/8-resolution argmax blown up into blocks. PyTorch's bicubic is separable, so it is applied as
+    one matrix per axis (its weights: interpolating the identity), a band of output rows at a time, so
+    an ADE20K map (150 classes) at photo size needs no gigabytes."""
+    import torch
+    import torch.nn.functional as F
+
+    width, height = size
+    x = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    c, h, w = x.shape
+
+    def weights(n_in: int, n_out: int) -> torch.Tensor:  # (n_out, n_in)
+        eye = torch.eye(n_in)[None, None]
+        return F.interpolate(eye, size=(n_out, n_in), mode="bicubic", align_corners=False)[0, 0]
+
+    wh, ww = weights(h, height), weights(w, width)
+    out = np.empty((height, width), dtype=np.int64)
+    for top in range(0, height, rows):
+        band = torch.einsum("ry,cyx,qx->crq", wh[top:top + rows], x, ww)
+        out[top:top + rows] = band.argmax(dim=0).numpy()
+    return out
 
 
 def _legend(canvas, entries: list[tuple[str, tuple[int, int, int], float]]) -> None:
@@ -93,14 +122,14 @@ def _legend(canvas, entries: list[tuple[str, tuple[int, int, int], float]]) -> N
 
 
 def _segmentation_pictures(photo, logits: np.ndarray, labels: list[str], palette: list[list[int]],
-                           random_weights: bool):
+                           banners: list[str]):
     """(overlay RGB image, class-index PNG, the classes by share) for one photo's (C, h, w) logits."""
     from PIL import Image
 
-    classes = logits.argmax(axis=0).astype(np.uint8)
     photo = _fit(photo)
     # the model saw the photo stretched to its input; its output maps back the same way
-    mask = Image.fromarray(classes, mode="L").resize(photo.size, Image.NEAREST)
+    classes = class_map(logits, photo.size).astype(np.uint8)
+    mask = Image.fromarray(classes, mode="L")
     indexed = mask.convert("P")
     flat = [c for rgb in palette for c in rgb]
     indexed.putpalette(flat + [0, 0, 0] * (256 - len(palette)))
@@ -110,8 +139,8 @@ def _segmentation_pictures(photo, logits: np.ndarray, labels: list[str], palette
     counts = np.bincount(classes.ravel(), minlength=len(labels)) / classes.size
     shares = [(labels[k], tuple(palette[k]), float(counts[k])) for k in np.argsort(-counts) if counts[k] > 0]
     _legend(overlay, shares[:LEGEND_CLASSES])
-    if random_weights:
-        _banner(overlay, RANDOM_BANNER)
+    for text in reversed(banners):
+        overlay = _banner(overlay, text)
     return overlay, indexed, shares
 
 
@@ -120,7 +149,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _classification_picture(seen, top: list[tuple[str, float]], random_weights: bool):
+def _classification_picture(seen, top: list[tuple[str, float]], banners: list[str]):
     """The model's input picture beside its best classes with probability bars."""
     from PIL import Image, ImageDraw
 
@@ -133,14 +162,14 @@ def _classification_picture(seen, top: list[tuple[str, float]], random_weights: 
     canvas.paste(seen, (0, 0))
     draw = ImageDraw.Draw(canvas)
     x0 = seen.width + 20
-    y = 50 if random_weights else 20
+    y = 20
     for name, p in top:
         draw.text((x0, y), f"{name[:44]}", fill=(0, 0, 0), font=font)
         draw.rectangle((x0, y + size + 6, x0 + int((panel_w - 120) * p), y + size + 20), fill=(40, 110, 200))
         draw.text((x0 + panel_w - 110, y + size + 2), f"{p:.1%}", fill=(0, 0, 0), font=font)
         y += 52
-    if random_weights:
-        _banner(canvas, RANDOM_BANNER)
+    for text in reversed(banners):
+        canvas = _banner(canvas, text)
     return canvas
 
 
@@ -152,6 +181,7 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     from edgekit.manifest import read_manifest
     from edgekit.registry import get_variant
     from edgekit.runtime import open_runner
+    from edgekit.targets.base import NotRunnable
 
     if not opts.images:
         raise EdgekitError("give at least one photo")
@@ -160,11 +190,23 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     manifest = read_manifest(Path(opts.artifact))
     variant = get_variant(manifest.variant)
     photos = [(path, load_rgb(path)) for path in expand_images(opts.images)]
-    runner = open_runner(manifest)  # checks the model file's sha256; NotRunnable where the host cannot
+    try:
+        runner = open_runner(manifest)  # checks the model file's sha256; NotRunnable where the host cannot
+        ran = manifest.spec.runner_label
+    except NotRunnable as e:
+        if manifest.spec.proxy is None:
+            raise
+        from edgekit.verify import ProxyRunner
+
+        progress(f"{e}: running its proxy, the torch model that was converted")
+        runner = ran = ProxyRunner(manifest, str(e))
     labels = class_names(variant)
     folder = Path(opts.output) / Path(manifest.artifact_dir).name
     check_writable(folder)
     random_weights = manifest.random_weights
+    banners = ([RANDOM_BANNER] if random_weights else []) + \
+        ([f"PROXY: {manifest.target}'s converted torch model ran here, not the artifact"]
+         if not isinstance(ran, str) else [])
     results = []
     for path, photo in photos:
         progress(f"running {manifest.target} {manifest.precision} on {path.name}")
@@ -174,8 +216,7 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
         logits = runner.run(x, expected)[0]
         record = {"image": str(path), "size": list(photo.size)}
         if variant.task == "seg":
-            overlay, indexed, shares = _segmentation_pictures(photo, logits, labels, palette(variant.dataset),
-                                                              random_weights)
+            overlay, indexed, shares = _segmentation_pictures(photo, logits, labels, palette(variant.dataset), banners)
             files = {"overlay": folder / f"{path.stem}-overlay.png", "classes": folder / f"{path.stem}-classes.png"}
             _save_png(overlay, files["overlay"])
             _save_png(indexed, files["classes"])
@@ -184,11 +225,11 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
             probs = _softmax(logits.astype(np.float64))
             best = [(labels[k], float(probs[k])) for k in np.argsort(-probs)[:opts.top]]
             files = {"top5": folder / f"{path.stem}-top{opts.top}.png"}
-            _save_png(_classification_picture(center_crop(photo, manifest.size), best, random_weights),
-                      files["top5"])
+            _save_png(_classification_picture(center_crop(photo, manifest.size), best, banners), files["top5"])
             record["top"] = [{"label": n, "probability": p} for n, p in best]
         record["files"] = {k: str(v) for k, v in files.items()}
         results.append(record)
     return {"artifact": manifest.artifact_dir, "variant": variant.name, "task": variant.task,
-            "target": manifest.target, "precision": manifest.precision, "runner": manifest.spec.runner_label,
+            "target": manifest.target, "precision": manifest.precision,
+            "runner": ran if isinstance(ran, str) else ran.label, "proxy": not isinstance(ran, str),
             "random_weights": random_weights, "output": str(folder), "predictions": results}

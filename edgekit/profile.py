@@ -377,6 +377,16 @@ def _measured_sha(manifest, force: bool) -> tuple[str, str | None]:
     return actual, f"model file changed since export (manifest sha256 {manifest.sha256[:12]}...); measured anyway"
 
 
+NOISY_CV = 0.10  # std over mean above which a measurement is called noisy
+
+
+def _noisy(summary: dict) -> bool:
+    """Runs that spread more than 10% around their mean (240 +- 103 ms was seen): other load, a phone
+    throttling, or too few runs; the median is still reported, the table says not to trust it alone."""
+    mean, std = summary.get("mean_ms"), summary.get("std_ms")
+    return bool(mean and std is not None and std / mean > NOISY_CV)
+
+
 def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[dict]:
     """Measure each artifact on the chosen device; return the records appended to results.jsonl, then
     one {"artifact", "variant", "target", "precision", "skipped": why} per artifact the user named
@@ -444,6 +454,7 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
             "paper": paper,
             "vs_paper": (summary["median_ms"] or summary["mean_ms"]) / paper["ms"]
             if paper and paper["device"] == target.profile.name else None,
+            "noisy": _noisy(summary),
         }
         record["results_file"] = str(results_path)
         try:

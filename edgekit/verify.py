@@ -73,6 +73,40 @@ PROXY_INT8 = ("the calibrated torch model that was converted, its int8 quantisat
               "quantisers take no fp16; the device's fp16 arithmetic is not included)")
 
 
+def run_proxy(spec, manifest: Manifest, converted: nn.Module, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """(outputs, what produced them) of the torch model that was converted, in the arithmetic the
+    device computes in: fp32 figures say nothing against an fp16 bar."""
+    import torch
+
+    from edgekit.reference import run_images
+
+    if manifest.precision in spec.plan.int8_activations:  # its quantisers run in fp32 only
+        return run_images(converted, images), PROXY_INT8
+    if manifest.precision in spec.plan.fp16_compute:
+        return run_images(converted, images, torch.float16), PROXY_FP16
+    return run_images(converted, images), PROXY
+
+
+class ProxyRunner:
+    """Where this machine cannot run an artifact (CoreML off macOS), its target's proxy, rebuilt from
+    the manifest and the checkpoint it recorded, with the runner interface (NCHW in, NCHW out) and a
+    label saying what ran."""
+
+    def __init__(self, manifest: Manifest, why: str, weights: Path | None = None):
+        from edgekit.reference import source_model
+        from edgekit.registry import get_variant
+
+        reference, _ = source_model(get_variant(manifest.variant), manifest.size, _checked_weights(manifest, weights))
+        self.manifest, self.why = manifest, why
+        self.model = manifest.spec.proxy(manifest, reference)
+        self.label = f"{PROXY}: the artifact itself did not run ({why})"
+
+    def run(self, images: np.ndarray, expected_nchw=None) -> np.ndarray:
+        out, what = run_proxy(self.manifest.spec, self.manifest, self.model, images)
+        self.label = f"{what}: the artifact itself did not run ({self.why})"
+        return out
+
+
 def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, converted, images: np.ndarray,
              expected: np.ndarray, threads: int) -> tuple[np.ndarray, str, str | None, object]:
     """(outputs, what produced them, why the artifact itself was not run, the converted torch model)."""
@@ -85,14 +119,7 @@ def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, c
         if spec.proxy is None:
             raise
         converted = converted if converted is not None else spec.proxy(manifest, reference)
-        # in the arithmetic the device computes in: fp32 figures say nothing against an fp16 bar
-        if manifest.precision in spec.plan.int8_activations:  # its quantisers run in fp32 only
-            return run_images(converted, images), PROXY_INT8, str(e), converted
-        if manifest.precision in spec.plan.fp16_compute:
-            import torch
-
-            return run_images(converted, images, torch.float16), PROXY_FP16, str(e), converted
-        return run_images(converted, images), PROXY, str(e), converted
+        return (*run_proxy(spec, manifest, converted, images), str(e), converted)
     got = runner.run(images, expected.shape)
     if spec.checks is not None and spec.proxy is not None and converted is None:
         converted = spec.proxy(manifest, reference)

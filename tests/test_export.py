@@ -142,7 +142,7 @@ def test_export_bad_input(tmp_path):
     _cli_error(["b0-seg", "-p", "int8", "--calibration", str(tmp_path / "nope")], "calibration folder not found", out)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    _cli_error(["b0-seg"], "is not writable", blocker / "sub")
+    _cli_error(["b0-seg"], f"{blocker} is a file (choose another --output)", blocker / "sub")
     _cli_error(["b9-seg"], "unknown variant", out)
     _cli_error(["b0-seg", "--target", "tensorrt"], "--target 'tensorrt' is not one of: tflite, onnx, coreml", out)
     _cli_error(["b0-seg", "--ios", "17"], "--ios applies to coreml only, not tflite", out)

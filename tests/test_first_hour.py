@@ -132,3 +132,25 @@ def test_a_sweep_shows_progress_when_its_output_is_not_a_terminal(b0_fp32, tmp_p
                                           for line in lines), lines
     assert any("profiling" in line for line in lines), lines
     json.loads(r.stdout)  # stdout stays the JSON
+
+
+def test_noisy_runs_are_called_noisy(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import edgekit.report as report
+    from edgekit.profile import _noisy
+
+    assert _noisy({"mean_ms": 240.0, "std_ms": 103.0}) and not _noisy({"mean_ms": 240.0, "std_ms": 4.0})
+    assert not _noisy({"mean_ms": None, "std_ms": None})
+    record = {"variant": "b0-seg", "resolution": [512, 1024], "target": "tflite", "precision": "fp32",
+              "device": {"serial": None, "profile": "host"}, "delegate": "cpu", "threads": 2, "init_ms": 5.0,
+              "median_ms": 240.0, "mean_ms": 240.0, "std_ms": 103.0, "p90_ms": 400.0, "peak_memory_mb": 80.0,
+              "harness": "benchmark_model", "delegate_nodes": {"replaced": 1, "total": 1, "partitions": 1},
+              "paper": None, "vs_paper": None, "random_weights": True, "integrity": "model file as exported",
+              "results_file": None, "artifact": "x/b0", "noisy": True}
+    buffer = io.StringIO()
+    monkeypatch.setattr(report, "console", Console(file=buffer, width=200))
+    report.profile_table([record])
+    assert "b0: noisy runs (240.00 +- 103.00 ms" in buffer.getvalue()

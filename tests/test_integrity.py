@@ -249,13 +249,20 @@ def test_predict_segmentation_writes_the_pictures(art, tmp_path):
     result = json.loads(r.stdout)
     (p,) = result["predictions"]
     overlay, classes = Image.open(p["files"]["overlay"]), Image.open(p["files"]["classes"])
-    assert overlay.size == classes.size == (2048, 1024) and overlay.mode == "RGB"
+    assert classes.size == (2048, 1024) and overlay.mode == "RGB"
+    strip = overlay.height - classes.height  # the RANDOM WEIGHTS banner: a margin above the photo
+    assert overlay.width == 2048 and 14 < strip < 80
     assert classes.mode == "P" and np.asarray(classes).max() < 19  # pixel value = class index
     from edgekit.labels import palette
 
     assert classes.getpalette()[:19 * 3] == [c for rgb in palette("cityscapes") for c in rgb]
     assert sum(c["share"] for c in p["classes"]) == pytest.approx(1.0)
-    assert np.asarray(overlay)[5, 5].tolist() == [180, 0, 0]  # the RANDOM WEIGHTS banner across the top
+    pixels = np.asarray(overlay)
+    assert pixels[5, 5].tolist() == [180, 0, 0] and pixels[strip + 2, 5].tolist() != [180, 0, 0]  # photo uncovered
+    # the classes at photo size from the logits resized bicubic, as the official evaluation does: not blocks
+    # of 8x8 pixels (1024x2048 from a 1/8 map); a class boundary that runs at a 1-pixel step somewhere
+    cls = np.asarray(classes)
+    assert (cls[:, 1:] != cls[:, :-1]).any(axis=0)[np.arange(2047) % 8 != 7].any()
     assert result["random_weights"] and "mean nothing" in runner.invoke(
         app, ["predict", str(art), str(PHOTOS / "city.png"), "-o", str(tmp_path)]).stdout
 
@@ -269,9 +276,18 @@ def test_predict_classifier_top5_and_refusals(tmp_path):
     assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
     assert Image.open(p["files"]["top5"]).size[0] > 448
     _one_line_error(runner.invoke(app, ["predict", m.artifact_dir, str(tmp_path / "none.jpg")]), "not found")
-    coreml = export(ExportOptions("b0-seg", "coreml", "fp32", "64x128", output=tmp_path / "c"))
-    _one_line_error(runner.invoke(app, ["predict", coreml.artifact_dir, str(PHOTOS / "city.png")]),
-                    "CoreML prediction needs macOS")
+    # CoreML off macOS: its proxy (the converted torch model, in the device's fp16) runs, and says so
+    coreml = export(ExportOptions("b0-seg", "coreml", "fp16", "64x128", output=tmp_path / "c"))
+    r = runner.invoke(app, ["predict", coreml.artifact_dir, str(PHOTOS / "city.png"), "-o", str(tmp_path / "q"),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["proxy"] and result["runner"].startswith("the torch model that was converted, run by PyTorch in fp16")
+    assert "CoreML prediction needs macOS" in result["runner"]
+    (p,) = result["predictions"]
+    top = np.asarray(Image.open(p["files"]["overlay"]))
+    strip = Image.open(p["files"]["overlay"]).height - Image.open(p["files"]["classes"]).height
+    assert (top[:strip, 5] == [180, 0, 0]).all(axis=1).mean() > 0.5  # two banners: random weights, proxy
 
 
 def test_an_in_process_debug_run_does_not_leave_verbose_on():
