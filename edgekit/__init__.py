@@ -4,7 +4,7 @@ The Python API is the library the `edgekit` command calls, one function per comm
 frozen options dataclass (docs/python.md):
 
     import edgekit
-    manifest = edgekit.export_artifact(edgekit.ExportOptions("b0-seg", "tflite", resolution="512x1024"))
+    manifest = edgekit.export_artifact(edgekit.ExportOptions("b0-seg", resolution="512x1024"))
     edgekit.verify_artifact(manifest.artifact_dir)
 
 The functions are named apart from the modules that hold them (`edgekit.export` is the module,

@@ -77,7 +77,7 @@ class _Lines:
     CI): a spinner would draw nothing there, and a sweep ran 276 s in silence."""
 
     def __init__(self, message: str):
-        self.update(message)
+        pass  # only the steps: an error before the first one stays the command's one line
 
     def update(self, message: str) -> None:
         sys.stderr.write(f"{message}\n")
@@ -445,8 +445,8 @@ app.add_typer(harness_app, name="harness")
 def harness_add(
     path: Annotated[Path, typer.Argument(help="The program for Android arm64 (e.g. LiteRT's benchmark_model).")],
     kind: Annotated[str, typer.Option("--kind", help="Which program: " + " | ".join(
-        f"{name} ({', '.join(t.name for t in TARGETS.values() if t.harness is h)})"
-        for name, h in harnesses().items()) + ".")] = next(iter(harnesses())),
+        f"{name} ({', '.join(t.name for t in TARGETS.values() if t.harness and t.harness.name == name)})"
+        for name in harnesses()) + ".")] = next(iter(harnesses())),
     lib: Annotated[list[Path] | None, typer.Option("--lib", help="A library it needs on the phone (repeat), e.g. "
                                                                  "the QNN HTP libraries for onnxruntime_perf_test.")
     ] = None,
@@ -477,7 +477,8 @@ def profile(
     device: Annotated[str, typer.Option("--device", "-d", help="A profile (s8gen1, ...), an adb serial, or host.")] = "host",
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the profile's).")] = None,
     delegate: Annotated[str | None, typer.Option("--delegate", help="; ".join(
-        f"{h.name}: {' | '.join(h.delegates)}" for h in harnesses().values()) + " (the first is the default)")] = None,
+        f"{t.name} ({t.harness.name}): {' | '.join(t.harness.delegates)}" for t in TARGETS.values() if t.harness)
+        + " (the first is the default)")] = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs.")] = 5,
     op_profile: Annotated[bool, typer.Option("--op-profile", help="Per-op profile (benchmark_model on a phone).")] = False,

@@ -24,9 +24,10 @@ def register(spec: TargetSpec) -> TargetSpec:
     if spec.name in TARGETS:
         raise EdgekitError(f"target {spec.name!r} is already in the table")
     check_options([*TARGETS.values(), spec])
-    if spec.harness is not None:
+    if spec.harness is not None:  # one name, one program (targets may run it their own way: flags, files)
         other = harnesses().get(spec.harness.name)
-        if other is not None and other is not spec.harness:
+        program = lambda h: (h.binary, h.what, h.parse)  # noqa: E731
+        if other is not None and program(other) != program(spec.harness):
             raise EdgekitError(f"target {spec.name}'s harness {spec.harness.name!r} is another program than the "
                                "one of that name already in the table")
     TARGETS[spec.name] = spec

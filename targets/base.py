@@ -192,13 +192,18 @@ def option_fields(options_type: type) -> list[dataclasses.Field]:
 
 
 def _meaning(f: dataclasses.Field) -> tuple:
+    """What must agree between two targets declaring one flag: for a shared flag its field and kind
+    (each target takes the phones it can build for: its own choices, checked by parse_options)."""
     m = f.metadata
-    return f.name, m["type"], m["choices"], m.get("shared"), None if m.get("shared") else m["help"]
+    if m.get("shared"):
+        return f.name, m["type"], m["shared"]
+    return f.name, m["type"], m["choices"], m["help"]
 
 
 def check_options(specs: list[TargetSpec]) -> None:
     """One flag, one meaning: every target declaring a flag declares the same field (name, type,
-    choices, help), and a shared flag only through its helper. Raises EdgekitError naming both."""
+    choices, help; `_meaning`), and a shared flag only through its helper. Raises EdgekitError naming
+    both."""
     seen: dict[str, tuple[str, dataclasses.Field]] = {}
     for spec in specs:
         for f in option_fields(spec.options):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size
-from edgekit.targets.base import FP32_EXACT, Converted, ConvertJob, DeployPlan, TargetSpec, Upsample
+from edgekit.android_harness.harnesses import Harness, RunSettings
+from edgekit.targets.base import FP32_EXACT, Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, Upsample
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,9 +116,91 @@ def _convert(job: ConvertJob) -> Converted:
     return Converted(model_file, op_histogram(load_graph(model_file)), io_description(job.size))
 
 
+# ---- on the phone: ONNX Runtime's onnxruntime_perf_test (the QNN target runs the same program) --------
+def perf_test_parse(text: str):
+    from edgekit.android_harness import perf_test_output
+
+    return perf_test_output.parse(text)
+
+
+def _perf_test_cpu_flags(model: str, run: RunSettings, device_dir: str) -> list[str]:
+    """ONNX Runtime's perf test (flags from onnxruntime/test/perftest/command_args_parser.cc): `times`
+    mode, generated inputs (-I), intra-op threads (-x), the CPU execution provider (-e cpu: ONNX
+    Runtime's own MLAS kernels); it makes one warm-up run itself."""
+    return ["-m", "times", "-r", str(run.runs), "-I", "-x", str(run.threads), "-e", "cpu", model]
+
+
+HARNESS = Harness(
+    name="onnxruntime_perf_test",
+    binary="onnxruntime_perf_test",
+    what="ONNX Runtime's onnxruntime_perf_test built for Android arm64 (for QNN artifacts: with the QNN "
+         "execution provider, and --lib libQnnHtp.so, libQnnSystem.so, libQnnHtpV<arch>Stub.so, "
+         "libQnnHtpV<arch>Skel.so from the QAIRT SDK; libonnxruntime.so too if your build needs it)",
+    delegates=("cpu",),
+    flags=_perf_test_cpu_flags,
+    parse=perf_test_parse,
+    host_module="edgekit.android_harness.host_perf_test",
+    no_op_profile_on_host="no per-op table: onnxruntime_perf_test writes its profile (-p) to a file, not a table",
+    env="LD_LIBRARY_PATH={dir}",
+)
+
+
+# ---- packaging: Android, ONNX Runtime's Android API (CPU) -------------------------------------------
+ORT_MAVEN = "com.microsoft.onnxruntime:onnxruntime-android"
+
+
+def _bundle_io(manifest, model_path: Path) -> tuple[dict, dict]:
+    io = manifest.io
+    out = {**io["output"], "shape": [1, manifest.classes, *(s // manifest.output_stride for s in manifest.size)]
+           if manifest.task == "seg" else [1, manifest.classes], "quantization": None}
+    return {**io["input"], "quantization": None}, out
+
+
+def kotlin_run() -> str:
+    """The Kotlin that feeds one NCHW float input to an ONNX Runtime session and copies its first
+    output out (ai.onnxruntime's OnnxTensor.createTensor / OrtSession.run)."""
+    return """val shape = LongArray(INPUT_SHAPE.size) { INPUT_SHAPE[it].toLong() }
+val tensor = OnnxTensor.createTensor(env, input.asFloatBuffer(), shape)
+try {
+    val result = session.run(mapOf(INPUT_NAME to tensor))
+    try {
+        output.asFloatBuffer().put((result.get(0) as OnnxTensor).floatBuffer)
+    } finally {
+        result.close()
+    }
+} finally {
+    tensor.close()
+}"""
+
+
+def _kotlin_runtime(manifest):
+    from edgekit.bundle.kotlin import KotlinRuntime
+
+    return KotlinRuntime(
+        setup=(f'Gradle: implementation("{ORT_MAVEN}:<version>") (ONNX Runtime for Android, CPU)',
+               f"Copy {SPEC.model_file} and the labels into src/main/assets/"),
+        imports=("ai.onnxruntime.OnnxTensor", "ai.onnxruntime.OrtEnvironment", "ai.onnxruntime.OrtSession"),
+        fields="private val env = OrtEnvironment.getEnvironment()\nprivate val session: OrtSession",
+        load=f"""val options = OrtSession.SessionOptions()
+options.setIntraOpNumThreads(numThreads)
+session = env.createSession(context.assets.open("{SPEC.model_file}").use {{ it.readBytes() }}, options)
+check(session.inputNames.first() == INPUT_NAME && session.outputNames.first() == OUTPUT_NAME) {{
+    "{SPEC.model_file} is not the model this class was generated for"
+}}""",
+        run=kotlin_run(),
+        close="session.close()",
+    )
+
+
+def _snippet(spec: dict, manifest) -> tuple[str, str]:
+    from edgekit.bundle import kotlin
+
+    return kotlin.FILE_NAME, kotlin.snippet(spec, _kotlin_runtime(manifest))
+
+
 SPEC = TargetSpec(
     name="onnx",
-    summary="ONNX (opset 17, static shapes), run here by ONNX Runtime; a reference and comparison format",
+    summary="ONNX (opset 17, static shapes): ONNX Runtime here and on Android (CPU); the reference format",
     model_file="model.onnx",
     precisions=("fp32",),
     plan=DeployPlan(upsample=Upsample.BICUBIC, allowed_upsample=tuple(Upsample), fp16_compute=(),
@@ -126,7 +209,8 @@ SPEC = TargetSpec(
     tolerances={"fp32": FP32_EXACT},
     runner=_runner,
     runner_label="ONNX Runtime (CPU)",
-    not_profiled="ONNX is not a phone format here: export tflite, qnn or executorch for an Android phone",
+    packaging=Packaging("android", _bundle_io, _snippet),
+    harness=HARNESS,
     tools=("onnx", "onnxsim", "onnxruntime"),
     quiet_env={"ORT_LOG_SEVERITY_LEVEL": "3"},  # ONNX Runtime's own log lines
 )

@@ -34,7 +34,8 @@ import numpy as np
 
 from edgekit.devices import SOCS, htp_socs
 from edgekit.errors import EdgekitError
-from edgekit.android_harness.harnesses import Harness, RunSettings
+from edgekit.android_harness.harnesses import RunSettings
+from edgekit.targets import onnx as onnx_target
 from edgekit.targets.base import (
     FP16,
     INT8,
@@ -385,18 +386,7 @@ session = env.createSession(File(dir, "{COMPILED}").absolutePath, options)
 check(session.inputNames.first() == INPUT_NAME && session.outputNames.first() == OUTPUT_NAME) {{
     "$DEVICE/{COMPILED} is not the model this class was generated for"
 }}""",
-        run="""val shape = LongArray(INPUT_SHAPE.size) { INPUT_SHAPE[it].toLong() }
-val tensor = OnnxTensor.createTensor(env, input.asFloatBuffer(), shape)
-try {
-    val result = session.run(mapOf(INPUT_NAME to tensor))
-    try {
-        output.asFloatBuffer().put((result.get(0) as OnnxTensor).floatBuffer)
-    } finally {
-        result.close()
-    }
-} finally {
-    tensor.close()
-}""",
+        run=onnx_target.kotlin_run(),
         close="session.close()",
     )
 
@@ -421,12 +411,6 @@ def _perf_test_flags(model: str, run: RunSettings, device_dir: str) -> list[str]
             "-i", f"backend_path|{device_dir}/libQnnHtp.so", model]
 
 
-def _perf_test_parse(text: str):
-    from edgekit.android_harness import perf_test_output
-
-    return perf_test_output.parse(text)
-
-
 def _qnn_model_files(manifest, profile) -> list[tuple[Path, str]]:
     """The model compiled for this phone's profile and its context binaries (they must sit side by
     side: the EPContext model names them by relative path)."""
@@ -449,15 +433,13 @@ def _qnn_libraries(profile) -> list[str]:
     return ["libQnnHtp.so", "libQnnSystem.so", f"libQnnHtpV{arch}Stub.so", f"libQnnHtpV{arch}Skel.so"]
 
 
-HARNESS = Harness(
-    name="onnxruntime_perf_test",
-    binary="onnxruntime_perf_test",
-    what="ONNX Runtime's onnxruntime_perf_test built for Android arm64 with the QNN execution provider "
-         "(--lib: libQnnHtp.so, libQnnSystem.so, libQnnHtpV<arch>Stub.so, libQnnHtpV<arch>Skel.so from the "
-         "QAIRT SDK, and libonnxruntime.so if your build needs it)",
+# the ONNX target's program (the same onnxruntime_perf_test, given once), run with the QNN EP on the HTP
+HARNESS = dataclasses.replace(
+    onnx_target.HARNESS,
     delegates=("npu",),
     flags=_perf_test_flags,
-    parse=_perf_test_parse,
+    host_module=None,
+    no_op_profile_on_host="",
     no_host="the HTP simulator gives the NPU's numerics, not its latency: profile QNN artifacts on a phone "
             "(--device s8gen1, ...)",
     model_files=_qnn_model_files,

@@ -296,11 +296,12 @@ def _stub_tensors(spec: dict) -> tuple[dict, dict]:
             {"name": out["name"], "shape": out["shape"], "dtype": np.float32})
 
 
-@pytest.mark.parametrize("target", ["executorch", "qnn"])
+@pytest.mark.parametrize("target", ["executorch", "qnn", "onnx"])
 def test_android_bundles_of_the_new_targets_run(tmp_path, stub_classes, target):
-    """ExecuTorch (Module.load, Tensor.fromBlob) and QNN (ONNX Runtime's QNN EP on the compiled
-    EPContext model): the Kotlin compiles against stand-ins of those APIs and, on a real photo, feeds
-    the model the NCHW normalised pixels and decodes the real runtime's output."""
+    """ExecuTorch (Module.load, Tensor.fromBlob), QNN (ONNX Runtime's QNN EP on the compiled EPContext
+    model) and ONNX (ONNX Runtime's CPU session from the asset's bytes): the Kotlin compiles against
+    stand-ins of those APIs and, on a real photo, feeds the model the NCHW normalised pixels and decodes
+    the real runtime's output."""
     from edgekit.manifest import read_manifest
     from edgekit.runtime import open_runner
 
