@@ -59,19 +59,24 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         session.run(None, {inp.name: x})
         times.append(time.perf_counter() - t0)
-    total = time.perf_counter() - begin
+    print_report(created, first, times, time.perf_counter() - begin)
+    return 0
+
+
+def print_report(created: float, first: float, times: list[float], total: float, extra: str = "") -> None:
+    """What performance_runner.cc prints after the runs (times in seconds); `extra`: lines after the
+    summary (the CPU and memory lines a phone build prints)."""
     print(f"Session creation time cost: {created:g} s\n"
           f"First inference time cost: {int(first * 1000)} ms\n"
           f"Total inference time cost: {sum(times):g} s\n"
           f"Total inference requests: {len(times)}\n"
           f"Average inference time cost: {sum(times) / len(times) * 1000:g} ms\n"
           f"Total inference run time: {total:g} s\n"
-          f"Number of inferences per second: {len(times) / total:g} ", flush=True)
+          f"Number of inferences per second: {len(times) / total:g} {extra}", flush=True)
     s = sorted(times)
     for label, q in (("Min", 0.0), ("Max", None), ("P50", 0.5), ("P90", 0.9), ("P95", 0.95), ("P99", 0.99),
                      ("P999", 0.999)):
         print(f"{label} Latency: {s[-1] if q is None else s[int(len(s) * q)]:g} s")
-    return 0
 
 
 def write_launcher(path, python: str | None = None) -> None:

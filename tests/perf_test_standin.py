@@ -60,22 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         session.run(None, {inp.name: x})
         times.append(time.perf_counter() - t0)
     total = time.perf_counter() - begin
-    s = sorted(times)
     assert provider.get("backend_path", "").endswith("libQnnHtp.so")
-    print(f"Session creation time cost: {created:g} s\n"
-          f"First inference time cost: {int(first * 1000)} ms\n"
-          f"Total inference time cost: {sum(times):g} s\n"
-          f"Total inference requests: {len(times)}\n"
-          f"Average inference time cost: {sum(times) / len(times) * 1000:g} ms\n"
-          f"Total inference run time: {total:g} s\n"
-          f"Number of inferences per second: {len(times) / total:g} \n"
-          f"Avg CPU usage: 12 %\n"
-          f"Peak working set size: 180224000 bytes")
-    n = len(s)
-    for label, q in (("Min", 0.0), ("Max", None), ("P50", 0.5), ("P90", 0.9), ("P95", 0.95), ("P99", 0.99),
-                     ("P999", 0.999)):
-        value = s[-1] if q is None else s[int(n * q)]
-        print(f"{label} Latency: {value:g} s")
+    from edgekit.android_harness.host_perf_test import print_report
+
+    print_report(created, first, times, total, "\nAvg CPU usage: 12 %\nPeak working set size: 180224000 bytes")
     return 0
 
 
