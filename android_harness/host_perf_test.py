@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(model):
         print(f"[E:onnxruntime:, inference_session.cc:1] Load model from {model} failed: file not found", flush=True)
         return 1
-    import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -46,21 +45,27 @@ def main(argv: list[str] | None = None) -> int:
     options.log_severity_level = 3
     t0 = time.perf_counter()
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    created = time.perf_counter() - t0
+    print_report(time.perf_counter() - t0, *time_runs(session, int(args.get("-r", "1000"))))
+    return 0
+
+
+def time_runs(session, runs: int) -> tuple[float, list[float], float]:
+    """(first run s, each timed run s, the timed runs' wall time s) on a generated input, as
+    performance_runner does: one warm-up run, then `runs` timed ones."""
+    import numpy as np
+
     inp = session.get_inputs()[0]
-    x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
+    feed = {inp.name: np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)}
     t0 = time.perf_counter()
-    session.run(None, {inp.name: x})
+    session.run(None, feed)
     first = time.perf_counter() - t0
-    runs = int(args.get("-r", "1000"))
     times = []
     begin = time.perf_counter()
     for _ in range(runs):
         t0 = time.perf_counter()
-        session.run(None, {inp.name: x})
+        session.run(None, feed)
         times.append(time.perf_counter() - t0)
-    print_report(created, first, times, time.perf_counter() - begin)
-    return 0
+    return first, times, time.perf_counter() - begin
 
 
 def print_report(created: float, first: float, times: list[float], total: float, extra: str = "") -> None:

@@ -32,7 +32,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[E:onnxruntime:, inference_session.cc:1] Load model from {model} failed: no context binary",
               flush=True)
         return 1
-    import numpy as np
     import onnxruntime as ort
 
     from edgekit.targets.qnn import _session_options
@@ -48,21 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     session = ort.InferenceSession(str(model), _session_options(soc, arch, fp16=True))
     created = time.perf_counter() - t0
-    inp = session.get_inputs()[0]
-    x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
-    t0 = time.perf_counter()
-    session.run(None, {inp.name: x})
-    first = time.perf_counter() - t0
-    times = []
-    begin = time.perf_counter()
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, {inp.name: x})
-        times.append(time.perf_counter() - t0)
-    total = time.perf_counter() - begin
     assert provider.get("backend_path", "").endswith("libQnnHtp.so")
-    from edgekit.android_harness.host_perf_test import print_report
+    from edgekit.android_harness.host_perf_test import print_report, time_runs
 
+    first, times, total = time_runs(session, runs)
     print_report(created, first, times, total, "\nAvg CPU usage: 12 %\nPeak working set size: 180224000 bytes")
     return 0
 
