@@ -190,6 +190,7 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     manifest = read_manifest(Path(opts.artifact))
     variant = get_variant(manifest.variant)
     photos = [(path, load_rgb(path)) for path in expand_images(opts.images)]
+    proxy = False
     try:
         runner = open_runner(manifest)  # checks the model file's sha256; NotRunnable where the host cannot
         ran = manifest.spec.runner_label
@@ -199,14 +200,14 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
         from edgekit.verify import ProxyRunner
 
         progress(f"{e}: running its proxy, the torch model that was converted")
-        runner = ran = ProxyRunner(manifest, str(e))
+        runner, proxy = ProxyRunner(manifest, str(e)), True
+        ran = runner.label
     labels = class_names(variant)
     folder = Path(opts.output) / Path(manifest.artifact_dir).name
     check_writable(folder)
     random_weights = manifest.random_weights
     banners = ([RANDOM_BANNER] if random_weights else []) + \
-        ([f"PROXY: {manifest.target}'s converted torch model ran here, not the artifact"]
-         if not isinstance(ran, str) else [])
+        ([f"PROXY: {manifest.target}'s converted torch model ran here, not the artifact"] if proxy else [])
     results = []
     for path, photo in photos:
         progress(f"running {manifest.target} {manifest.precision} on {path.name}")
@@ -231,5 +232,5 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
         results.append(record)
     return {"artifact": manifest.artifact_dir, "variant": variant.name, "task": variant.task,
             "target": manifest.target, "precision": manifest.precision,
-            "runner": ran if isinstance(ran, str) else ran.label, "proxy": not isinstance(ran, str),
+            "runner": ran, "proxy": proxy,
             "random_weights": random_weights, "output": str(folder), "predictions": results}

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.metrics import compare, failures
+from edgekit.runtime import DEFAULT_THREADS
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -73,18 +74,24 @@ PROXY_INT8 = ("the calibrated torch model that was converted, its int8 quantisat
               "quantisers take no fp16; the device's fp16 arithmetic is not included)")
 
 
+def _proxy_arithmetic(spec, precision: str) -> tuple[bool, str]:
+    """(run in fp16, what that run is) for the torch model that was converted: the arithmetic the
+    device computes in, since fp32 figures say nothing against an fp16 bar."""
+    if precision in spec.plan.int8_activations:  # its quantisers run in fp32 only
+        return False, PROXY_INT8
+    if precision in spec.plan.fp16_compute:
+        return True, PROXY_FP16
+    return False, PROXY
+
+
 def run_proxy(spec, manifest: Manifest, converted: nn.Module, images: np.ndarray) -> tuple[np.ndarray, str]:
-    """(outputs, what produced them) of the torch model that was converted, in the arithmetic the
-    device computes in: fp32 figures say nothing against an fp16 bar."""
+    """(outputs, what produced them) of the torch model that was converted (`_proxy_arithmetic`)."""
     import torch
 
     from edgekit.reference import run_images
 
-    if manifest.precision in spec.plan.int8_activations:  # its quantisers run in fp32 only
-        return run_images(converted, images), PROXY_INT8
-    if manifest.precision in spec.plan.fp16_compute:
-        return run_images(converted, images, torch.float16), PROXY_FP16
-    return run_images(converted, images), PROXY
+    fp16, what = _proxy_arithmetic(spec, manifest.precision)
+    return run_images(converted, images, torch.float16 if fp16 else None), what
 
 
 class ProxyRunner:
@@ -97,20 +104,17 @@ class ProxyRunner:
         from edgekit.registry import get_variant
 
         reference, _ = source_model(get_variant(manifest.variant), manifest.size, _checked_weights(manifest, weights))
-        self.manifest, self.why = manifest, why
+        self.manifest = manifest
         self.model = manifest.spec.proxy(manifest, reference)
-        self.label = f"{PROXY}: the artifact itself did not run ({why})"
+        self.label = f"{_proxy_arithmetic(manifest.spec, manifest.precision)[1]}: the artifact itself did not run ({why})"
 
     def run(self, images: np.ndarray, expected_nchw=None) -> np.ndarray:
-        out, what = run_proxy(self.manifest.spec, self.manifest, self.model, images)
-        self.label = f"{what}: the artifact itself did not run ({self.why})"
-        return out
+        return run_proxy(self.manifest.spec, self.manifest, self.model, images)[0]
 
 
 def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, converted, images: np.ndarray,
              expected: np.ndarray, threads: int) -> tuple[np.ndarray, str, str | None, object]:
     """(outputs, what produced them, why the artifact itself was not run, the converted torch model)."""
-    from edgekit.reference import run_images
     from edgekit.targets.base import NotRunnable
 
     try:
@@ -127,7 +131,7 @@ def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, c
 
 
 def verify_model(model_file: Path, manifest: Manifest, reference: nn.Module, images: VerificationSet,
-                 converted: nn.Module | None = None, threads: int = 2) -> dict:
+                 converted: nn.Module | None = None, threads: int = DEFAULT_THREADS) -> dict:
     """Compare the artifact with `reference` on `images`.
 
     An fp32 artifact held to a max rel error is held to twice PyTorch's own fp32 rounding error
@@ -208,7 +212,8 @@ def verify_artifact(artifact_dir: Path, verify_images: Path | None = None, weigh
     from edgekit.threads import torch_threads
 
     with torch_threads(threads):
-        return _verify_artifact(Path(artifact_dir), verify_images, weights, allow_calibration_images, threads or 2)
+        return _verify_artifact(Path(artifact_dir), verify_images, weights, allow_calibration_images,
+                                threads or DEFAULT_THREADS)
 
 
 def _verify_artifact(artifact_dir: Path, verify_images: Path | None, weights: Path | None,
