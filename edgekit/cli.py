@@ -252,6 +252,15 @@ AllowCalibrationOpt = Annotated[
                                                           "(reported as such).")]
 
 
+DataOpt = Annotated[Path, typer.Option("--data", "-d", help="A labelled validation set in its real layout: "
+                                                            "Cityscapes, ADE20K or ImageNet (docs/accuracy.md).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="auto | cityscapes | ade20k | imagenet (auto: from the "
+                                                         "folder's layout).")]
+MaxDropOpt = Annotated[float | None, typer.Option("--max-drop", help="Fail (exit 3) when the artifact loses more "
+                                                                     "than this many points of mIoU or top-1 "
+                                                                     "against PyTorch (1 point = 0.01).")]
+
+
 def export(
     variant: VariantArg,
     target: TargetOpt = DEFAULT_TARGET,
@@ -271,6 +280,10 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an artifact of the same name made from "
                                                                 "other weights or options.")] = False,
     threads: ThreadsOpt = None,
+    eval_data: Annotated[Path | None, typer.Option("--eval-data", help="After verification, score mIoU or top-1 on "
+                                                                       "this labelled set against PyTorch and record "
+                                                                       "it (see `edgekit eval`).")] = None,
+    max_drop: MaxDropOpt = None,
     as_json: JsonOpt = False,
     target_options: dict | None = None,
 ) -> None:
@@ -295,6 +308,8 @@ def export(
         allow_calibration_images=allow_calibration_images,
         overwrite=overwrite,
         threads=threads,
+        eval_data=eval_data,
+        max_drop=max_drop,
     )
     with _status("exporting") as status:
         manifest = _run(run_export, opts, lambda msg: status.update(msg))
@@ -344,6 +359,37 @@ def predict(
         result = _run(run_predict, PredictOptions(artifact_dir, tuple(images), output, top),
                       lambda msg: status.update(msg))
     _show(result, as_json, "predict_report")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Argument(help="An artifact directory (scored with the PyTorch model it came from), "
+                                              "or a variant name (its PyTorch model alone).")],
+    data: DataOpt,
+    data_format: FormatOpt = "auto",
+    limit: Annotated[int | None, typer.Option("--limit", help="Score the first N images only (sorted).")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="A variant's checkpoint; for an artifact, "
+                                                                         "its checkpoint if it moved.")] = None,
+    resolution: ResolutionOpt = None,
+    max_drop: MaxDropOpt = None,
+    save_predictions: Annotated[Path | None, typer.Option("--save-predictions", help="Write the predictions to "
+                                                                                     "this new folder in the set's "
+                                                                                     "own submission format.")
+    ] = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy on your labelled data (mIoU or top-1): the artifact, PyTorch, and the difference with a 95% interval."""
+    from edgekit.eval import EvalOptions, evaluate, max_drop_failure
+
+    opts = EvalOptions(model, data, data_format, limit, weights, resolution, threads, save_predictions)
+    with _status("evaluating", lines_when_piped=True) as status:
+        result = _run(evaluate, opts, lambda msg: status.update(msg))
+    result["failure"] = max_drop_failure(result, max_drop)
+    _show(result, as_json, "eval_report")
+    if result["failure"]:
+        typer.echo(f"error: {result['failure']}", err=True)
+        raise typer.Exit(3)
 
 
 @app.command("targets")

@@ -45,6 +45,8 @@ class ExportOptions:
     allow_calibration_images: bool = False  # verify on a photo that was also used for calibration
     overwrite: bool = False  # replace an artifact made from other weights or options
     threads: int | None = None  # PyTorch's and the host runner's threads (None: PyTorch's default; runner 2)
+    eval_data: Path | None = None  # a labelled set: after verification, score the task metric (edgekit.eval)
+    max_drop: float | None = None  # with eval_data: FAILED when the artifact loses more points than this
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class ExportPlan:
     options: Any  # the target's options dataclass
     calibration: Any  # calibration.sources.CalibrationSet | None
     verification: Any  # edgekit.verify.VerificationSet
+    eval_data: Any = None  # edgekit.datasets.Dataset | None
 
 
 def plan_export(opts: ExportOptions) -> ExportPlan:
@@ -91,7 +94,21 @@ def plan_export(opts: ExportOptions) -> ExportPlan:
                            f"for {spec.name}); {precision} is not calibrated")
     verification = verification_set(variant, opts.verify_images, calib.images if calib else (),
                                      opts.allow_calibration_images)
-    return ExportPlan(variant, size, spec, precision, options, calib, verification)
+    return ExportPlan(variant, size, spec, precision, options, calib, verification, _eval_data(opts, variant))
+
+
+def _eval_data(opts: ExportOptions, variant: Variant):
+    if opts.eval_data is None:
+        if opts.max_drop is not None:
+            raise EdgekitError("--max-drop needs --eval-data (the labelled set the metric is measured on)")
+        return None
+    if opts.max_drop is not None and opts.max_drop < 0:
+        raise EdgekitError(f"--max-drop must be 0 or more points (got {opts.max_drop:g})")
+    from edgekit.datasets import check_matches, open_dataset
+
+    data = open_dataset(opts.eval_data, "auto", variant.num_classes)
+    check_matches(data, variant)
+    return data
 
 
 def artifact_name(variant: Variant, size: Size, target: str, precision: str) -> str:
@@ -170,11 +187,30 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
         progress(f"verifying against PyTorch on {len(plan.verification.paths)} held-out photos")
         manifest.verification = verify_model(converted.model_file, manifest, model, plan.verification,
                                              converted.torch_model, threads=opts.threads or DEFAULT_THREADS)
+        if plan.eval_data is not None:
+            _evaluate(manifest, tmp, final, plan, opts, model, progress)
         manifest.export_seconds = round(time.perf_counter() - started, 1)
         write_manifest(tmp, manifest)
     manifest.artifact_dir = str(final)
     manifest.replaced = replaced
     return manifest
+
+
+def _evaluate(manifest: Manifest, tmp: Path, final: Path, plan: ExportPlan, opts: ExportOptions, model,
+              progress: Progress) -> None:
+    """The task metric against PyTorch on the user's labelled set, recorded in the manifest; more than
+    --max-drop lost fails the artifact as a verification failure does (kept, marked FAILED, exit 3)."""
+    from edgekit.eval import evaluate_artifact, max_drop_failure
+
+    manifest.artifact_dir = str(tmp)
+    result = evaluate_artifact(manifest, plan.eval_data, progress, threads=opts.threads, reference=model)
+    result["artifact_dir"] = str(final)
+    result["max_drop"] = opts.max_drop
+    result["failure"] = max_drop_failure(result, opts.max_drop)
+    manifest.evaluation = result
+    if result["failure"]:
+        manifest.verification["failures"].append(f"task metric: {result['failure']}")
+        manifest.verification["passed"] = False
 
 
 def _write_labels(variant: Variant, out: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.accuracy import class_map
 from edgekit.errors import EdgekitError
 
 DEFAULT_OUTPUT = Path("edgekit-predictions")
@@ -75,31 +76,6 @@ def _banner(canvas, text: str):
     out = Image.new("RGB", (canvas.width, canvas.height + strip), (180, 0, 0))
     out.paste(canvas, (0, strip))
     ImageDraw.Draw(out).text((size // 2, size // 3), text, fill=(255, 255, 255), font=font)
-    return out
-
-
-def class_map(logits, size: tuple[int, int], rows: int = 64) -> np.ndarray:
-    """The (H, W) classes of (C, h, w) logits resized to `size` (W, H) the way the official
-    segmentation evaluation does: bicubic (align_corners=False) on the logits, then the argmax, not
-    the 1/8-resolution argmax blown up into blocks. PyTorch's bicubic is separable, so it is applied as
-    one matrix per axis (its weights: interpolating the identity), a band of output rows at a time, so
-    an ADE20K map (150 classes) at photo size needs no gigabytes."""
-    import torch
-    import torch.nn.functional as F
-
-    width, height = size
-    x = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
-    c, h, w = x.shape
-
-    def weights(n_in: int, n_out: int) -> torch.Tensor:  # (n_out, n_in)
-        eye = torch.eye(n_in)[None, None]
-        return F.interpolate(eye, size=(n_out, n_in), mode="bicubic", align_corners=False)[0, 0]
-
-    wh, ww = weights(h, height), weights(w, width)
-    out = np.empty((height, width), dtype=np.int64)
-    for top in range(0, height, rows):
-        band = torch.einsum("ry,cyx,qx->crq", wh[top:top + rows], x, ww)
-        out[top:top + rows] = band.argmax(dim=0).numpy()
     return out
 
 

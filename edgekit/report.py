@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -244,6 +245,11 @@ def export_report(m) -> None:
         names = ", ".join(i["name"] for i in m.calibration["images"])
         console.print(f"calibrated on {m.calibration['samples']} samples from {names}")
     verification_table(m.verification, m.precision, m.random_weights, m.spec)
+    if m.evaluation:
+        for line in eval_summary(m.evaluation):
+            console.print(line, markup=False, soft_wrap=True)
+        if m.evaluation.get("failure"):
+            console.print(f"[red]FAIL: {m.evaluation['failure']}[/]")
 
 
 def predict_report(r: dict) -> None:
@@ -263,6 +269,60 @@ def predict_report(r: dict) -> None:
         console.print(f"  [dim]{', '.join(p['files'].values())}[/]")
     if r["random_weights"]:
         console.print("[yellow]RANDOM WEIGHTS: no checkpoint was given, so these classes mean nothing[/]")
+
+
+def _pct(x: float | None, sign: bool = False) -> str:
+    if x is None or math.isnan(x):  # a class absent from labels and predictions
+        return "-"
+    return f"{100 * x:+.2f}" if sign else f"{100 * x:.2f}"
+
+
+def eval_summary(r: dict) -> list[str]:
+    """The lines a reader needs: what ran on what, the metric of both sides, the difference."""
+    what = f"{r['variant']} {r['target']} {r['precision']}" if r["artifact"] is not None else f"{r['variant']} (PyTorch)"
+    lines = [f"{what} on {r['images']} {r['dataset']} images from {r['data']}; labels: {r['labels']}",
+             f"preprocessing: {r['preprocessing']}" + (f"; {r['resized']} of {r['images']} photos were resized to "
+                                                      "the fixed input" if r["resized"] else ""),
+             f"ran: {r['runner']}"]
+    sec = r["secondary"]
+    if r["artifact"] is None:
+        lines.append(f"{r['metric']} {_pct(r['pytorch']['value'])}, {sec['metric']} {_pct(sec['pytorch'])}")
+    else:
+        lo, hi = r["delta_ci95"]
+        cached = " (PyTorch's scores from the cache)" if r.get("pytorch_cached") else ""
+        lines.append(f"{r['metric']}: artifact {_pct(r['artifact']['value'])}, PyTorch {_pct(r['pytorch']['value'])}, "
+                     f"delta {_pct(r['delta'], True)} points (95% CI {_pct(lo, True)} to {_pct(hi, True)}, paired "
+                     f"bootstrap over images){cached}")
+        lines.append(f"{sec['metric']}: artifact {_pct(sec['artifact'])}, PyTorch {_pct(sec['pytorch'])}")
+    return lines
+
+
+def eval_report(r: dict) -> None:
+    lines = eval_summary(r)
+    for line in lines[:3]:
+        console.print(line, markup=False, soft_wrap=True)
+    side = r["artifact"] or r["pytorch"]
+    if side["per_class"]:
+        t = Table(title=f"IoU per class (%), {r['dataset']}")
+        t.add_column("class")
+        if r["artifact"] is not None:
+            t.add_column("artifact", justify="right")
+        t.add_column("PyTorch", justify="right")
+        if r["artifact"] is not None:
+            t.add_column("delta", justify="right")
+        for name, ref in r["pytorch"]["per_class"].items():
+            if r["artifact"] is None:
+                t.add_row(name, _pct(ref))
+                continue
+            art = r["artifact"]["per_class"][name]
+            t.add_row(name, _pct(art), _pct(ref), "-" if art is None or ref is None else _pct(art - ref, True))
+        console.print(t)
+    for line in lines[3:]:
+        console.print(f"[bold]{line}[/]" if line.startswith(r["metric"]) else line, soft_wrap=True)
+    if r.get("failure"):
+        console.print(f"[red]FAIL: {r['failure']}[/]")
+    if r["note"]:
+        console.print(f"[yellow]RANDOM WEIGHTS: {r['note']}[/]")
 
 
 def targets_table(rows: list[dict]) -> None:

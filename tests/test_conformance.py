@@ -154,3 +154,25 @@ def test_profile_on_this_machine_as_its_harness_declares(exported):
         assert [json.loads(line)["sha256"] for line in results.read_text().splitlines()] == [m.sha256]
         return
     assert not results.exists()
+
+
+def test_eval_scores_the_artifact_against_pytorch(exported):
+    """The task metric on a small Cityscapes-layout set: the artifact through its host runner (or
+    the table's proxy, said so), PyTorch on the same images, the paired difference."""
+    import eval_data
+
+    spec, m, out = exported
+    data = out / "cityscapes"
+    if not data.exists():
+        eval_data.cityscapes(data, names=eval_data.SCENES[:2], model_size=SIZE)
+    r = runner.invoke(app, ["eval", m.artifact_dir, "--data", str(data), "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["target"] == spec.name and result["images"] == 2 and result["metric"] == "mIoU"
+    assert result["delta"] == pytest.approx(result["artifact"]["value"] - result["pytorch"]["value"], abs=1e-12)
+    lo, hi = result["delta_ci95"]
+    assert lo <= result["delta"] <= hi
+    if m.verification["artifact_run"]:
+        assert spec.runner_label in result["runner"] and result["proxy"] is None
+    else:
+        assert result["proxy"] == m.verification["not_run"] and "did not run" in result["runner"]
