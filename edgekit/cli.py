@@ -439,6 +439,10 @@ def sweep(
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder; results.jsonl lives in it.")] = Path(
         "edgekit-artifacts"),
     plot: Annotated[Path | None, typer.Option("--plot", help="PNG path (default: <output>/sweep.png).")] = None,
+    eval_data: Annotated[Path | None, typer.Option("--eval-data", help="A labelled set: adds the task metric "
+                                                                       "(mIoU or top-1, and its difference from "
+                                                                       "PyTorch) for the variants of its "
+                                                                       "dataset.")] = None,
     as_json: JsonOpt = False,
     target_options: dict | None = None,
 ) -> None:
@@ -447,7 +451,7 @@ def sweep(
     from edgekit.sweep import sweep as run_sweep
 
     opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
-                        output, runs, warmup, threads, plot, target_options or {})
+                        output, runs, warmup, threads, plot, target_options or {}, eval_data)
     try:
         with _status("sweeping", lines_when_piped=True) as status:
             result = _run(run_sweep, opts, lambda msg: status.update(msg))

@@ -163,7 +163,7 @@ def _report(variant, data, sides: dict, secondary, runner: str, random_weights: 
         "metric": (art or ref).metric,
         "artifact": side["artifact"], "pytorch": side["pytorch"], "delta": delta, "delta_ci95": ci, "runner": runner,
         "secondary": {"metric": name, **{k: (None if s is None else s.secondary()[1]) for k, s in scored.items()}},
-        "data": str(data.root), "labels": data.note, "variant": variant.name, "resolution": [h, w],
+        "data": str(data.root), "fingerprint": data.fingerprint(), "labels": data.note, "variant": variant.name, "resolution": [h, w],
         "preprocessing": preprocessing_note(variant, size),
         "resized": resized,  # photos whose size differed from the model's input
         "bootstrap": {"samples": 1000, "seed": 0, "over": "images, paired"},

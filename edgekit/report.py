@@ -436,6 +436,12 @@ def sweep_table(result: dict) -> None:
                            f"{r['size_mb']:.2f}" if r["size_mb"] is not None else "-", _parity(r), f"{r['gmacs']:.3g}",
                            f"{r['latency_ms']:.2f}" if r["latency_ms"] else "-",
                            f"{r['paper_ms']:g}" if r["paper_ms"] else "-"])
+    metric = next((r["metric"] for r in rows if r.get("metric")), None)
+    if metric:  # --eval-data: the task metric, and what the conversion cost of it
+        columns.insert(7, (f"{metric} (delta)", "right", 2))
+        for row, r in zip(table_rows, rows):
+            row.insert(7, "-" if r.get("metric_value") is None else
+                       f"{_pct(r['metric_value'])} ({_pct(r['metric_delta'], True)})")
     print_fitted(f"edgekit sweep on {result['device']}", columns, table_rows)
     reused = sum(1 for r in rows if r["profiled"] == "from results.jsonl")
     if reused:

@@ -37,6 +37,7 @@ class SweepOptions:
     threads: int | None = None
     plot: Path | None = None  # default: <output>/sweep.png
     target_options: dict = field(default_factory=dict)  # option field name -> value, as the CLI collects them
+    eval_data: Path | None = None  # a labelled set: a metric column for the variants of its dataset
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,8 @@ def _existing_artifact(folder: Path, options):
     return manifest
 
 
-def _export(cell: Cell, opts: SweepOptions, device_profile: str, progress: Progress):
-    """(manifest, reused)."""
+def _export(cell: Cell, opts: SweepOptions, device_profile: str, progress: Progress, data=None):
+    """(manifest, reused); a new export of a variant of `data`'s dataset records its task metric."""
     from edgekit.export import ExportOptions, artifact_name, export
     from edgekit.registry import get_variant
     from edgekit.targets import get_target
@@ -140,8 +141,9 @@ def _export(cell: Cell, opts: SweepOptions, device_profile: str, progress: Progr
     if manifest is not None:
         return manifest, True
     res = f"{cell.resolution[0]}x{cell.resolution[1]}"
+    eval_data = opts.eval_data if data is not None and data.format == get_variant(cell.variant).dataset else None
     return export(ExportOptions(cell.variant, cell.target, cell.precision, res, target_options=options,
-                                output=Path(opts.output)), progress), False
+                                output=Path(opts.output), eval_data=eval_data), progress), False
 
 
 def _macs(variant: str, resolution: tuple[int, int], cache: dict) -> float:
@@ -160,7 +162,8 @@ def _row(cell: Cell, gmacs: float) -> dict:
             "size_mb": None, "sqnr_db_min": None, "sqnr_db_median": None, "agreement": None, "agreement_kind": None,
             "verified": None,
             "random_weights": None, "latency_ms": None, "paper_ms": None, "paper_device": None,
-            "exported": None, "profiled": None}
+            "exported": None, "profiled": None, "metric": None, "metric_value": None, "metric_delta": None,
+            "metric_ci95": None}
 
 
 def _fill_from_manifest(row: dict, manifest) -> None:
@@ -176,13 +179,25 @@ def _fill_from_record(row: dict, record: dict) -> None:
                paper_device=paper.get("device"))
 
 
+def _fill_metric(row: dict, manifest, data, opts: SweepOptions, progress: Progress) -> None:
+    """The task metric of the cell's artifact: the one its export recorded on the same set (same
+    files, same sizes and times), else measured now (PyTorch's side comes from the eval cache)."""
+    from edgekit.eval import evaluate_artifact
+
+    result = manifest.evaluation
+    if not result or result.get("fingerprint") != data.fingerprint():
+        result = evaluate_artifact(manifest, data, progress, threads=opts.threads)
+    row.update(metric=result["metric"], metric_value=result["artifact"]["value"], metric_delta=result["delta"],
+               metric_ci95=result["delta_ci95"])
+
+
 def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, results_path: Path, done,
-              progress: Progress) -> None:
+              progress: Progress, data=None) -> None:
     """Fill `row` for one cell: export (or reuse), then profile unless already measured."""
     from edgekit.profile import ProfileOptions, profile
 
     try:
-        manifest, reused = _export(cell, opts, device_profile, progress)
+        manifest, reused = _export(cell, opts, device_profile, progress, data)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # one bad cell must not stop the grid; its reason goes in the table
@@ -190,6 +205,14 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, re
         return
     row["exported"] = "reused" if reused else "exported"
     _fill_from_manifest(row, manifest)
+    if data is not None and data.format == manifest.dataset:
+        try:
+            _fill_metric(row, manifest, data, opts, progress)
+        except KeyboardInterrupt:
+            raise
+        except EdgekitError as e:
+            row.update(status="eval failed", error=first_line(e))
+            return
     if manifest.spec.harness is None:
         row["status"] = f"exported; not profiled ({manifest.spec.not_profiled})"
         return
@@ -219,6 +242,7 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     if opts.threads is not None and opts.threads < 1:
         raise EdgekitError(f"--threads must be at least 1 (got {opts.threads})")
     cells = plan(opts)
+    data = _eval_data(opts, cells)
     device = _check_device(opts.device, {c.target for c in cells})
     results_path = Path(opts.output) / RESULTS
     same_device = _device_key(opts.device)
@@ -233,7 +257,7 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
         progress(f"[{i}/{len(cells)}] {cell.label}")
         row = _row(cell, _macs(cell.variant, cell.resolution, macs_cache))
         _run_cell(cell, row, opts, device, results_path, done,
-                  lambda msg, i=i: progress(f"[{i}/{len(cells)}] {msg}"))
+                  lambda msg, i=i: progress(f"[{i}/{len(cells)}] {msg}"), data)
         rows.append(row)
     plot_path = Path(opts.plot) if opts.plot else Path(opts.output) / "sweep.png"
     from edgekit.sweep_plot import paper_points, plot
@@ -242,6 +266,21 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     plot(rows, points, device, plot_path)
     return {"device": opts.device, "device_profile": device, "results": str(results_path), "plot": str(plot_path),
             "rows": rows, "paper_points": points}
+
+
+def _eval_data(opts: SweepOptions, cells: list[Cell]):
+    """The labelled set, read before any work; it must be the dataset of at least one variant."""
+    if opts.eval_data is None:
+        return None
+    from edgekit.datasets import open_dataset
+    from edgekit.registry import get_variant
+
+    datasets = {get_variant(c.variant).dataset: get_variant(c.variant).num_classes for c in cells}
+    data = open_dataset(opts.eval_data, "auto", datasets.get("imagenet", 1000))
+    if data.format not in datasets:
+        raise EdgekitError(f"--eval-data {opts.eval_data} holds {data.format} data; none of --variants predicts "
+                           f"{data.format} classes ({', '.join(sorted(datasets))})")
+    return data
 
 
 def _check_device(device: str, targets: set[str]) -> str:

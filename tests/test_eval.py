@@ -243,3 +243,20 @@ def test_bad_sets_are_one_line_errors_and_write_nothing(tmp_path, cityscapes):
     result = runner.invoke(app, ["export", "b0-seg", "--max-drop", "1", "-o", str(tmp_path / "x")])
     assert result.exit_code == 1 and "--max-drop needs --eval-data" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_sweep_has_a_metric_column_for_the_variants_of_the_set(tmp_path, cityscapes, imagenet):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--variants", "b0-seg,m0-cls", "--resolutions", "64x128", "--runs", "1", "--warmup", "0",
+            "-o", str(out), "--eval-data", str(cityscapes)]
+    result = runner.invoke(app, [*args[:2], "b0-seg", *args[3:], "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["rows"]
+    alone = _eval(row["artifact"], "--data", cityscapes)
+    assert row["metric"] == "mIoU" and row["metric_value"] == alone["artifact"]["value"]
+    assert row["metric_delta"] == alone["delta"] and row["metric_ci95"] == alone["delta_ci95"]
+    assert read_manifest(Path(row["artifact"])).evaluation["fingerprint"] == alone["fingerprint"]  # the export's
+    table = runner.invoke(app, [*args[:2], "b0-seg", *args[3:]])
+    assert table.exit_code == 0 and "mIoU (delta)" in table.stdout
+    wrong = runner.invoke(app, [*args[:-1], str(imagenet[0]), "--variants", "b0-seg"])
+    assert wrong.exit_code == 1 and "holds imagenet data; none of --variants predicts imagenet" in wrong.stderr

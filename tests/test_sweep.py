@@ -78,11 +78,11 @@ def test_a_failed_cell_is_reported_and_retried(b0_fp32, tmp_path, monkeypatch):
     shutil.copytree(manifest.artifact_dir, out / Path(manifest.artifact_dir).name)  # fp32: on disk already
     real_export, attempts = sweep_module._export, []
 
-    def export_failing_fp16(cell, opts, device_profile, progress):
+    def export_failing_fp16(cell, opts, device_profile, progress, data=None):
         if cell.precision == "fp16":
             attempts.append(cell.label)
             raise EdgekitError("converter crashed")
-        return real_export(cell, opts, device_profile, progress)
+        return real_export(cell, opts, device_profile, progress, data)
 
     monkeypatch.setattr(sweep_module, "_export", export_failing_fp16)
     args = ["sweep", "--variants", "b0-seg", "--precisions", "fp32,fp16", "--resolutions", "128x256", "--runs", "2",
