@@ -17,11 +17,15 @@ def test_import_edgekit_is_light_and_names_load_on_use():
 
 
 def test_the_documented_example_runs(tmp_path, capsys):
+    import eval_data
+
     text = (REPO / "docs" / "python.md").read_text()
     (example,) = re.findall(r"```python\n(.*?)```", text, re.S)
-    exec(compile(example, "docs/python.md", "exec"), {"OUT": tmp_path, "PHOTO": REPO / "calibration" / "images" /
-                                                      "mit-fig-5.jpeg"})
+    eval_data.cityscapes(tmp_path / "cityscapes", names=eval_data.SCENES[:2], model_size=(128, 256))
+    exec(compile(example, "docs/python.md", "exec"), {"OUT": tmp_path, "CITYSCAPES": tmp_path / "cityscapes",
+                                                      "PHOTO": REPO / "calibration" / "images" / "mit-fig-5.jpeg"})
     out = capsys.readouterr().out
     assert "passed True" in out and "(16, 32)" in out and ".zip" in out
+    assert re.search(r"mIoU 0\.\d{4} vs PyTorch 0\.\d{4}, delta [+-]0\.\d{4} \(95% CI", out), out
     assert "refused: " in out and "b9-seg" in out
     assert (tmp_path / "bundles").is_dir()
