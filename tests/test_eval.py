@@ -260,3 +260,27 @@ def test_sweep_has_a_metric_column_for_the_variants_of_the_set(tmp_path, citysca
     assert table.exit_code == 0 and "mIoU (delta)" in table.stdout
     wrong = runner.invoke(app, [*args[:-1], str(imagenet[0]), "--variants", "b0-seg"])
     assert wrong.exit_code == 1 and "holds imagenet data; none of --variants predicts imagenet" in wrong.stderr
+
+
+def test_an_interrupted_eval_leaves_no_file(tmp_path, cityscapes, monkeypatch):
+    """Ctrl-C on the second image: no cache entry and no predictions folder (nor its temporary)."""
+    import edgekit.datasets
+    from edgekit.eval import EvalOptions, evaluate
+
+    m = export(ExportOptions("b0-seg", "onnx", "fp32", "64x128", output=tmp_path / "a"))
+    real, calls = edgekit.datasets.eval_input, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(edgekit.datasets, "eval_input", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(EvalOptions(m.artifact_dir, cityscapes, save_predictions=tmp_path / "pred"))
+    assert not (tmp_path / "a" / ".edgekit-cache").exists() or not any((tmp_path / "a" / ".edgekit-cache").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    monkeypatch.undo()
+    done = evaluate(EvalOptions(m.artifact_dir, cityscapes, save_predictions=tmp_path / "pred"))
+    assert not done["pytorch_cached"] and len(list((tmp_path / "pred").rglob("*.png"))) == 4
