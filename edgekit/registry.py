@@ -169,6 +169,53 @@ def _mit_cls(size: str) -> Variant:
     )
 
 
+# --- MIT EfficientViT L series ------------------------------------------------------------------
+# mit-han-lab/efficientvit efficientvit/models/efficientvit/{backbone,cls,seg}.py: efficientvit_backbone_l1..l3,
+# efficientvit_cls_l1..l3, efficientvit_seg_l1/l2 (GELU, qkv_dim 32). Figures: the high-resolution paper's
+# ImageNet table for L1 (r224: 84.5% top-1, 53M, 5.3G, 3.2 ms on an A100 with TensorRT fp16); the authors'
+# applications/efficientvit_{cls,seg}/README.md for the rest. No phone latency is published for L.
+
+_MIT_L_BACKBONES = {
+    "l1": {"width_list": (32, 64, 128, 256, 512), "depth_list": (1, 1, 1, 6, 6), "dim": 32, "backbone": "large"},
+    "l2": {"width_list": (32, 64, 128, 256, 512), "depth_list": (1, 2, 2, 8, 8), "dim": 32, "backbone": "large"},
+    "l3": {"width_list": (64, 128, 256, 512, 1024), "depth_list": (1, 2, 2, 8, 8), "dim": 32, "backbone": "large"},
+}
+_MIT_L_CLS = {  # head widths, params (M), MACs (G) per zoo resolution, source
+    "l1": ((3072, 3200), "53", ((_R224, "5.3"),),
+           "high-resolution paper, ImageNet table (84.5% top-1 at r224; 3.2 ms on an A100, TensorRT fp16)"),
+    "l2": ((3072, 3200), "64", ((_R224, "6.9"), (_R256, "9.1"), (_R288, "11"), ((320, 320), "14"),
+                                 ((384, 384), "20")), "authors' efficientvit_cls README (85.05% top-1 at r224)"),
+    "l3": ((6144, 6400), "246", ((_R224, "28"), (_R256, "36"), (_R288, "46"), ((320, 320), "56"),
+                                  ((384, 384), "81")), "authors' efficientvit_cls README (85.81% top-1 at r224)"),
+}
+_MIT_L_SEG = {  # (size, dataset): head width, depth, expand, final expand, params (M), MACs (G), mIoU
+    ("l1", "cityscapes"): (256, 3, 1, None, "40", "282", "82.7"),
+    ("l2", "cityscapes"): (256, 5, 1, None, "53", "396", "83.2"),
+    ("l1", "ade20k"): (128, 3, 4, 8, "40", "36", "49.2"),
+    ("l2", "ade20k"): (128, 3, 4, 8, "51", "45", "50.7"),
+}
+
+
+def _mit_l_cls(size: str) -> Variant:
+    widths, params, macs, source = _MIT_L_CLS[size]
+    config = {**_MIT_L_BACKBONES[size], "head": {"width_list": widths}}
+    return Variant(name=f"{size}-cls", family="mit", task="cls", dataset="imagenet", num_classes=1000,
+                   resolution=_R224, config=config,
+                   paper=PaperFigures(params, tuple(PaperMacs(r, g) for r, g in macs), (), source))
+
+
+def _mit_l_seg(size: str, dataset: str) -> Variant:
+    width, depth, expand, final, params, gmacs, miou = _MIT_L_SEG[(size, dataset)]
+    cityscapes = dataset == "cityscapes"
+    res = _CITYSCAPES if cityscapes else _ADE20K
+    config = {**_MIT_L_BACKBONES[size], "head": {"head_width": width, "head_depth": depth, "expand_ratio": expand,
+                                                 "final_expand": final, "middle_op": "fmbconv"}}
+    return Variant(name=f"{size}-seg-{dataset}", family="mit", task="seg", dataset=dataset,
+                   num_classes=19 if cityscapes else 150, resolution=res, config=config,
+                   paper=PaperFigures(params, (PaperMacs(res, gmacs),), (),
+                                      f"authors' efficientvit_seg README ({miou} mIoU)"))
+
+
 # --- Microsoft EfficientViT M series ------------------------------------------------------------
 
 _MSRA = {  # embed dims, depths, heads, kernels, paper params (M), paper MACs (G; printed as 79M etc.)
@@ -205,13 +252,15 @@ def _build_registry() -> dict[str, Variant]:
     variants = [_mit_seg(s, "cityscapes") for s in ("b0", "b1", "b2", "b3")]
     variants += [_mit_seg(s, "ade20k") for s in ("b1", "b2", "b3")]
     variants += [_mit_cls(s) for s in ("b0", "b1", "b2", "b3")]
+    variants += [_mit_l_cls(s) for s in _MIT_L_CLS]
+    variants += [_mit_l_seg(s, d) for s, d in _MIT_L_SEG]
     variants += [_msra_cls(s) for s in _MSRA]
     return {v.name: v for v in variants}
 
 
 VARIANTS: dict[str, Variant] = _build_registry()
 # Short names: `bN-seg` is the Cityscapes model (the paper's headline seg task).
-ALIASES: dict[str, str] = {f"{s}-seg": f"{s}-seg-cityscapes" for s in ("b0", "b1", "b2", "b3")}
+ALIASES: dict[str, str] = {f"{s}-seg": f"{s}-seg-cityscapes" for s in ("b0", "b1", "b2", "b3", "l1", "l2")}
 
 
 def get_variant(name: str) -> Variant:

@@ -54,6 +54,15 @@ def randomize_bn_stats(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def variant_params(names=None) -> list:
+    """Variant names for a parametrized default test, the L series (large, slow to build and fold)
+    marked slow: they run with `-m slow`; tests/test_l_series.py keeps one small default check."""
+    from edgekit.registry import VARIANTS
+
+    return [pytest.param(n, marks=pytest.mark.slow) if VARIANTS[n].config.get("backbone") == "large" else n
+            for n in (names if names is not None else sorted(VARIANTS))]
+
+
 def every_variant_resolution(name: str) -> str | None:
     """The input the slow every-variant exports use: MSRA models at their own 224, MIT seg models at
     256x512 and MIT classifiers at 224 (smaller than their defaults, to keep the slow run short)."""
@@ -77,6 +86,33 @@ def b0_fp32(tmp_path_factory):
     finally:
         mp.undo()
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def shared_artifact(tmp_path_factory):
+    """`shared_artifact(variant, target, precision=None, resolution=None)`: a real export made once per
+    test session and shared by the tests that only read it (an export is the suite's costliest step:
+    m0-cls to TFLite takes a minute and a half here). A test that changes an artifact exports its own."""
+    from edgekit.export import ExportOptions, export
+    from edgekit.registry import get_variant, parse_resolution
+    from edgekit.targets import get_target
+
+    out = tmp_path_factory.mktemp("shared-artifacts")
+    made = {}
+
+    def get(variant: str, target: str, precision: str | None = None, resolution: str | None = None):
+        v = get_variant(variant)
+        key = (v.name, target, precision or get_target(target).default_precision, parse_resolution(resolution, v))
+        if key not in made:
+            mp = pytest.MonkeyPatch()  # as every export: nothing may touch the network
+            mp.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
+            try:
+                made[key] = export(ExportOptions(variant, target, key[2], resolution, output=out))
+            finally:
+                mp.undo()
+        return made[key]
+
+    return get
 
 
 # ---- the real adb client and virtual phones (tests/virtual_adbd.py), shared by the profile tests -------

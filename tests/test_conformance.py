@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 from edgekit.deploy import plan_rewrites
-from edgekit.export import ExportOptions, export
 from edgekit.manifest import read_manifest
 from edgekit.metrics import compare
 from edgekit.targets import TARGETS
@@ -32,11 +31,11 @@ PHOTO = REPO / "calibration" / "images" / "mit-fig-5.jpeg"  # a held-out photo
 
 
 @pytest.fixture(scope="module", params=list(TARGETS), ids=list(TARGETS))
-def exported(request, tmp_path_factory):
+def exported(request, tmp_path_factory, shared_artifact):
+    """(spec, the target's export of b0-seg at 64x128 in its default precision, a folder for outputs)."""
     spec = TARGETS[request.param]
     out = tmp_path_factory.mktemp(f"conformance-{spec.name}")
-    manifest = export(ExportOptions(VARIANT, spec.name, resolution=f"{SIZE[0]}x{SIZE[1]}", output=out / "artifacts"))
-    return spec, manifest, out
+    return spec, shared_artifact(VARIANT, spec.name, None, f"{SIZE[0]}x{SIZE[1]}"), out
 
 
 def _one_line_error(result, needle: str, code: int = 1) -> None:

@@ -22,6 +22,8 @@ from edgekit.models.init import calibrated_random_init
 from edgekit.registry import VARIANTS, get_variant
 from edgekit.targets import get_target
 
+from conftest import variant_params
+
 BN = torch.nn.modules.batchnorm._BatchNorm
 FOLD_REL_TOL = 1e-5
 
@@ -63,7 +65,7 @@ def calibrated():
     return get
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", variant_params())
 def test_folding_is_exact_and_leaves_no_batchnorm(calibrated, name):
     model, images, _ = calibrated(name)
     folded = fold_batchnorm(copy.deepcopy(model))
@@ -71,7 +73,7 @@ def test_folding_is_exact_and_leaves_no_batchnorm(calibrated, name):
     assert_exact_rewrite(model, fold_batchnorm, images)
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", variant_params())
 def test_onnx_of_deploy_form_is_static_and_lean(calibrated, name):
     model, images, size = calibrated(name)
     form = make_deploy_form(model, size, get_target("onnx"))

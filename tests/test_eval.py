@@ -146,24 +146,11 @@ def test_paired_bootstrap():
 M0_TARGETS = ["tflite", "onnx", "executorch", pytest.param("qnn", marks=pytest.mark.slow)]
 
 
-@pytest.fixture(scope="module")
-def m0_artifacts(tmp_path_factory):
-    out = tmp_path_factory.mktemp("m0")
-    made = {}
-
-    def get(target: str):
-        if target not in made:
-            made[target] = export(ExportOptions("m0-cls", target, output=out))
-        return made[target]
-
-    return get
-
-
 @pytest.mark.parametrize("target", M0_TARGETS)
-def test_eval_runs_m0_artifacts(m0_artifacts, imagenet, target, tmp_path):
+def test_eval_runs_m0_artifacts(shared_artifact, imagenet, target, tmp_path):
     from edgekit.targets import get_target
 
-    m = m0_artifacts(target)
+    m = shared_artifact("m0-cls", target)
     data, truth = imagenet
     r = _eval(m.artifact_dir, "--data", data, "--save-predictions", tmp_path / "pred")
     assert KEYS <= set(r) and r["target"] == target and r["precision"] == m.precision

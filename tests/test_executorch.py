@@ -53,8 +53,8 @@ def test_parse_executor_runner():
 
 
 @pytest.mark.parametrize("name,res", [("b0-seg", "128x256"), ("b1-cls", "224"), ("m0-cls", None)])
-def test_fp32_pte_matches_pytorch(tmp_path, name, res):
-    m = export(ExportOptions(name, "executorch", "fp32", res, output=tmp_path))
+def test_fp32_pte_matches_pytorch(shared_artifact, name, res):
+    m = shared_artifact(name, "executorch", "fp32", res)
     v = m.verification
     assert v["passed"] and v["max_rel"] <= 1e-4 and v["compared"] == "the artifact, run by executorch.runtime (XNNPACK)"
     assert m.model_file == "model.pte" and (Path(m.artifact_dir) / "model.pte").stat().st_size > 1000
@@ -92,8 +92,8 @@ def test_every_variant_exports_to_fp32_pte(tmp_path, name):
     assert m.verification["passed"], m.verification["failures"]
 
 
-def test_profile_on_the_host_and_through_adb(tmp_path, connect, monkeypatch):
-    m = export(ExportOptions("b0-seg", "executorch", "fp32", "64x128", output=tmp_path / "a"))
+def test_profile_on_the_host_and_through_adb(tmp_path, connect, monkeypatch, shared_artifact):
+    m = shared_artifact("b0-seg", "executorch", "fp32", "64x128")
     results = tmp_path / "r.jsonl"
     r = runner.invoke(app, ["profile", m.artifact_dir, "--device", "host", "--runs", "3", "--warmup", "1",
                             "--results", str(results), "--json"])

@@ -159,8 +159,8 @@ def test_every_variant_exports_to_fp32_tflite(tmp_path, name):
     assert m.verification["passed"], m.verification
 
 
-def test_tflite_fp32_msra_family(tmp_path, no_network):
-    m = export(ExportOptions("m0-cls", "tflite", "fp32", output=tmp_path))
+def test_tflite_fp32_msra_family(shared_artifact, no_network):
+    m = shared_artifact("m0-cls", "tflite", "fp32")
     v = m.verification
     assert v["passed"] and v["max_rel"] <= 1e-4 and v["agreement"] == 1.0
     assert m.io["output"]["shape"] == [1, 1000]

@@ -7,6 +7,8 @@ from edgekit.registry import ALIASES, VARIANTS, agrees_with_paper, get_variant, 
 def test_registry_names_cover_the_issue():
     expected = {f"b{i}-seg-cityscapes" for i in range(4)} | {f"b{i}-seg-ade20k" for i in (1, 2, 3)}
     expected |= {f"b{i}-cls" for i in range(4)} | {f"m{i}-cls" for i in range(6)}
+    expected |= {"l1-cls", "l2-cls", "l3-cls", "l1-seg-cityscapes", "l2-seg-cityscapes", "l1-seg-ade20k",
+                 "l2-seg-ade20k"}  # the authors' zoo: no L3 segmentation model
     assert set(VARIANTS) == expected
     assert "b0-seg-ade20k" not in VARIANTS  # the paper has no B0 ADE20K model
 

@@ -1,4 +1,4 @@
-"""MIT EfficientViT (B0-B3): classification and segmentation.
+"""MIT EfficientViT (B0-B3 and L1-L3): classification and segmentation.
 
 Paper: "EfficientViT: Multi-Scale Linear Attention for High-Resolution Dense Prediction"
 (Cai, Li, Hu, Gan, Han; ICCV 2023), on-device version in ../shared/papers/.
@@ -9,6 +9,7 @@ strictly (`backbone.stages.2.op_list.1.context_module.main.qkv.conv.weight`, ...
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from edgekit.models.fusion import fuse_conv_bn
 
 BN_EPS = 1e-5
+# upstream efficientvit/models/nn/act.py: "gelu" is partial(nn.GELU, approximate="tanh") (the L series)
+GELU = functools.partial(nn.GELU, approximate="tanh")
 
 # ----------------------------------------------------------------------------------------------
 # Layers
@@ -176,6 +179,34 @@ class MBConv(nn.Module):
         return self.point_conv(self.depth_conv(self.inverted_conv(x)))
 
 
+class FusedMBConv(nn.Module):
+    """3x3 conv expand (BN, act) -> 1x1 project (BN): upstream `FusedMBConv` (the L series' stages 1-2
+    and segmentation heads). `fewer_norm`: the first conv carries a bias and no BatchNorm."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: float,
+                 act: type[nn.Module], fewer_norm: bool = False):
+        super().__init__()
+        mid = round(in_channels * expand_ratio)
+        self.spatial_conv = ConvLayer(in_channels, mid, 3, stride, use_bias=fewer_norm, norm=not fewer_norm, act=act)
+        self.point_conv = ConvLayer(mid, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_conv(self.spatial_conv(x))
+
+
+class ResBlock(nn.Module):
+    """3x3 conv (BN, act) -> 3x3 conv (BN): upstream `ResBlock` (the L series' stage 0)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, act: type[nn.Module],
+                 fewer_norm: bool = False):
+        super().__init__()
+        self.conv1 = ConvLayer(in_channels, in_channels, 3, stride, use_bias=fewer_norm, norm=not fewer_norm, act=act)
+        self.conv2 = ConvLayer(in_channels, out_channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
+
+
 class LiteMLA(nn.Module):
     """Lightweight multi-scale linear attention.
 
@@ -294,6 +325,48 @@ class EfficientViTBackbone(nn.Module):
         return features
 
 
+class EfficientViTLargeBackbone(nn.Module):
+    """The L series (upstream `EfficientViTLargeBackbone`, default block_list res, fmb, fmb, mb, att;
+    expand 1, 4, 4, 4, 6; fewer_norm on stages 3-4; GELU): stage 0 is the stride-2 stem conv and ResBlocks,
+    each later stage a stride-2 block with 4x the stage's expansion (an MBConv where the stage is not
+    conv-only) and then `depth` FusedMBConv, MBConv or EfficientViT blocks. Upstream names everything
+    under `stages` (`backbone.stages.0.op_list.0.conv.weight`, ...), unlike the B series' `input_stem`."""
+
+    BLOCKS = ("res", "fmb", "fmb", "mb", "att")
+    EXPAND = (1, 4, 4, 4, 6)
+    FEWER_NORM = (False, False, False, True, True)
+
+    def __init__(self, width_list: Sequence[int], depth_list: Sequence[int], dim: int = 32,
+                 act: type[nn.Module] = GELU, in_channels: int = 3):
+        super().__init__()
+        stage0: list[nn.Module] = [ConvLayer(in_channels, width_list[0], 3, 2, act=act)]
+        stage0 += [ResidualBlock(ResBlock(width_list[0], width_list[0], 1, act, self.FEWER_NORM[0]), residual=True)
+                   for _ in range(depth_list[0])]
+        stages: list[nn.Module] = [OpSequential(stage0)]
+        channels = width_list[0]
+        for i, (width, depth) in enumerate(zip(width_list[1:], depth_list[1:]), start=1):
+            kind, expand, fewer = self.BLOCKS[i], self.EXPAND[i], self.FEWER_NORM[i]
+            first = FusedMBConv if kind == "fmb" else MBConv
+            blocks = [ResidualBlock(first(channels, width, 2, expand * 4, act, fewer_norm=fewer), residual=False)]
+            channels = width
+            for _ in range(depth):
+                if kind == "att":
+                    blocks.append(EfficientViTBlock(channels, dim, expand, act))
+                else:
+                    block = (FusedMBConv if kind == "fmb" else MBConv)(channels, channels, 1, expand, act,
+                                                                      fewer_norm=fewer)
+                    blocks.append(ResidualBlock(block, residual=True))
+            stages.append(OpSequential(blocks))
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = {}
+        for i, stage in enumerate(self.stages):
+            features[f"stage{i}"] = x = stage(x)
+        features["stage_final"] = x
+        return features
+
+
 class ClsHead(OpSequential):
     """1x1 conv (BN, act) -> global average pool -> Linear + LayerNorm + act -> Linear."""
 
@@ -325,6 +398,7 @@ class SegHead(nn.Module):
         n_classes: int,
         act: type[nn.Module],
         upsample_mode: str = "bicubic",
+        middle_op: str = "mbconv",
     ):
         super().__init__()
         inputs: list[nn.Module] = []
@@ -333,9 +407,10 @@ class SegHead(nn.Module):
             proj = ConvLayer(in_channels, head_width, 1)
             inputs.append(proj if factor == 1 else OpSequential([proj, UpSampleLayer(factor, upsample_mode)]))
         self.input_ops = nn.ModuleList(inputs)
+        middle = {"mbconv": MBConv, "fmbconv": FusedMBConv}[middle_op]  # the L series' heads: fmbconv
         self.middle = OpSequential(
             [
-                ResidualBlock(MBConv(head_width, head_width, 1, expand_ratio, act), residual=True)
+                ResidualBlock(middle(head_width, head_width, 1, expand_ratio, act), residual=True)
                 for _ in range(head_depth)
             ]
         )
@@ -384,11 +459,17 @@ class EfficientViTSeg(nn.Module):
 
 
 def build_efficientvit_mit(config: dict, n_classes: int, task: str) -> nn.Module:
-    """Build from a registry config: {"width_list", "depth_list", "dim", "head": {...}}."""
-    backbone = EfficientViTBackbone(config["width_list"], config["depth_list"], config["dim"])
+    """Build from a registry config: {"width_list", "depth_list", "dim", "head": {...}}, and for the
+    L series "backbone": "large" (GELU throughout, as upstream's L models)."""
+    large = config.get("backbone") == "large"
+    act = GELU if large else nn.Hardswish
+    if large:
+        backbone = EfficientViTLargeBackbone(config["width_list"], config["depth_list"], config["dim"])
+    else:
+        backbone = EfficientViTBackbone(config["width_list"], config["depth_list"], config["dim"])
     head_cfg = dict(config["head"])
     if task == "cls":
-        head = ClsHead(config["width_list"][-1], head_cfg["width_list"], n_classes, nn.Hardswish)
+        head = ClsHead(config["width_list"][-1], head_cfg["width_list"], n_classes, act)
         return EfficientViTCls(backbone, head)
     if task == "seg":
         in_channels = [config["width_list"][i] for i in (4, 3, 2)]
@@ -399,7 +480,8 @@ def build_efficientvit_mit(config: dict, n_classes: int, task: str) -> nn.Module
             head_cfg["expand_ratio"],
             head_cfg["final_expand"],
             n_classes,
-            nn.Hardswish,
+            act,
+            middle_op=head_cfg.get("middle_op", "mbconv"),
         )
         return EfficientViTSeg(backbone, head)
     raise ValueError(f"unknown task {task!r}")
