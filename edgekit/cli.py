@@ -51,7 +51,9 @@ ResolutionOpt = Annotated[
     str | None, typer.Option("--resolution", "-r", help="Input HxW (or one side for square); multiples of 32.")
 ]
 WeightsOpt = Annotated[
-    Path | None, typer.Option("--weights", "-w", help="Official checkpoint (.pt/.pth), loaded strictly, weights-only.")
+    Path | None, typer.Option("--weights", "-w", help="The authors' checkpoint (.pt/.pth) or timm's (.safetensors, "
+                                                      ".bin, or a Hugging Face model folder), loaded strictly, "
+                                                      "tensors only.")
 ]
 
 

@@ -173,10 +173,10 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
     variant, size, spec = plan.variant, plan.size, plan.spec
     final = Path(opts.output) / artifact_name(variant, size, spec.name, plan.precision)
     replaced = _check_replace(final, plan, opts)
-    check_writable(Path(opts.output))  # last check: it creates the output folder
     started = time.perf_counter()
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
-    model, source = source_model(variant, size, opts.weights)
+    model, source = source_model(variant, size, opts.weights)  # a checkpoint that does not fit stops here
+    check_writable(Path(opts.output))  # last check: it creates the output folder
     calib_data = plan.calibration.data if plan.calibration is not None else None
     form = make_deploy_form(model, size, spec, plan.precision, opts.upsample, calibration=calib_data)
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:

@@ -69,8 +69,10 @@ def describe_variant(name: str, resolution: str | None = None, weights: str | Pa
         from edgekit.checkpoints import load_weights
         from edgekit.models import build_model
 
-        model = load_weights(build_model(variant, size), weights, variant)
-        weights_info = {"path": str(weights), "loaded": True, "tensors": len(model.state_dict())}
+        model = build_model(variant, size)
+        loaded = load_weights(model, weights, variant)
+        weights_info = {"path": str(weights), "loaded": True, "tensors": len(model.state_dict()),
+                        "format": loaded["format"], "layout": loaded["layout"]}
     return {
         **variant_summary(variant, size),
         "default_resolution": list(variant.resolution),

@@ -34,8 +34,11 @@ def source_model(variant: Variant, size: Size, weights: Path | None) -> tuple[nn
     if weights is not None:
         from edgekit.checkpoints import load_weights
 
-        load_weights(model, weights, variant)
-        return model, {"weights": str(Path(weights).resolve()), "sha256": sha256(Path(weights))}
+        loaded = load_weights(model, weights, variant)
+        file = Path(loaded["file"])
+        return model, {"weights": str(file.resolve()), "sha256": sha256(file), "format": loaded["format"],
+                       "layout": loaded["layout"], **({"given": str(Path(weights).resolve())}
+                                                      if file != Path(weights) else {})}
     from edgekit.models.init import calibrated_random_init
 
     paths = stand_in_images()

@@ -175,10 +175,12 @@ def _mit_cls(size: str) -> Variant:
 # ImageNet table for L1 (r224: 84.5% top-1, 53M, 5.3G, 3.2 ms on an A100 with TensorRT fp16); the authors'
 # applications/efficientvit_{cls,seg}/README.md for the rest. No phone latency is published for L.
 
+# norm_eps: the authors' model zoos set every norm's eps to 1e-7 for the L models (set_norm_eps)
+_L = {"dim": 32, "backbone": "large", "norm_eps": 1e-7}
 _MIT_L_BACKBONES = {
-    "l1": {"width_list": (32, 64, 128, 256, 512), "depth_list": (1, 1, 1, 6, 6), "dim": 32, "backbone": "large"},
-    "l2": {"width_list": (32, 64, 128, 256, 512), "depth_list": (1, 2, 2, 8, 8), "dim": 32, "backbone": "large"},
-    "l3": {"width_list": (64, 128, 256, 512, 1024), "depth_list": (1, 2, 2, 8, 8), "dim": 32, "backbone": "large"},
+    "l1": {"width_list": (32, 64, 128, 256, 512), "depth_list": (1, 1, 1, 6, 6), **_L},
+    "l2": {"width_list": (32, 64, 128, 256, 512), "depth_list": (1, 2, 2, 8, 8), **_L},
+    "l3": {"width_list": (64, 128, 256, 512, 1024), "depth_list": (1, 2, 2, 8, 8), **_L},
 }
 _MIT_L_CLS = {  # head widths, params (M), MACs (G) per zoo resolution, source
     "l1": ((3072, 3200), "53", ((_R224, "5.3"),),

@@ -194,6 +194,10 @@ def _checked_weights(manifest: Manifest, weights: Path | None) -> Path | None:
                                "drop --weights")
         return None
     path = Path(weights) if weights is not None else Path(recorded)
+    if path.is_dir():  # a Hugging Face model folder: its weights file
+        from edgekit.checkpoints import weights_file
+
+        path = weights_file(path)[0]
     if not path.is_file():
         if weights is None:
             raise EdgekitError(f"the checkpoint this artifact came from is gone: {recorded} (moved? pass --weights "

@@ -50,7 +50,8 @@ def test_legacy_serialization_and_2d_pointwise_weights(tmp_path, trained):
     state = {k: (v[:, :, 0, 0] if k.endswith("qkvs.0.c.weight") else v) for k, v in source.state_dict().items()}
     path = tmp_path / "legacy.pth"
     torch.save({"model": state}, path, _use_new_zipfile_serialization=False)
-    fresh = load_weights(build_model(get_variant("m0-cls")), path, get_variant("m0-cls"))
+    fresh = build_model(get_variant("m0-cls"))
+    assert load_weights(fresh, path, get_variant("m0-cls"))["layout"] == "msra"
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(fresh(x), source(x))

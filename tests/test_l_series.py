@@ -168,3 +168,11 @@ def test_the_deploy_form_computes_the_source_model():
         ref, out = model(x[:1]), form.model(x[:1])
     assert out.shape == (1, 19, 16, 32)
     assert float((out - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
+def test_every_norm_has_the_zoos_eps():
+    """cls_model_zoo.py / seg_model_zoo.py: set_norm_eps(model, 1e-7) for the L models, 1e-5 for B."""
+    norms = (torch.nn.BatchNorm2d, torch.nn.LayerNorm)
+    for name, eps in (("l1-cls", 1e-7), ("b0-cls", 1e-5)):
+        found = [m.eps for m in build_model(get_variant(name)).modules() if isinstance(m, norms)]
+        assert found and set(found) == {eps}

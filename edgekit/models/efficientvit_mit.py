@@ -461,6 +461,16 @@ class EfficientViTSeg(nn.Module):
 def build_efficientvit_mit(config: dict, n_classes: int, task: str) -> nn.Module:
     """Build from a registry config: {"width_list", "depth_list", "dim", "head": {...}}, and for the
     L series "backbone": "large" (GELU throughout, as upstream's L models)."""
+    model = _build(config, n_classes, task)
+    # upstream's model zoos (cls_model_zoo.py, seg_model_zoo.py) call set_norm_eps(model, 1e-7) for
+    # every L model: all BatchNorms and LayerNorms; the B series keep PyTorch's 1e-5
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.LayerNorm):
+            m.eps = config.get("norm_eps", m.eps)
+    return model
+
+
+def _build(config: dict, n_classes: int, task: str) -> nn.Module:
     large = config.get("backbone") == "large"
     act = GELU if large else nn.Hardswish
     if large:
