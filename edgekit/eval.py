@@ -201,8 +201,8 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
     try:
         runner = open_runner(manifest, threads or DEFAULT_THREADS)
         ran = f"the artifact, run by {manifest.spec.runner_label}"
-        if manifest.target == "qnn":
-            ran += ": Qualcomm's x86 simulation of the NPU's arithmetic, slow (seconds per image)"
+        if manifest.spec.runner_note:
+            ran += f": {manifest.spec.runner_note}"
     except NotRunnable as e:
         if manifest.spec.proxy is None:
             raise

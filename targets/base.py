@@ -148,6 +148,7 @@ class TargetSpec:
     runner: Callable[..., Any]
     runner_label: str  # what runs the artifact on the host, for reports
     options: type = NoOptions
+    runner_note: str | None = None  # what a long run on the host runner should know (eval says it)
     # where the host cannot run the artifact: the torch model that was converted, rebuilt from the
     # manifest and the reference (compared instead, and said so)
     proxy: Callable[[Any, Any], Any] | None = None

@@ -212,7 +212,7 @@ SPEC = TargetSpec(
     precisions=("fp32", "int8"),
     # XNNPACK in ExecuTorch takes 3-D batched matmuls, not the expand of broadcast 4-D ones
     plan=DeployPlan(exact_upsample_passes=("polyphase_upsample",), fp16_compute=(), int8_activations=("int8",),
-                    attention_passes=("bmm_attention",)),
+                    attention_passes=("bmm_attention",), exact_passes=("explicit_tanh_gelu",)),
     convert=_convert,
     tolerances={"fp32": FP32_EXACT, "int8": INT8},
     runner=_runner,

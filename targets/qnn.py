@@ -466,6 +466,7 @@ SPEC = TargetSpec(
     tolerances=VERIFY,
     runner=_runner,
     runner_label="Qualcomm's HTP simulator (onnxruntime-qnn, x86)",
+    runner_note="an x86 simulation of the NPU's arithmetic, not its speed: slow (seconds per image at Cityscapes sizes)",
     options=QNNOptions,
     validate=_validate,
     proxy=_proxy,

@@ -176,3 +176,30 @@ def test_every_norm_has_the_zoos_eps():
     for name, eps in (("l1-cls", 1e-7), ("b0-cls", 1e-5)):
         found = [m.eps for m in build_model(get_variant(name)).modules() if isinstance(m, norms)]
         assert found and set(found) == {eps}
+
+
+def test_explicit_tanh_gelu_is_exact_and_runs_in_executorch_as_tanh(tmp_path):
+    """ExecuTorch's XNNPACK delegate computes gelu(approximate="tanh") as the erf GELU; the written-out
+    form is what the ExecuTorch target exports, and it keeps the tanh function."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    from edgekit.deploy.passes import explicit_tanh_gelu
+
+    x = torch.linspace(-6, 6, 4096).reshape(1, 4096)
+    tanh = torch.nn.functional.gelu(x, approximate="tanh")
+    erf = torch.nn.functional.gelu(x)
+
+    def run(module):
+        program = to_edge_transform_and_lower(torch.export.export(module, (x,)),
+                                              partitioner=[XnnpackPartitioner()]).to_executorch()
+        path = tmp_path / "m.pte"
+        path.write_bytes(program.buffer)
+        return Runtime.get().load_program(path).load_method("forward").execute([x])[0]
+
+    lowered = run(torch.nn.Sequential(torch.nn.GELU(approximate="tanh")))
+    assert float((lowered - erf).abs().max()) < 1e-5 < float((lowered - tanh).abs().max())  # the runtime's erf
+    rewritten = explicit_tanh_gelu(torch.nn.Sequential(torch.nn.GELU(approximate="tanh")))
+    assert float((rewritten(x) - tanh).abs().max()) < 1e-6  # exact in PyTorch
+    assert float((run(rewritten) - tanh).abs().max()) < 1e-5  # and in ExecuTorch

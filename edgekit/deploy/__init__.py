@@ -73,6 +73,12 @@ REWRITES = {
             True,
         ),
         Rewrite(
+            "explicit_tanh_gelu",
+            "GELU's tanh approximation (the L series) written out as mul/add/tanh (a runtime lowering it to erf GELU "
+            "changes the function); nothing to do in models without it",
+            True,
+        ),
+        Rewrite(
             "int8_attention_floor",
             "int8: attention normaliser clamped at 2/255 of its calibrated peak (below that, int8 q/k carry no signal)",
             False,
@@ -91,6 +97,7 @@ class DeployPlan:
     fp16_compute: tuple[str, ...] = ("fp16",)  # precisions computing in fp16: fp16-safe attention
     int8_activations: tuple[str, ...] = ("int8",)  # precisions quantising activations: calibrated floor
     attention_passes: tuple[str, ...] = ()  # exact passes after static_attention, for every precision
+    exact_passes: tuple[str, ...] = ()  # other exact passes the target's runtime needs, for every precision
 
 
 @dataclass
@@ -109,7 +116,7 @@ def plan_rewrites(plan: DeployPlan, precision: str, upsample: Upsample | None = 
     if upsample not in plan.allowed_upsample:
         allowed = ", ".join(u.value for u in plan.allowed_upsample)
         raise EdgekitError(f"--upsample {upsample.value} is not available for {target_name} (choose {allowed})")
-    names = ["fold_batchnorm", "static_attention", *plan.attention_passes]
+    names = ["fold_batchnorm", "static_attention", *plan.attention_passes, *plan.exact_passes]
     if precision in plan.fp16_compute:
         names.append("fp16_safe_attention")
     if upsample is Upsample.EXACT:
