@@ -54,12 +54,16 @@ def randomize_bn_stats(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def variant_params(names=None) -> list:
-    """Variant names for a parametrized default test, the L series (large, slow to build and fold)
-    marked slow: they run with `-m slow`; tests/test_l_series.py keeps one small default check."""
+def variant_params(names=None, also_slow: tuple[str, ...] = ()) -> list:
+    """Variant names for a parametrized default test, the L series (large, slow to build and fold) and
+    `also_slow` (name prefixes) marked slow: they run with `-m slow`; tests/test_l_series.py keeps one
+    small default L check."""
     from edgekit.registry import VARIANTS
 
-    return [pytest.param(n, marks=pytest.mark.slow) if VARIANTS[n].config.get("backbone") == "large" else n
+    def slow(n: str) -> bool:
+        return VARIANTS[n].config.get("backbone") == "large" or n.startswith(also_slow)
+
+    return [pytest.param(n, marks=pytest.mark.slow) if slow(n) else n
             for n in (names if names is not None else sorted(VARIANTS))]
 
 
