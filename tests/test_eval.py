@@ -143,25 +143,12 @@ def test_paired_bootstrap():
     assert hi - lo == pytest.approx(2 * 1.96 * np.sqrt(q * (1 - q) / 200), rel=0.25)  # the normal interval
 
 
-M0_TARGETS = ["tflite", "onnx", "executorch", pytest.param("qnn", marks=pytest.mark.slow)]
-
-
-@pytest.mark.parametrize("target", M0_TARGETS)
-def test_eval_runs_m0_artifacts(shared_artifact, imagenet, target, tmp_path):
-    from edgekit.targets import get_target
-
-    m = shared_artifact("m0-cls", target)
-    data, truth = imagenet
-    r = _eval(m.artifact_dir, "--data", data, "--save-predictions", tmp_path / "pred")
-    assert KEYS <= set(r) and r["target"] == target and r["precision"] == m.precision
-    assert get_target(target).runner_label in r["runner"]
-    rows = [line.split() for line in (tmp_path / "pred" / "predictions.txt").read_text().splitlines()]
-    assert r["artifact"]["value"] == pytest.approx(np.mean([int(x[1]) == truth[x[0]] for x in rows]), abs=1e-12)
-    assert r["delta"] == pytest.approx(r["artifact"]["value"] - r["pytorch"]["value"], abs=1e-12)
-    lo, hi = r["delta_ci95"]
-    assert lo <= r["delta"] <= hi
-    alone = _eval("m0-cls", "--data", data)  # the same PyTorch model, fed the same tensors
-    assert alone["pytorch"] == r["pytorch"]
+# m0-cls's TFLite and ExecuTorch evals sit beside their exports (tests/test_export.py,
+# tests/test_executorch.py), which share the artifact: with the suite on two workers, a file's tests stay
+# on one, and an m0-cls TFLite export costs 1.5-2 minutes here
+@pytest.mark.parametrize("target", ["onnx", pytest.param("qnn", marks=pytest.mark.slow)])
+def test_eval_runs_m0_artifacts(shared_artifact, target, tmp_path):
+    eval_data.check_m0_eval(shared_artifact("m0-cls", target), tmp_path)
 
 
 def test_pytorch_scores_are_cached_per_model_and_data(tmp_path, cityscapes):

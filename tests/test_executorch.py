@@ -77,6 +77,13 @@ def test_fp32_pte_matches_pytorch(shared_artifact, name, res):
     assert "bmm_attention" in [r["name"] for r in m.rewrites] and m.target_info["executorch"]
 
 
+def test_eval_runs_on_the_m0_pte(shared_artifact, tmp_path):
+    import eval_data
+
+    eval_data.check_m0_eval(shared_artifact("m0-cls", "executorch", "fp32"), tmp_path)
+
+
+@pytest.mark.slow  # 65-86 s here; the default run exports ExecuTorch fp32 (conformance, the tests above)
 def test_int8_pte_through_pt2e(tmp_path):
     m = export(ExportOptions("b0-seg", "executorch", "int8", "64x128", num_calibration=4, output=tmp_path))
     assert "PT2E" in m.target_info["quantization"] and m.calibration["samples"] == 4

@@ -166,6 +166,12 @@ def test_tflite_fp32_msra_family(shared_artifact, no_network):
     assert m.io["output"]["shape"] == [1, 1000]
 
 
+def test_eval_runs_on_the_msra_tflite_artifact(shared_artifact, tmp_path):
+    import eval_data
+
+    eval_data.check_m0_eval(shared_artifact("m0-cls", "tflite", "fp32"), tmp_path)
+
+
 def test_nchw_layout_keeps_nchw_input(tmp_path, no_network):
     m = export(ExportOptions("b0-seg", "tflite", "fp32", "64x128", target_options={"layout": "nchw"}, output=tmp_path))
     assert m.io["input"]["shape"] == [1, 3, 64, 128] and m.io["input"]["layout"] == "NCHW"

@@ -158,7 +158,9 @@ def test_a_failed_artifact_packages_only_when_allowed_and_then_says_so(tmp_path)
 
 
 # 7. framework noise on stderr
-@pytest.mark.parametrize("target", sorted(TARGETS))
+# CoreML's and ExecuTorch's runs (40-43 s each here) are in the slow run; the default keeps the rest
+@pytest.mark.parametrize("target", [pytest.param(t, marks=pytest.mark.slow) if t in ("coreml", "executorch") else t
+                                    for t in sorted(TARGETS)])
 def test_an_export_prints_only_edgekits_lines_on_stderr(tmp_path, target):
     done = _edgekit("export", "b0-seg", "-r", "64x128", "-t", target, "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from edgekit.cli import app
@@ -21,6 +22,7 @@ def _float_outputs(model_path) -> set[str]:
             if o["outputs"] and tensors[o["outputs"][0]]["dtype"] == np.float32}
 
 
+@pytest.mark.slow  # 68 s here (two int8 exports and a sensitivity pass)
 def test_keep_float_keeps_the_most_costly_ops_float(tmp_path):
     m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", target_options={"keep_float": 5},
                              num_calibration=4, output=tmp_path))
@@ -46,6 +48,7 @@ def test_keep_float_needs_int8(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # 90 s here (every quantised op int8 alone)
 def test_inspect_quantization_ranks_ops_on_held_out_photos():
     r = runner.invoke(app, ["inspect", "b0-seg", "-r", "64x128", "--quantization", "--json"])
     assert r.exit_code == 0, r.output

@@ -112,7 +112,7 @@ def test_a_flag_means_one_thing_across_the_table():
 def test_a_registered_target_joins_the_conformance_suite():
     """The toy target, registered by a plugin before collection (as a target module registers at
     import), is collected and passes tests/test_conformance.py, which names no target."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "toy_target", "-q", "-k", "toy", "-p",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-p", "toy_target", "-q", "-k", "toy", "-p",
                            "no:cacheprovider", str(REPO / "tests" / "test_conformance.py")],
                           cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONPATH": str(REPO / "tests")})

@@ -134,13 +134,16 @@ def test_the_default_export_of_a_timm_file_through_the_cli(timm_files, tmp_path)
     folder works the same."""
     variant = get_variant("b0-cls")
     model, file = timm_files("b0-cls")
-    for given in (file, file.parent):
-        r = runner.invoke(app, ["export", "b0-cls", "--weights", str(given), "-o", str(tmp_path), "--overwrite",
-                                "--json"])
-        assert r.exit_code == 0, r.output
-        m = json.loads(r.stdout)
-        assert m["target"] == "tflite" and m["source"]["sha256"] and m["source"]["layout"] == "timm-mit"
-    assert m["source"]["format"] == "huggingface folder (safetensors)" and m["source"]["given"] == str(file.parent)
+    folder = runner.invoke(app, ["export", "b0-cls", "--weights", str(file.parent), "-t", "onnx", "-o",
+                                 str(tmp_path), "--json"])  # the Hugging Face folder (ONNX: the quick target)
+    assert folder.exit_code == 0, folder.output
+    source = json.loads(folder.stdout)["source"]
+    assert source["format"] == "huggingface folder (safetensors)" and source["given"] == str(file.parent)
+    assert source["weights"] == str(file.resolve()) and source["layout"] == "timm-mit"
+    r = runner.invoke(app, ["export", "b0-cls", "--weights", str(file), "-o", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["target"] == "tflite" and m["source"]["sha256"] == source["sha256"] and m["source"]["layout"] == "timm-mit"
     from edgekit.manifest import read_manifest
 
     photos = image_batch(variant, variant.resolution)
