@@ -144,14 +144,15 @@ def _predictions_folder(folder: Path | None, fmt: str):
 
 
 def _report(variant, data, sides: dict, secondary, runner: str, random_weights: bool, resized: int, size) -> dict:
-    from edgekit.accuracy import Scores, paired_bootstrap
+    from edgekit.accuracy import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, Scores, paired_bootstrap
     from edgekit.datasets import preprocessing_note
     from edgekit.labels import class_names
 
     names = class_names(variant)
     scored = {k: (Scores(variant.task, v) if v is not None else None) for k, v in sides.items()}
     art, ref = scored["artifact"], scored["pytorch"]
-    side = {k: (None if s is None else {"value": s.value(), "per_class": s.per_class(names)}) for k, s in scored.items()}
+    side = {k: (None if s is None else {"value": s.value(), "per_class": s.per_class(names)})
+            for k, s in scored.items()}
     delta = ci = None
     if art is not None:
         delta = art.value() - ref.value()
@@ -163,10 +164,11 @@ def _report(variant, data, sides: dict, secondary, runner: str, random_weights: 
         "metric": (art or ref).metric,
         "artifact": side["artifact"], "pytorch": side["pytorch"], "delta": delta, "delta_ci95": ci, "runner": runner,
         "secondary": {"metric": name, **{k: (None if s is None else s.secondary()[1]) for k, s in scored.items()}},
-        "data": str(data.root), "fingerprint": data.fingerprint(), "labels": data.note, "variant": variant.name, "resolution": [h, w],
+        "data": str(data.root), "fingerprint": data.fingerprint(), "labels": data.note, "variant": variant.name,
+        "resolution": [h, w],
         "preprocessing": preprocessing_note(variant, size),
         "resized": resized,  # photos whose size differed from the model's input
-        "bootstrap": {"samples": 1000, "seed": 0, "over": "images, paired"},
+        "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED, "over": "images, paired"},
         "random_weights": random_weights, "note": STAND_IN_METRIC_NOTE if random_weights else None,
         **secondary,
     }
