@@ -46,12 +46,17 @@ def tool_versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
     return versions
 
 
-def check_writable(parent: Path) -> None:
-    """Fail before any work if the output folder cannot take a new artifact."""
+def check_writable(parent: Path, create: bool = True) -> None:
+    """Fail before any work if the output folder cannot take a new artifact. `create=False` checks
+    without creating anything (the nearest existing folder must be a writable folder)."""
     for folder in (Path(parent), *Path(parent).parents):
         if folder.exists():
             if not folder.is_dir():
                 raise EdgekitError(f"output {parent} is not a folder: {folder} is a file (choose another --output)")
+            if not create:
+                if not os.access(folder, os.W_OK | os.X_OK):
+                    raise EdgekitError(f"output folder {parent} is not writable ({folder} is not writable)")
+                return
             break
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.calibration.images import IMAGE_SUFFIXES
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size, Variant
 
 FORMATS = ("cityscapes", "ade20k", "imagenet")
 IGNORE = 255  # label value of an ignored pixel, in every segmentation label map edgekit reads
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_MODES = ("L", "P", "I", "I;16")
 LIST_FILES = ("labels.txt", "val.txt")
 

@@ -173,6 +173,7 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
     variant, size, spec = plan.variant, plan.size, plan.spec
     final = Path(opts.output) / artifact_name(variant, size, spec.name, plan.precision)
     replaced = _check_replace(final, plan, opts)
+    check_writable(Path(opts.output), create=False)  # before the model is built; created after it loads
     started = time.perf_counter()
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
     model, source = source_model(variant, size, opts.weights)  # a checkpoint that does not fit stops here

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgekit.deploy import Upsample, make_deploy_form
+from edgekit.deploy import Upsample, make_deploy_form, plan_rewrites
 from edgekit.deploy.attention import (
     TRANSPOSES_PER_CGA_HEAD,
     TRANSPOSES_PER_LITEMLA,
@@ -122,6 +122,7 @@ def inspect_variant(
     size = parse_resolution(resolution, variant)
     spec = get_target(target)
     precision = spec.check_precision((precision or spec.default_precision).lower())
+    plan_rewrites(spec.plan, precision, upsample, spec.name)  # an upsample the target cannot take: before work
     paths = image_paths or verification_images(variant.dataset)
     images = image_batch(variant, size, paths)
     progress(f"building {variant.name} at {size[0]}x{size[1]}")

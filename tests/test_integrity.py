@@ -269,7 +269,7 @@ def test_predict_segmentation_writes_the_pictures(art, tmp_path):
         app, ["predict", str(art), str(PHOTOS / "city.png"), "-o", str(tmp_path)]).stdout
 
 
-def test_predict_classifier_top5_and_refusals(tmp_path):
+def test_predict_classifier_top5_and_refusals(tmp_path, shared_artifact):
     m = export(ExportOptions("b0-cls", "tflite", "fp32", "64", output=tmp_path / "a"))
     r = runner.invoke(app, ["predict", m.artifact_dir, str(PHOTOS / "cat.jpg"), "-o", str(tmp_path / "p"), "--json"])
     assert r.exit_code == 0, r.output
@@ -279,7 +279,7 @@ def test_predict_classifier_top5_and_refusals(tmp_path):
     assert Image.open(p["files"]["top5"]).size[0] > 448
     _one_line_error(runner.invoke(app, ["predict", m.artifact_dir, str(tmp_path / "none.jpg")]), "not found")
     # CoreML off macOS: its proxy (the converted torch model, in the device's fp16) runs, and says so
-    coreml = export(ExportOptions("b0-seg", "coreml", "fp16", "64x128", output=tmp_path / "c"))
+    coreml = shared_artifact("b0-seg", "coreml", "fp16", "64x128")
     r = runner.invoke(app, ["predict", coreml.artifact_dir, str(PHOTOS / "city.png"), "-o", str(tmp_path / "q"),
                             "--json"])
     assert r.exit_code == 0, r.output
