@@ -128,6 +128,7 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
     """Before any work: refuse to replace an artifact made from other inputs (a trained model is
     never silently replaced by a stand-in) unless --overwrite; say when one is replaced."""
     from edgekit.artifacts import sha256
+    from edgekit.checkpoints import weights_file
     from edgekit.deploy import plan_rewrites
     from edgekit.errors import ManifestError
     from edgekit.manifest import MANIFEST, read_manifest
@@ -145,7 +146,7 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
                                "replace it, or --output another folder") from None
         return None
     new_calib = plan.calibration.record() if plan.calibration is not None else None
-    new = _inputs(sha256(Path(opts.weights)) if opts.weights else None, options_dict(plan.options),
+    new = _inputs(sha256(weights_file(opts.weights)[0]) if opts.weights else None, options_dict(plan.options),
                   plan_rewrites(plan.spec.plan, plan.precision, opts.upsample, plan.spec.name), new_calib)
     was = _inputs(old.source.get("sha256"), old.target_options, [r["name"] for r in old.rewrites], old.calibration)
     differ = [k for k in new if new[k] != was[k]]

@@ -140,6 +140,9 @@ def test_the_default_export_of_a_timm_file_through_the_cli(timm_files, tmp_path)
     source = json.loads(folder.stdout)["source"]
     assert source["format"] == "huggingface folder (safetensors)" and source["given"] == str(file.parent)
     assert source["weights"] == str(file.resolve()) and source["layout"] == "timm-mit"
+    again = runner.invoke(app, ["export", "b0-cls", "--weights", str(file.parent), "-t", "onnx", "-o",
+                                str(tmp_path)])  # the same folder again: the same inputs, replaced
+    assert again.exit_code == 0 and "made from the same inputs" in again.stdout, again.output
     r = runner.invoke(app, ["export", "b0-cls", "--weights", str(file), "-o", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)
