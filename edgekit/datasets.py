@@ -71,10 +71,6 @@ class Dataset:
     samples: tuple[Sample, ...]
     note: str = ""  # how the labels were read (e.g. "labelTrainIds")
 
-    @property
-    def task(self) -> str:
-        return "cls" if self.format == "imagenet" else "seg"
-
     def fingerprint(self) -> str:
         """sha256 over every file's relative path, size and modification time: what changes when the
         set changes, without reading every image twice."""

@@ -49,7 +49,6 @@ class EvalOptions:
 class _Model:
     """One side of the comparison: something that maps an input batch to logits."""
 
-    label: str
     run: Callable[[np.ndarray], np.ndarray]
 
 
@@ -179,7 +178,7 @@ def _reference(variant, size, checkpoint: Path | None):
 
     model, source = source_model(variant, size, checkpoint)
     model.eval()
-    return _Model("PyTorch", lambda x: run_images(model, x)), source
+    return _Model(lambda x: run_images(model, x)), source
 
 
 def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weights: Path | None = None,
@@ -209,8 +208,8 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
         if manifest.spec.proxy is None:
             raise
         runner, proxy = ProxyRunner(manifest, str(e), checkpoint), str(e)
-        ran = f"{runner.label}"
-    artifact = _Model(manifest.target, lambda x: runner.run(x, expected))
+        ran = runner.label
+    artifact = _Model(lambda x: runner.run(x, expected))
     cache = Path(manifest.artifact_dir).resolve().parent / CACHE_DIR / \
         f"eval-{_cache_key(variant, size, manifest.source, data)[:24]}.npz"
     cached = _read_cache(cache, len(data.samples))
@@ -220,7 +219,7 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
             reference, _ = _reference(variant, size, checkpoint)
         elif not isinstance(reference, _Model):
             torch_model = reference
-            reference = _Model("PyTorch", lambda x: run_images(torch_model, x))
+            reference = _Model(lambda x: run_images(torch_model, x))
         models.append(reference)
     progress(f"evaluating {manifest.target} {manifest.precision} on {len(data.samples)} {data.format} images"
              + (" (PyTorch's scores from the cache)" if cached is not None else " and PyTorch on the same images"))
