@@ -1,8 +1,11 @@
 """The real `adb` client, driven as a subprocess (Debian package `adb`, or Android platform-tools).
 
-Which adb server it talks to is adb's own business: ANDROID_ADB_SERVER_PORT selects a private one
-(the tests use that). Shell commands report their exit status through a marker line, because the
-legacy `shell:` service many devices and adb versions use carries no exit code.
+Which adb server it talks to: `--adb-server HOST:PORT` (passed to adb as ADB_SERVER_SOCKET=tcp:HOST:PORT),
+else what adb itself reads: ADB_SERVER_SOCKET (a phone lab behind one server: DeviceFarmer/STF, or
+`adb -a` on a lab machine), ANDROID_ADB_SERVER_PORT (a private local server; the tests use both), or
+adb's default tcp:localhost:5037. `Adb.server` names it in every record. Shell commands report their
+exit status through a marker line, because the legacy `shell:` service many devices and adb versions
+use carries no exit code.
 """
 
 from __future__ import annotations
@@ -53,15 +56,41 @@ def _state_error(device: Device) -> EdgekitError:
     return EdgekitError(f"device {device.serial} is {device.state}, not ready")
 
 
+def server_socket(server: str | None) -> str | None:
+    """`--adb-server HOST:PORT` as adb's ADB_SERVER_SOCKET value (tcp:HOST:PORT); None: not given."""
+    if server is None:
+        return None
+    text = server.removeprefix("tcp:")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise EdgekitError(f"--adb-server {server}: give HOST:PORT (e.g. lab-host:5037)")
+    return f"tcp:{host}:{port}"
+
+
+def describe_server(socket: str | None = None) -> str:
+    """The adb server this process talks to, as adb resolves it."""
+    if socket:
+        return socket
+    if os.environ.get("ADB_SERVER_SOCKET"):
+        return os.environ["ADB_SERVER_SOCKET"]
+    return f"tcp:localhost:{os.environ.get('ANDROID_ADB_SERVER_PORT') or 5037}"
+
+
 class Adb:
-    def __init__(self, binary: str | None = None, timeout: float = 900):
+    def __init__(self, binary: str | None = None, timeout: float = 900, server: str | None = None):
         self.binary = binary or adb_binary()
         self.timeout = timeout
+        self._socket = server_socket(server)
+        self.server = describe_server(self._socket)
+        self._env = None
+        if self._socket:  # what adb itself reads; it wins over ANDROID_ADB_SERVER_PORT
+            self._env = {**os.environ, "ADB_SERVER_SOCKET": self._socket}
+            self._env.pop("ANDROID_ADB_SERVER_PORT", None)
 
     def _run(self, args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
         try:
             return subprocess.run([self.binary, *args], capture_output=True, text=True, errors="replace",
-                                  timeout=timeout or self.timeout)
+                                  timeout=timeout or self.timeout, env=self._env)
         except subprocess.TimeoutExpired as e:
             raise DeviceLost(f"adb {' '.join(args[:3])} timed out after {e.timeout:.0f} s") from None
 
@@ -112,6 +141,12 @@ class Adb:
         if done.returncode != 0:
             detail = (done.stderr.strip() or done.stdout.strip() or "failed").splitlines()[-1]
             raise DeviceLost(f"adb push {Path(local).name} to {serial} failed: {detail}")
+
+    def pull(self, serial: str, remote: str, local: Path) -> None:
+        done = self._run(["-s", serial, "pull", remote, str(local)])
+        if done.returncode != 0 or not Path(local).is_file():
+            detail = (done.stderr.strip() or done.stdout.strip() or "failed").splitlines()[-1]
+            raise DeviceLost(f"adb pull {remote} from {serial} failed: {detail}")
 
 
 def quote(path: str) -> str:

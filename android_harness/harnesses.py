@@ -35,6 +35,15 @@ def _single_model_file(manifest, profile) -> list[tuple[Path, str]]:
 
 
 @dataclass(frozen=True)
+class TensorIO:
+    """How a runner reads its input tensor from a file and writes its output tensor to one, for
+    verification on the phone: the flags for one run, and the file the first output lands in."""
+    flags: Callable[[dict, str, str], list[str]]  # (manifest io, device input file, device output base) -> flags
+    output_file: Callable[[str], str]  # the output base given in the flags -> the first output's file
+    source: str  # where the runner defines these flags (cited in the report)
+
+
+@dataclass(frozen=True)
 class Harness:
     name: str  # what `--kind` and the target table call it
     binary: str  # its file name in edgekit's cache and on the phone
@@ -50,6 +59,10 @@ class Harness:
     model_files: Callable[[object, object], list[tuple[Path, str]]] = _single_model_file
     libraries: Callable[[object], list[str]] = lambda profile: []  # required files given with --lib
     env: str = ""  # environment for the run; {dir} is the device folder
+    tensor_io: TensorIO | None = None  # None: the runner cannot take inputs from files or dump outputs
+    no_tensor_io: str = ""  # why not, in one line
+    # delegates that compute an fp32 model in fp16 by default (held to the fp16 tolerance on the phone)
+    fp16_delegates: tuple[str, ...] = ()
 
 
 def host_command(harness: Harness, model: Path, run: RunSettings) -> list[str]:

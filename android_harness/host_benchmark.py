@@ -8,6 +8,13 @@ microseconds, `Inference timings in us`, memory lines, `Replacing N out of M nod
 What it measures: wall time of `Invoke()` per run; peak memory is the process's peak RSS
 (getrusage); delegate coverage counts the nodes XNNPACK took. The Python API exposes no per-op
 profiler, so `--enable_op_profiling` prints a warning and no table rather than invented numbers.
+
+Inputs and outputs as benchmark_model takes and writes them (LiteRT
+tflite/tools/benchmark/benchmark_tflite_model.cc): `--input_layer` names and `--input_layer_shape`
+shapes (one per name, ':'-separated), `--input_layer_value_files=NAME:FILE,...` (raw tensor bytes;
+a ':' inside a name escaped as '::'; a name not in --input_layer is fatal), and
+`--output_filepath=FILE`, written after the last run: every output's raw bytes, in order. Without
+value files the inputs are random, as there.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--use_xnnpack", type=_bool, default=True)
     p.add_argument("--enable_op_profiling", type=_bool, default=False)
     p.add_argument("--external_delegate_path", default="")
+    p.add_argument("--input_layer", default="")
+    p.add_argument("--input_layer_shape", default="")
+    p.add_argument("--input_layer_value_files", default="")
+    p.add_argument("--output_filepath", default="")
     for flag in FLAGS_UNSUPPORTED_ON_HOST:
         p.add_argument(f"--{flag}", type=_bool, default=False)
     return p
@@ -50,6 +61,41 @@ def _rss_mb() -> float:
 
 def _log(message: str) -> None:
     print(f"INFO: {message}", flush=True)
+
+
+def split_value_file(item: str) -> tuple[str, str]:
+    """NAME:FILE with '::' standing for a ':' inside either part (SplitInputLayerNameAndValueFile)."""
+    delim, i = -1, 0
+    while i < len(item) - 1:
+        if item[i] == ":":
+            if item[i + 1] == ":":
+                i += 1
+            elif delim == -1:
+                delim = i
+            else:
+                raise ValueError(f"{item} contains more than one delimiter.")
+        i += 1
+    if delim == -1:
+        raise ValueError(f"{item} doesn't contain any delimiter.")
+    return item[:delim].replace("::", ":"), item[delim + 1:].replace("::", ":")
+
+
+def value_files(args) -> dict[str, str]:
+    """{input name: file} from the flags, checked as benchmark_model checks them."""
+    names = [n for n in args.input_layer.split(",") if n] if args.input_layer else []
+    shapes = args.input_layer_shape.split(":") if args.input_layer_shape else []
+    if len(names) != len(shapes):
+        raise ValueError(f"The number of items in --input_layer_shape ({args.input_layer_shape}, with {len(shapes)} "
+                         f"items) must match the number of items in --input_layer ({args.input_layer}, with "
+                         f"{len(names)} items).")
+    files = {}
+    for item in filter(None, args.input_layer_value_files.split(",")):
+        name, path = split_value_file(item)
+        if name not in names:
+            raise ValueError(f"Cannot find the corresponding input_layer name({name}) in --input_layer as "
+                             f"{args.input_layer}")
+        files[name] = path
+    return files
 
 
 def _stats_line(times_us: list[float]) -> str:
@@ -162,10 +208,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ERROR: Failed to allocate tensors! {e}", flush=True)
         return 1
     _log(f"Loaded model {args.graph}")
+    try:
+        files = value_files(args)
+    except ValueError as e:
+        print(f"ERROR: {e}", flush=True)
+        return 1
     rng = np.random.default_rng(0)
     inputs = []
     for d in interpreter.get_input_details():
-        if np.issubdtype(d["dtype"], np.floating):
+        if d["name"] in files:
+            with open(files[d["name"]], "rb") as f:
+                raw = f.read()
+            want = int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize
+            if len(raw) != want:
+                print(f"ERROR: {files[d['name']]}: {len(raw)} bytes, the input {d['name']} takes {want}", flush=True)
+                return 1
+            inputs.append(np.frombuffer(raw, d["dtype"]).reshape(d["shape"]))
+        elif np.issubdtype(d["dtype"], np.floating):
             inputs.append(rng.random(d["shape"], dtype=np.float32).astype(d["dtype"]))
         else:
             info = np.iinfo(d["dtype"])
@@ -201,8 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.enable_op_profiling:
         print("WARNING: op profiling is not available in the host harness (ai-edge-litert exposes no "
               "profiler); use benchmark_model on a phone for the per-op table.", flush=True)
+    if args.output_filepath:  # OutputSaver: the last run's outputs, raw, in order
+        with open(args.output_filepath, "wb") as f:
+            for d in interpreter.get_output_details():
+                f.write(np.ascontiguousarray(interpreter.get_tensor(d["index"])).tobytes())
     rss_end = _rss_mb()
-    if args.use_xnnpack:  # after the timed runs: the coverage interpreter would inflate the memory figures
+    # delegate coverage is this stand-in's own extra (a second interpreter); a run that dumps outputs is a
+    # verification, not a measurement, and skips it
+    if args.use_xnnpack and not args.output_filepath:  # after the timed runs: the coverage interpreter would inflate the memory figures
         replaced, total, outside = delegate_coverage(args.graph, args.num_threads, inputs)
         print(f"VERBOSE: Replacing {replaced} out of {total} node(s) with delegate (TfLiteXNNPackDelegate) node, "
               f"yielding {partitions(interpreter)} partitions for the whole graph.", flush=True)

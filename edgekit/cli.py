@@ -74,6 +74,10 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise typer.Exit(e.exit_code) from None
 
 
+def _refuse(message: str) -> None:
+    raise EdgekitError(message)
+
+
 class _Lines:
     """Progress as plain lines on stderr, for a long command whose stderr is not a terminal (a log file,
     CI): a spinner would draw nothing there, and a sweep ran 276 s in silence."""
@@ -322,6 +326,20 @@ def export(
 app.command("export")(_with_target_options(export))
 
 
+PhonesOpt = Annotated[str | None, typer.Option(
+    "--device", "-d", help="Phones: a profile (every connected phone of it: s8gen1, ...), all (every connected "
+                           "phone with a known profile), an adb serial, or serials separated by commas.")]
+AdbServerOpt = Annotated[str | None, typer.Option(
+    "--adb-server", help="HOST:PORT of the adb server the phones are on (a lab's; default: $ADB_SERVER_SOCKET, "
+                         "else adb's own local server).")]
+PhoneDelegateOpt = Annotated[str | None, typer.Option("--delegate", help="; ".join(
+    f"{t.name} ({t.harness.name}): {' | '.join(t.harness.delegates)}" for t in TARGETS.values() if t.harness)
+    + " (the first is the default)")]
+HarnessOpt = Annotated[Path | None, typer.Option(
+    "--harness", help="The phone runner for this run (default: the one stored with `edgekit harness add`).")]
+KeepOpt = Annotated[bool, typer.Option("--keep", help="Leave the files on the phone.")]
+
+
 @app.command()
 def verify(
     artifact_dir: Annotated[Path, typer.Argument(help="An artifact directory written by `edgekit export`.")],
@@ -332,15 +350,44 @@ def verify(
     ] = None,
     allow_calibration_images: AllowCalibrationOpt = False,
     threads: ThreadsOpt = None,
+    device: PhonesOpt = None,
+    delegate: PhoneDelegateOpt = None,
+    harness: HarnessOpt = None,
+    adb_server: AdbServerOpt = None,
+    keep: KeepOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-run an artifact's verification against the PyTorch model it came from."""
+    """Re-run an artifact's verification against the PyTorch model it came from: here, or with --device on
+    phones (the phone's own outputs, recorded next to the host's)."""
     from edgekit.verify import require_passed, verify_artifact
 
-    with _status(f"verifying {artifact_dir}"):
-        result = _run(verify_artifact, artifact_dir, verify_images, weights, allow_calibration_images, threads)
-    _show(result, as_json, "verify_report")
-    _run(require_passed, result["verification"])
+    if device is None:
+        for flag, given in (("--delegate", delegate), ("--harness", harness), ("--adb-server", adb_server),
+                            ("--keep", keep)):
+            if given:
+                _run(_refuse, f"{flag} is for a phone: add --device PHONE")
+        with _status(f"verifying {artifact_dir}"):
+            result = _run(verify_artifact, artifact_dir, verify_images, weights, allow_calibration_images, threads)
+        _show(result, as_json, "verify_report")
+        _run(require_passed, result["verification"])
+        return
+    from edgekit.ondevice import DeviceVerifyOptions, verify_on_device
+
+    opts = DeviceVerifyOptions(artifact_dir, device, delegate.lower() if delegate else None, harness, verify_images,
+                               weights, allow_calibration_images, threads, adb_server, keep)
+    with _status(f"verifying {artifact_dir} on {device}") as status:
+        result = _run(verify_on_device, opts, lambda msg: status.update(msg))
+    _show(result, as_json, "device_verify_report")
+    bad = [r for r in result["devices"] if not r["verification"]["passed"]]
+    if bad:
+        r = bad[0]
+        typer.echo(f"error: verification failed on {r['device']['serial']}: "
+                   + "; ".join(r["verification"]["failures"]), err=True)
+        raise typer.Exit(3)
+    if result["failed"]:
+        typer.echo(f"error: {len(result['failed'])} of {len(result['failed']) + len(result['devices'])} phones "
+                   f"failed: {result['failed'][0]['device']['serial']}: {result['failed'][0]['failed']}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -379,6 +426,13 @@ def eval_cmd(
                                                                                      "own submission format.")
     ] = None,
     threads: ThreadsOpt = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", "-d", help="Run the artifact on this phone (a serial, or a profile one connected phone "
+                               "matches); an interrupted run resumes.")] = None,
+    delegate: PhoneDelegateOpt = None,
+    harness: HarnessOpt = None,
+    adb_server: AdbServerOpt = None,
+    keep: KeepOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Accuracy on your labelled data (mIoU or top-1): the artifact, PyTorch, and the difference with a 95% interval."""
@@ -386,7 +440,17 @@ def eval_cmd(
 
     opts = EvalOptions(model, data, data_format, limit, weights, resolution, threads, save_predictions)
     with _status("evaluating", lines_when_piped=True) as status:
-        result = _run(evaluate, opts, lambda msg: status.update(msg))
+        if device is None:
+            for flag, given in (("--delegate", delegate), ("--harness", harness), ("--adb-server", adb_server),
+                                ("--keep", keep)):
+                if given:
+                    _run(_refuse, f"{flag} is for a phone: add --device PHONE")
+            result = _run(evaluate, opts, lambda msg: status.update(msg))
+        else:
+            from edgekit.ondevice import PhoneOptions, evaluate_on_device
+
+            phone = PhoneOptions(device, delegate.lower() if delegate else None, harness, adb_server, None, keep)
+            result = _run(evaluate_on_device, opts, phone, lambda msg: status.update(msg))
     result["failure"] = max_drop_failure(result, max_drop)
     _show(result, as_json, "eval_report")
     if result["failure"]:
@@ -434,7 +498,10 @@ def sweep(
     resolutions: Annotated[
         str | None, typer.Option("--resolutions", help="Comma-separated HxW for every variant (default: each one's own).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", "-d", help="host, a profile (s8gen1, ...) or an adb serial.")] = "host",
+    device: Annotated[str, typer.Option(
+        "--device", "-d", help="host, a profile (every connected phone of it: s8gen1, ...), all, an adb serial, or "
+                               "serials separated by commas; several phones (of one profile) run each cell at the "
+                               "same time.")] = "host",
     runs: Annotated[int, typer.Option("--runs", help="Timed runs per cell.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs per cell.")] = 3,
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the device profile's).")] = None,
@@ -445,6 +512,7 @@ def sweep(
                                                                        "(mIoU or top-1, and its difference from "
                                                                        "PyTorch) for the variants of its "
                                                                        "dataset.")] = None,
+    adb_server: AdbServerOpt = None,
     as_json: JsonOpt = False,
     target_options: dict | None = None,
 ) -> None:
@@ -453,7 +521,7 @@ def sweep(
     from edgekit.sweep import sweep as run_sweep
 
     opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
-                        output, runs, warmup, threads, plot, target_options or {}, eval_data)
+                        output, runs, warmup, threads, plot, target_options or {}, eval_data, adb_server)
     try:
         with _status("sweeping", lines_when_piped=True) as status:
             result = _run(run_sweep, opts, lambda msg: status.update(msg))
@@ -512,11 +580,11 @@ def harness_add(
 
 
 @app.command()
-def devices(as_json: JsonOpt = False) -> None:
+def devices(adb_server: AdbServerOpt = None, as_json: JsonOpt = False) -> None:
     """List the phones adb sees: serial, model, SoC, matched device profile, state."""
     from edgekit.profile import list_devices
 
-    rows = _run(list_devices)
+    rows = _run(list_devices, adb_server)
     _show(rows, as_json, "devices_table")
 
 
@@ -526,16 +594,18 @@ def profile(
         list[Path] | None, typer.Argument(help="Artifact directories, or folders of them (default: all under "
                                                "./edgekit-artifacts).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", "-d", help="A profile (s8gen1, ...), an adb serial, or host.")] = "host",
+    device: Annotated[str, typer.Option(
+        "--device", "-d", help="host, a profile (every connected phone of it: s8gen1, ...), all (every connected "
+                               "phone with a known profile), an adb serial, or serials separated by commas; "
+                               "several phones run at the same time.")] = "host",
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the profile's).")] = None,
-    delegate: Annotated[str | None, typer.Option("--delegate", help="; ".join(
-        f"{t.name} ({t.harness.name}): {' | '.join(t.harness.delegates)}" for t in TARGETS.values() if t.harness)
-        + " (the first is the default)")] = None,
+    delegate: PhoneDelegateOpt = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs.")] = 5,
     op_profile: Annotated[bool, typer.Option("--op-profile", help="Per-op profile (benchmark_model on a phone).")] = False,
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the files on the phone.")] = False,
-    harness: Annotated[Path | None, typer.Option("--harness", help="benchmark_model binary for this run.")] = None,
+    keep: KeepOpt = False,
+    harness: HarnessOpt = None,
+    adb_server: AdbServerOpt = None,
     results: Annotated[Path | None, typer.Option("--results", help="JSONL file results are appended to "
                                                                    "(default: results.jsonl next to the artifacts).")
     ] = None,
@@ -548,7 +618,7 @@ def profile(
     from edgekit.profile import profile as run_profile
 
     opts = ProfileOptions(tuple(artifacts or ()), device, threads, delegate.lower() if delegate else None, runs,
-                          warmup, op_profile, keep, harness, results, force=force)
+                          warmup, op_profile, keep, harness, results, force=force, adb_server=adb_server)
     with _status("profiling") as status:
         records = _run(run_profile, opts, lambda msg: status.update(msg))
     _show(records, as_json, "profile_table")
@@ -560,6 +630,11 @@ def profile(
     if skipped:  # the others were measured; an artifact the user named was not
         typer.echo(f"error: {len(skipped)} of the artifacts named {'was' if len(skipped) == 1 else 'were'} not "
                    f"profiled: {skipped[0]['skipped']}", err=True)
+        raise typer.Exit(1)
+    failed = [r for r in records if "failed" in r]
+    if failed:  # the other phones' results are recorded
+        typer.echo(f"error: {len(failed)} phone{'s' if len(failed) > 1 else ''} failed: "
+                   f"{failed[0]['device']['serial']}: {failed[0]['failed']}", err=True)
         raise typer.Exit(1)
 
 

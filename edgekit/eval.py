@@ -59,10 +59,11 @@ def _eta(seconds: float) -> str:
 
 
 def _score_set(variant, size, data, models: list[_Model], progress: Progress,
-               keep: Callable | None = None) -> tuple[list[np.ndarray], int]:
+               keep: Callable | None = None, journal: Journal | None = None) -> tuple[list[np.ndarray], int]:
     """(per-image scores of each model over the set, photos whose size differed from the input),
     streamed one image at a time; `keep(sample, prediction)` receives the first model's class map
-    (segmentation) or logits (classification)."""
+    (segmentation) or logits (classification). `journal`: the first model's scores so far (an
+    interrupted run's), which it is not run again for; the others still run on those images."""
     from edgekit.accuracy import class_map, segmentation_counts, topk_hits
     from edgekit.calibration.images import load_rgb
     from edgekit.datasets import eval_input, load_label
@@ -75,6 +76,9 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
         resized += photo.size != (size[1], size[0])
         x = eval_input(photo, variant, size)[None]
         for k, (model, out) in enumerate(zip(models, rows)):
+            if k == 0 and journal is not None and i < journal.resumed:
+                out.append(journal.rows[i])
+                continue
             logits = model.run(x)[0]
             prediction = class_map(logits, photo.size) if variant.task == "seg" else logits
             if variant.task == "seg":
@@ -83,6 +87,8 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
                 out.append(topk_hits(logits, label))
             if keep is not None and k == 0:
                 keep(sample, prediction)
+            if k == 0 and journal is not None:
+                journal.add(out[-1])
         done = i + 1
         rate = (time.perf_counter() - started) / done
         progress(f"[{done}/{n}] {sample.name}: {rate:.2f} s/image" + (f", about {_eta(rate * (n - done))} left"
@@ -114,6 +120,46 @@ def _write_cache(path: Path, scores: np.ndarray) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class Journal:
+    """Per-image scores of a long run (on a phone), saved as they come, so that an interrupted run
+    resumes where it stopped: the file is rewritten in one rename every few images, keyed by what
+    produced the scores (artifact, phone, runner, delegate, data), and removed once the run completes."""
+
+    EVERY = 8  # images between saves
+
+    def __init__(self, path: Path, key: str, n: int):
+        self.path, self.key, self.n = Path(path), key, n
+        self.rows: list[np.ndarray] = []
+        try:
+            with np.load(self.path) as f:
+                if str(f["key"]) == key and len(f["per_image"]) <= n:
+                    self.rows = list(f["per_image"])
+        except (OSError, KeyError, ValueError):
+            pass
+        self.resumed = len(self.rows)
+
+    def add(self, row: np.ndarray) -> None:
+        self.rows.append(row)
+        if len(self.rows) % self.EVERY == 0:
+            self._save()
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
+        try:
+            np.savez(tmp, key=np.array(self.key), per_image=np.stack(self.rows))
+            tmp.replace(self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def interrupted(self) -> None:
+        if len(self.rows) > self.resumed:
+            self._save()
 
 
 def _check_new_folder(folder: Path | None) -> None:
@@ -182,9 +228,12 @@ def _reference(variant, size, checkpoint: Path | None):
 
 
 def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weights: Path | None = None,
-                      threads: int | None = None, reference=None, save_predictions: Path | None = None) -> dict:
+                      threads: int | None = None, reference=None, save_predictions: Path | None = None,
+                      runner=None, journal_key: str | None = None) -> dict:
     """The artifact and the PyTorch model it came from, scored on `data` (an edgekit.datasets.Dataset).
-    `reference`: the PyTorch model already built (export passes its own)."""
+    `reference`: the PyTorch model already built (export passes its own). `runner`: what runs the
+    artifact instead of its host runner (a phone: edgekit.ondevice), with a `label`; `journal_key`:
+    what identifies that run, so an interrupted one resumes (see Journal)."""
     from edgekit.datasets import check_matches
     from edgekit.reference import run_images
     from edgekit.registry import get_variant
@@ -199,16 +248,19 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
     expected = (1, variant.num_classes, *(s // variant.output_stride for s in size)) \
         if variant.task == "seg" else (1, variant.num_classes)
     proxy = None
-    try:
-        runner = open_runner(manifest, threads or DEFAULT_THREADS)
-        ran = f"the artifact, run by {manifest.spec.runner_label}"
-        if manifest.spec.runner_note:
-            ran += f": {manifest.spec.runner_note}"
-    except NotRunnable as e:
-        if manifest.spec.proxy is None:
-            raise
-        runner, proxy = ProxyRunner(manifest, str(e), checkpoint), str(e)
+    if runner is not None:
         ran = runner.label
+    else:
+        try:
+            runner = open_runner(manifest, threads or DEFAULT_THREADS)
+            ran = f"the artifact, run by {manifest.spec.runner_label}"
+            if manifest.spec.runner_note:
+                ran += f": {manifest.spec.runner_note}"
+        except NotRunnable as e:
+            if manifest.spec.proxy is None:
+                raise
+            runner, proxy = ProxyRunner(manifest, str(e), checkpoint), str(e)
+            ran = runner.label
     artifact = _Model(lambda x: runner.run(x, expected))
     cache = Path(manifest.artifact_dir).resolve().parent / CACHE_DIR / \
         f"eval-{_cache_key(variant, size, manifest.source, data)[:24]}.npz"
@@ -221,14 +273,29 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
             torch_model = reference
             reference = _Model(lambda x: run_images(torch_model, x))
         models.append(reference)
+    journal = None
+    if journal_key is not None and save_predictions is None:  # a resumed run would miss the saved predictions
+        key = hashlib.sha256(f"{journal_key}|{manifest.sha256}|{_cache_key(variant, size, manifest.source, data)}"
+                             .encode()).hexdigest()
+        journal = Journal(cache.with_name(f"journal-{key[:24]}.npz"), key, len(data.samples))
+        if journal.resumed:
+            progress(f"resuming: {journal.resumed} of {len(data.samples)} images were scored by an interrupted run")
     progress(f"evaluating {manifest.target} {manifest.precision} on {len(data.samples)} {data.format} images"
              + (" (PyTorch's scores from the cache)" if cached is not None else " and PyTorch on the same images"))
-    with _predictions_folder(save_predictions, data.format) as keep:
-        scores, resized = _score_set(variant, size, data, models, progress, keep)
+    try:
+        with _predictions_folder(save_predictions, data.format) as keep:
+            scores, resized = _score_set(variant, size, data, models, progress, keep, journal)
+    except BaseException:
+        if journal is not None:
+            journal.interrupted()
+        raise
+    if journal is not None:
+        journal.done()
     if cached is None:
         _write_cache(cache, scores[1])
     extra = {"artifact_dir": manifest.artifact_dir, "target": manifest.target, "precision": manifest.precision,
-             "proxy": proxy, "pytorch_cached": cached is not None}
+             "proxy": proxy, "pytorch_cached": cached is not None,
+             "resumed_images": journal.resumed if journal is not None else 0}
     return _report(variant, data, {"artifact": scores[0], "pytorch": cached if cached is not None else scores[1]},
                    extra, ran, manifest.random_weights, resized, size)
 
@@ -267,7 +334,8 @@ def _evaluate(opts: EvalOptions, progress: Progress) -> dict:
     with _predictions_folder(opts.save_predictions, data.format) as keep:
         (scores,), resized = _score_set(variant, size, data, [reference], progress, keep)
     return _report(variant, data, {"artifact": None, "pytorch": scores},
-                   {"artifact_dir": None, "target": None, "precision": None, "proxy": None, "pytorch_cached": False},
+                   {"artifact_dir": None, "target": None, "precision": None, "proxy": None, "pytorch_cached": False,
+                    "resumed_images": 0},
                    "PyTorch (the model alone)", source.get("weights") is None, resized, size)
 
 

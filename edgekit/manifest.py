@@ -49,6 +49,7 @@ class Manifest:
     verification: dict
     export_seconds: float | None = None
     evaluation: dict | None = None  # export --eval-data: the task metric against PyTorch (edgekit.eval)
+    device_verifications: list | None = None  # `verify --device`: each phone's own run (edgekit.ondevice)
     # where the artifact is on disk: known when read or written, never stored
     artifact_dir: str | None = field(default=None, metadata={"stored": False})
     replaced: str | None = field(default=None, metadata={"stored": False})  # export: what it replaced
@@ -95,9 +96,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "normalization": (dict,), "output_semantics": (str,), "output_stride": (int, type(None)), "labels": (str,),
     "rewrites": (list,), "source": (dict,), "calibration": (dict, type(None)), "ops": (dict,),
     "target_info": (dict,), "tools": (dict,), "verification": (dict,), "export_seconds": (int, float, type(None)),
-    "evaluation": (dict, type(None)),
+    "evaluation": (dict, type(None)), "device_verifications": (list, type(None)),
 }
-_OPTIONAL = {"export_seconds", "evaluation"}
+_OPTIONAL = {"export_seconds", "evaluation", "device_verifications"}
 
 
 def manifest_from_dict(data: Any, where: str) -> Manifest:

@@ -23,13 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.android_harness.adb import Adb, DeviceLost, quote
+from edgekit.android_harness.adb import Adb
 from edgekit.android_harness.harnesses import Harness, RunSettings, host_command
-from edgekit.android_harness.profiles import HOST, PROFILES, DeviceProfile, check_delegate, get_profile, profile_for
+from edgekit.android_harness.profiles import HOST, PROFILES, DeviceProfile, check_delegate, profile_for
 from edgekit.artifacts import sha256
 from edgekit.errors import EdgekitError
-
-DEVICE_DIR = "/data/local/tmp/edgekit"
+from edgekit.phones import PhoneSession, Target, on_phones, resolve_devices
 DEFAULT_ROOT = Path("edgekit-artifacts")
 RESULTS = "results.jsonl"
 Progress = Callable[[str], None]
@@ -115,7 +114,7 @@ def find_harness(explicit: Path | None, harness: Harness) -> HarnessFiles:
     return HarnessFiles(path, record["sha256"], libs)
 
 
-def _check_libraries(harness: Harness, files: HarnessFiles, profile: DeviceProfile) -> None:
+def check_libraries(harness: Harness, files: HarnessFiles, profile: DeviceProfile) -> None:
     missing = [name for name in harness.libraries(profile) if name not in files.libraries]
     if missing:
         raise EdgekitError(f"{harness.name} on {profile.name} needs {', '.join(missing)}: add "
@@ -124,9 +123,9 @@ def _check_libraries(harness: Harness, files: HarnessFiles, profile: DeviceProfi
 
 
 # ---- devices ----------------------------------------------------------------------------------------
-def list_devices() -> list[dict]:
+def list_devices(adb_server: str | None = None) -> list[dict]:
     """Every device adb sees, with its SoC and the profile it matches (for `edgekit devices`)."""
-    adb = Adb()
+    adb = Adb(server=adb_server)
     rows = []
     for d in adb.devices():
         row = {"serial": d.serial, "state": d.state, "model": d.info.get("model", "").replace("_", " ") or None,
@@ -145,49 +144,17 @@ def list_devices() -> list[dict]:
     return rows
 
 
-@dataclass
-class Target:
-    profile: DeviceProfile
-    serial: str | None  # None: the host
-    props: dict[str, str]
-
-
 def resolve_device(device: str, adb: Adb | None = None) -> Target:
-    """`--device`: host, a profile name (exactly one connected phone must match) or an adb serial."""
-    if device == "host":
-        return Target(HOST, None, {})
-    adb = adb or Adb()
-    connected = adb.devices()
-    by_serial = {d.serial: d for d in connected}
-    if device in by_serial:
-        adb.device(device)  # raises for unauthorized/offline
-        props = adb.getprop(device)
-        profile = profile_for(props)
-        if profile is None:
-            raise EdgekitError(f"device {device} (SoC {props.get('ro.soc.model') or props.get('ro.board.platform')}) "
-                               f"matches no profile; known: {', '.join(PROFILES)}")
-        return Target(profile, device, props)
-    profile = get_profile(device)
-    if not connected:
-        raise EdgekitError(f"no device connected for profile {device} (adb devices lists none)")
-    matches, not_ready = [], []
-    for d in connected:
-        if d.state != "device":
-            not_ready.append(d)
-            continue
-        props = adb.getprop(d.serial)
-        if profile.matches(props):
-            matches.append((d.serial, props))
-    if len(matches) > 1:
-        raise EdgekitError(f"{len(matches)} connected devices match {device} ({', '.join(s for s, _ in matches)}): "
-                           "pass --device SERIAL")
-    if not matches:
-        if not_ready:
-            from edgekit.android_harness.adb import _state_error
+    """`--device` naming exactly one phone (or host): for commands that take one."""
+    targets = resolve_devices(device, adb)
+    if len(targets) > 1:
+        raise EdgekitError(f"{len(targets)} connected devices match {device} "
+                           f"({', '.join(t.serial for t in targets)}): pass --device SERIAL")
+    return targets[0]
 
-            raise _state_error(not_ready[0])
-        raise EdgekitError(f"no connected device matches profile {device} ({profile.description})")
-    return Target(profile, *matches[0])
+
+def lock_dir() -> Path:
+    return cache_dir() / "locks"
 
 
 # ---- one measurement ---------------------------------------------------------------------------------
@@ -205,6 +172,7 @@ class ProfileOptions:
     results: Path | None = None  # default: results.jsonl next to each artifact
     root: Path = DEFAULT_ROOT
     force: bool = False  # measure a model file whose sha256 no longer matches its manifest
+    adb_server: str | None = None  # HOST:PORT of the adb server (default: ADB_SERVER_SOCKET or adb's own)
 
 
 def _run_host(harness: Harness, model: Path, run: RunSettings) -> str:
@@ -223,37 +191,14 @@ def _last_error(harness: Harness, text: str) -> str:
 
 def _run_device(adb: Adb, target: Target, manifest, harness: Harness, files: HarnessFiles, run: RunSettings,
                 keep: bool, progress: Progress) -> str:
-    serial = target.serial
     model_files = harness.model_files(manifest, target.profile)  # raises if the artifact cannot run here
-    remote_harness = f"{DEVICE_DIR}/{harness.binary}"
-    code, out = adb.shell(serial, f"mkdir -p {DEVICE_DIR}")
-    if code != 0:
-        raise EdgekitError(f"cannot create {DEVICE_DIR} on {serial}: {out.strip()}")
-    try:
-        progress(f"pushing {harness.name} and {Path(manifest.artifact_dir).name} to {serial}")
-        adb.push(serial, files.binary, remote_harness)
-        for name, local in sorted(files.libraries.items()):
-            adb.push(serial, local, f"{DEVICE_DIR}/{name}")
-        for local, name in model_files:
-            adb.push(serial, local, f"{DEVICE_DIR}/{name}")
-        code, out = adb.shell(serial, f"chmod 755 {quote(remote_harness)}")
+    with PhoneSession(adb, target, harness, files.binary, files.libraries, model_files, keep, progress,
+                      lock_dir()) as session:
+        progress(f"running {harness.name} on {target.serial} ({run.threads} threads, {run.delegate})")
+        code, out = session.run(session.flags(run))
         if code != 0:
-            raise EdgekitError(f"chmod failed on {serial}: {out.strip()}")
-        flags = harness.flags(f"{DEVICE_DIR}/{model_files[0][1]}", run, DEVICE_DIR)
-        pin = f"taskset {target.profile.core_mask} " if target.profile.core_mask else ""
-        env = harness.env.format(dir=DEVICE_DIR) + " " if harness.env else ""
-        command = f"cd {DEVICE_DIR} && {env}{pin}{quote(remote_harness)} " + " ".join(quote(f) for f in flags)
-        progress(f"running {harness.name} on {serial} ({run.threads} threads, {run.delegate})")
-        code, out = adb.shell(serial, command)
-        if code != 0:
-            raise EdgekitError(f"{harness.name} failed on {serial} (exit {code}): {_last_error(harness, out)}")
+            raise EdgekitError(f"{harness.name} failed on {target.serial} (exit {code}): {_last_error(harness, out)}")
         return out
-    finally:
-        if not keep:
-            try:
-                adb.shell(serial, f"rm -rf {DEVICE_DIR}", timeout=60)
-            except DeviceLost:
-                pass  # the device is gone; nothing left to clean from here
 
 
 def _paper_figure(manifest, profile: DeviceProfile) -> dict | None:
@@ -269,7 +214,14 @@ def _paper_figure(manifest, profile: DeviceProfile) -> dict | None:
 def append_result(path: Path, record: dict) -> None:
     """Append one JSON line atomically: the new file (old lines + this one) replaces the old in one
     rename, so a crash at any moment leaves either the old file or the new, never a torn line."""
+    from edgekit.locks import file_lock
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path):  # several phones (or edgekit runs) append to one file
+        _append(path, record)
+
+
+def _append(path: Path, record: dict) -> None:
     old = path.read_bytes() if path.exists() else b""
     if old and not old.endswith(b"\n"):
         old += b"\n"
@@ -400,68 +352,78 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
     results_paths = [Path(opts.results) if opts.results else Path(m.artifact_dir).parent / RESULTS for m in manifests]
     for path in dict.fromkeys(results_paths):
         check_results_path(path)
-    adb = None
-    if opts.device == "host":
-        target = Target(HOST, None, {})
-    else:
-        adb = Adb()
-        target = resolve_device(opts.device, adb)
+    adb = None if opts.device == "host" else Adb(server=opts.adb_server)
+    targets = resolve_devices(opts.device, adb, progress)
     harnesses = [m.spec.harness for m in manifests]
     binaries = {}
     for harness in dict.fromkeys(harnesses):
-        if target.serial is None and harness.host_module is None:
-            raise EdgekitError(harness.no_host)
-        check_delegate(target.profile, opts.delegate or harness.delegates[0], harness.delegates)
-        if target.serial is not None:
+        for target in targets:
+            if target.serial is None and harness.host_module is None:
+                raise EdgekitError(harness.no_host)
+            check_delegate(target.profile, opts.delegate or harness.delegates[0], harness.delegates)
+        if targets[0].serial is not None:
             binaries[harness.name] = find_harness(opts.harness, harness)
-            _check_libraries(harness, binaries[harness.name], target.profile)
-    if target.serial is not None:
-        for manifest, harness in zip(manifests, harnesses):
-            harness.model_files(manifest, target.profile)  # this phone can run it: checked before any push
-    threads = opts.threads or target.profile.threads
-    records = []
-    for manifest, (actual_sha, note), results_path, harness in zip(manifests, shas, results_paths, harnesses):
-        art, model = Path(manifest.artifact_dir), manifest.model_path
-        run = RunSettings(threads, opts.delegate or harness.delegates[0], opts.runs, opts.warmup, opts.op_profile)
-        if target.serial is None:
-            progress(f"profiling {art.name} on the host ({threads} threads)")
-            text = _run_host(harness, model, run)
-            harness_sha = None
-        else:
-            harness_sha = binaries[harness.name].sha256
-            text = _run_device(adb, target, manifest, harness, binaries[harness.name], run, opts.keep, progress)
-        parsed = harness.parse(text)
-        if not parsed.complete:
-            raise EdgekitError(f"{harness.name} printed no timings for {art.name}: {_last_error(harness, text)}")
-        summary = parsed.summary()
-        # the host has no published figure: show the paper's phone figure for scale, never a ratio
-        paper = _paper_figure(manifest, PROFILES["s8gen1"] if target.profile is HOST else target.profile)
-        record = {
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "artifact": str(art), "sha256": actual_sha, "manifest_sha256": manifest.sha256,
-            "integrity": note or "model file as exported", "variant": manifest.variant,
-            "resolution": manifest.resolution, "target": manifest.target, "precision": manifest.precision,
-            "random_weights": manifest.random_weights,
-            "device": {"profile": target.profile.name, "serial": target.serial,
-                       "model": target.props.get("ro.product.model"), "soc": target.props.get("ro.soc.model"),
-                       "core_mask": target.profile.core_mask},
-            "harness": harness.name, "delegate": run.delegate, "threads": threads, "warmup": opts.warmup,
-            "harness_sha256": harness_sha,
-            **summary,
-            "op_profile": parsed.op_profile or None,
-            "op_profile_note": None if parsed.op_profile or not opts.op_profile else
-            harness.no_op_profile_on_host if target.serial is None else f"{harness.name} printed no per-op table",
-            "paper": paper,
-            "vs_paper": (summary["median_ms"] or summary["mean_ms"]) / paper["ms"]
-            if paper and paper["device"] == target.profile.name else None,
-            "noisy": _noisy(summary),
-        }
-        record["results_file"] = str(results_path)
-        try:
-            append_result(results_path, record)
-        except OSError as e:
-            record["results_file"] = None
-            record["results_error"] = f"could not append to {results_path} ({e.strerror or e}): the measurement is " \
-                                      "only in this output"
-        records.append(record)
-    return records + skipped
+
+    def measure(target: Target) -> list[dict]:
+        if target.serial is not None:  # this phone can run them all: checked before any push
+            for manifest, harness in zip(manifests, harnesses):
+                check_libraries(harness, binaries[harness.name], target.profile)
+                harness.model_files(manifest, target.profile)
+        threads = opts.threads or target.profile.threads
+        records = []
+        for manifest, (actual_sha, note), results_path, harness in zip(manifests, shas, results_paths, harnesses):
+            started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+            art, model = Path(manifest.artifact_dir), manifest.model_path
+            run = RunSettings(threads, opts.delegate or harness.delegates[0], opts.runs, opts.warmup, opts.op_profile)
+            if target.serial is None:
+                progress(f"profiling {art.name} on the host ({threads} threads)")
+                text = _run_host(harness, model, run)
+                harness_sha = None
+            else:
+                harness_sha = binaries[harness.name].sha256
+                text = _run_device(adb, target, manifest, harness, binaries[harness.name], run, opts.keep, progress)
+            parsed = harness.parse(text)
+            if not parsed.complete:
+                raise EdgekitError(f"{harness.name} printed no timings for {art.name}: {_last_error(harness, text)}")
+            records.append(_record(manifest, target, harness, run, parsed, opts, actual_sha, note, harness_sha,
+                                   started, results_path))
+        return records
+
+    outcomes = on_phones(targets, measure, progress)
+    records = [r for o in outcomes if o.error is None for r in o.result]
+    failed = [{"device": o.target.describe(), "failed": o.error} for o in outcomes if o.error is not None]
+    return records + failed + skipped
+
+
+def _record(manifest, target: Target, harness: Harness, run: RunSettings, parsed, opts: ProfileOptions,
+            actual_sha: str, note: str | None, harness_sha: str | None, started: str, results_path: Path) -> dict:
+    """One measurement's record, appended to its results file."""
+    summary = parsed.summary()
+    # the host has no published figure: show the paper's phone figure for scale, never a ratio
+    paper = _paper_figure(manifest, PROFILES["s8gen1"] if target.profile is HOST else target.profile)
+    record = {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "started": started,
+        "artifact": manifest.artifact_dir, "sha256": actual_sha, "manifest_sha256": manifest.sha256,
+        "integrity": note or "model file as exported", "variant": manifest.variant,
+        "resolution": manifest.resolution, "target": manifest.target, "precision": manifest.precision,
+        "random_weights": manifest.random_weights,
+        "device": target.describe(),
+        "harness": harness.name, "delegate": run.delegate, "threads": run.threads, "warmup": opts.warmup,
+        "harness_sha256": harness_sha,
+        **summary,
+        "op_profile": parsed.op_profile or None,
+        "op_profile_note": None if parsed.op_profile or not opts.op_profile else
+        harness.no_op_profile_on_host if target.serial is None else f"{harness.name} printed no per-op table",
+        "paper": paper,
+        "vs_paper": (summary["median_ms"] or summary["mean_ms"]) / paper["ms"]
+        if paper and paper["device"] == target.profile.name else None,
+        "noisy": _noisy(summary),
+    }
+    record["results_file"] = str(results_path)
+    try:
+        append_result(results_path, record)
+    except OSError as e:
+        record["results_file"] = None
+        record["results_error"] = f"could not append to {results_path} ({e.strerror or e}): the measurement is " \
+                                  "only in this output"
+    return record

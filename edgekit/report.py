@@ -284,6 +284,12 @@ def eval_summary(r: dict) -> list[str]:
              f"preprocessing: {r['preprocessing']}" + (f"; {r['resized']} of {r['images']} photos were resized to "
                                                       "the fixed input" if r["resized"] else ""),
              f"ran: {r['runner']}"]
+    if r.get("device"):
+        d = r["device"]
+        lines[2] += (f"; phone {d['profile']} {d.get('model') or '?'} (SoC {d.get('soc') or '?'}) behind adb server "
+                     f"{d.get('adb_server')}")
+    if r.get("resumed_images"):
+        lines[2] += f"; resumed: {r['resumed_images']} images scored by the interrupted run before"
     sec = r["secondary"]
     if r["artifact"] is None:
         lines.append(f"{r['metric']} {_pct(r['pytorch']['value'])}, {sec['metric']} {_pct(sec['pytorch'])}")
@@ -346,7 +352,7 @@ def devices_table(rows: list[dict]) -> None:
 
 
 def profile_table(all_records: list[dict]) -> None:
-    records = [r for r in all_records if "skipped" not in r]
+    records = [r for r in all_records if "skipped" not in r and "failed" not in r]
     harnesses = ", ".join(sorted({r["harness"] for r in records}))
     columns = [("variant", "left", 0), ("res", "right", 1), ("target", "left", 2), ("precision", "left", 1),
                ("device", "left", 3), ("delegate", "left", 4), ("init ms", "right", 8), ("median ms", "right", 0),
@@ -395,6 +401,34 @@ def profile_table(all_records: list[dict]) -> None:
     for r in all_records:
         if "skipped" in r:
             console.print(f"[yellow]not profiled: {r['skipped']}[/]")
+    _failed_phones(all_records)
+
+
+def _failed_phones(records: list[dict]) -> None:
+    for r in records:
+        if "failed" in r:
+            d = r["device"]
+            console.print(f"[red]FAILED on {d['serial']} ({d['profile']}, {d.get('model') or '?'}): {r['failed']}[/]",
+                          soft_wrap=True)
+
+
+def device_verify_report(result: dict) -> None:
+    """`verify --device`: each phone's verification, then the host's verdict beside it."""
+    from edgekit.targets import get_target
+
+    spec = get_target(result["target"])
+    for r in result["devices"]:
+        d = r["device"]
+        console.print(f"[bold]{d['serial']}[/] ({d['profile']}, {d.get('model') or '?'}, SoC {d.get('soc') or '?'}, "
+                      f"adb server {d.get('adb_server')}): {r['harness']} {r['delegate']} x{r['threads']}, "
+                      f"sha256 {r['harness_sha256'][:12]}...", soft_wrap=True)
+        verification_table(r["verification"], result["precision"], result["random_weights"], spec)
+        if r["verification"].get("tolerance_note"):
+            console.print(r["verification"]["tolerance_note"], markup=False)
+    _failed_phones(result["failed"])
+    host = result["host"]
+    console.print(f"host verification (in the manifest, unchanged): {'PASS' if host['passed'] else 'FAIL'} "
+                  f"({host['compared']})", markup=False, soft_wrap=True)
 
 
 def package_report(records: list[dict]) -> None:
@@ -419,6 +453,15 @@ def _parity(r: dict) -> str:
     return f"{_num(r['sqnr_db_min'], '.1f')} dB{agree}"
 
 
+def _latency(row: dict) -> str:
+    """The cell's median latency; with several phones, each phone's and their median."""
+    if not row["latency_ms"]:
+        return "-"
+    if row.get("phones"):
+        return " / ".join(f"{v:.2f}" for v in row["phones"].values()) + f" (median {row['latency_ms']:.2f})"
+    return f"{row['latency_ms']:.2f}"
+
+
 def sweep_table(result: dict) -> None:
     rows = result["rows"]
     paper_devices = sorted({r["paper_device"] for r in rows if r["paper_device"]})
@@ -434,15 +477,16 @@ def sweep_table(result: dict) -> None:
             status += f"\n[dim]{r['error']}[/]"
         table_rows.append([r["variant"], _res(r["resolution"]), r["target"], r["precision"], status,
                            f"{r['size_mb']:.2f}" if r["size_mb"] is not None else "-", _parity(r), f"{r['gmacs']:.3g}",
-                           f"{r['latency_ms']:.2f}" if r["latency_ms"] else "-",
-                           f"{r['paper_ms']:g}" if r["paper_ms"] else "-"])
+                           _latency(r), f"{r['paper_ms']:g}" if r["paper_ms"] else "-"])
     metric = next((r["metric"] for r in rows if r.get("metric")), None)
     if metric:  # --eval-data: the task metric, and what the conversion cost of it
         columns.insert(7, (f"{metric} (delta)", "right", 2))
         for row, r in zip(table_rows, rows):
             row.insert(7, "-" if r.get("metric_value") is None else
                        f"{_pct(r['metric_value'])} ({_pct(r['metric_delta'], True)})")
-    print_fitted(f"edgekit sweep on {result['device']}", columns, table_rows)
+    phones = result.get("phones") or []
+    print_fitted(f"edgekit sweep on {result['device']}" + (f" ({' / '.join(phones)})" if len(phones) > 1 else ""),
+                 columns, table_rows)
     reused = sum(1 for r in rows if r["profiled"] == "from results.jsonl")
     if reused:
         console.print(f"{reused} of {len(rows)} cells were already measured ({result['results']}): not redone")

@@ -38,6 +38,7 @@ class SweepOptions:
     plot: Path | None = None  # default: <output>/sweep.png
     target_options: dict = field(default_factory=dict)  # option field name -> value, as the CLI collects them
     eval_data: Path | None = None  # a labelled set: a metric column for the variants of its dataset
+    adb_server: str | None = None  # HOST:PORT of the phones' adb server (default: ADB_SERVER_SOCKET or adb's own)
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,11 @@ def plan(opts: SweepOptions) -> list[Cell]:
     return list(dict.fromkeys(cells))  # the same cell asked twice is done once
 
 
-def _device_key(device: str):
-    """What identifies 'the same device' in a result record: the host, a profile name or a serial."""
-    from edgekit.android_harness.profiles import PROFILES
-
-    if device == "host":
+def _device_key(serials: list[str | None]):
+    """What identifies 'the same device' in a result record: the host, or one of the sweep's phones."""
+    if serials == [None]:
         return lambda rec: rec["device"]["profile"] == "host"
-    if device in PROFILES:
-        return lambda rec: rec["device"]["profile"] == device
-    return lambda rec: rec["device"]["serial"] == device
+    return lambda rec: rec["device"]["serial"] in serials
 
 
 def cell_options(spec, given: dict, device_profile: str):
@@ -161,7 +158,7 @@ def _row(cell: Cell, gmacs: float) -> dict:
             "precision": cell.precision, "gmacs": gmacs, "status": None, "error": None, "artifact": None,
             "size_mb": None, "sqnr_db_min": None, "sqnr_db_median": None, "agreement": None, "agreement_kind": None,
             "verified": None,
-            "random_weights": None, "latency_ms": None, "paper_ms": None, "paper_device": None,
+            "random_weights": None, "latency_ms": None, "phones": None, "paper_ms": None, "paper_device": None,
             "exported": None, "profiled": None, "metric": None, "metric_value": None, "metric_delta": None,
             "metric_ci95": None}
 
@@ -173,10 +170,15 @@ def _fill_from_manifest(row: dict, manifest) -> None:
                agreement_kind=v.get("agreement_kind"), verified=v["passed"], random_weights=manifest.random_weights)
 
 
-def _fill_from_record(row: dict, record: dict) -> None:
-    paper = record.get("paper") or {}
-    row.update(latency_ms=record.get("median_ms") or record.get("mean_ms"), paper_ms=paper.get("ms"),
-               paper_device=paper.get("device"))
+def _fill_from_record(row: dict, records: list[dict]) -> None:
+    """The cell's latency: its one phone's median, or with several phones the median of theirs, each
+    phone's own kept in `phones`."""
+    import statistics
+
+    paper = records[0].get("paper") or {}
+    each = {r["device"]["serial"] or "host": r.get("median_ms") or r.get("mean_ms") for r in records}
+    row.update(latency_ms=statistics.median(each.values()), paper_ms=paper.get("ms"), paper_device=paper.get("device"),
+               phones=each if len(each) > 1 else None)
 
 
 def _fill_metric(row: dict, manifest, data, opts: SweepOptions, progress: Progress) -> None:
@@ -191,8 +193,8 @@ def _fill_metric(row: dict, manifest, data, opts: SweepOptions, progress: Progre
                metric_ci95=result["delta_ci95"])
 
 
-def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, results_path: Path, done,
-              progress: Progress, data=None) -> None:
+def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, serials: list, results_path: Path,
+              done, progress: Progress, data=None) -> None:
     """Fill `row` for one cell: export (or reuse), then profile unless already measured."""
     from edgekit.profile import ProfileOptions, profile
 
@@ -216,21 +218,31 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, re
     if manifest.spec.harness is None:
         row["status"] = f"exported; not profiled ({manifest.spec.not_profiled})"
         return
-    record = done(manifest.sha256)
-    if record is None:
+    records = done(manifest.sha256)  # {serial: the last record of this artifact on that phone}
+    missing = [s for s in serials if s not in records]
+    if missing:
+        device = opts.device if missing == [None] else ",".join(missing)
         try:
-            record = profile(ProfileOptions((Path(manifest.artifact_dir),), opts.device, opts.threads, None,
-                                            opts.runs, opts.warmup, results=results_path), progress)[0]
+            fresh = profile(ProfileOptions((Path(manifest.artifact_dir),), device, opts.threads, None, opts.runs,
+                                           opts.warmup, results=results_path, adb_server=opts.adb_server), progress)
         except KeyboardInterrupt:
             raise
         except EdgekitError as e:
             row.update(status="profile failed", error=first_line(e))
             return
-        row["profiled"] = "measured"
+        failed = [r for r in fresh if "failed" in r]
+        records.update({r["device"]["serial"]: r for r in fresh if "failed" not in r and "skipped" not in r})
+        if failed:
+            row["error"] = "; ".join(f"{r['device']['serial']}: {r['failed']}" for r in failed)
+        row["profiled"] = "measured" if len(missing) == len(serials) else "partly from results.jsonl"
     else:
         row["profiled"] = "from results.jsonl"
-    _fill_from_record(row, record)
-    row["status"] = "ok" if manifest.verification["passed"] else "verification failed"
+    if not records:
+        row["status"] = "profile failed"
+        return
+    _fill_from_record(row, [records[s] for s in serials if s in records])
+    row["status"] = ("ok" if manifest.verification["passed"] else "verification failed") if len(records) == len(
+        serials) else "profile failed on some phones"
 
 
 def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
@@ -243,20 +255,20 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
         raise EdgekitError(f"--threads must be at least 1 (got {opts.threads})")
     cells = plan(opts)
     data = _eval_data(opts, cells)
-    device = _check_device(opts.device, {c.target for c in cells})
+    device, serials = _check_device(opts.device, {c.target for c in cells}, opts.adb_server)
     results_path = Path(opts.output) / RESULTS
-    same_device = _device_key(opts.device)
+    same_device = _device_key(serials)
 
-    def done(sha: str) -> dict | None:
-        """The last measurement of this exact artifact on this device, if results.jsonl has one."""
-        matches = [r for r in read_results(results_path) if r.get("sha256") == sha and same_device(r)]
-        return matches[-1] if matches else None
+    def done(sha: str) -> dict:
+        """{phone serial (None: the host): its last measurement of this exact artifact in results.jsonl}."""
+        return {r["device"]["serial"]: r for r in read_results(results_path)
+                if r.get("sha256") == sha and same_device(r)}
 
     rows, macs_cache = [], {}
     for i, cell in enumerate(cells, 1):
         progress(f"[{i}/{len(cells)}] {cell.label}")
         row = _row(cell, _macs(cell.variant, cell.resolution, macs_cache))
-        _run_cell(cell, row, opts, device, results_path, done,
+        _run_cell(cell, row, opts, device, serials, results_path, done,
                   lambda msg, i=i: progress(f"[{i}/{len(cells)}] {msg}"), data)
         rows.append(row)
     plot_path = Path(opts.plot) if opts.plot else Path(opts.output) / "sweep.png"
@@ -264,7 +276,8 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
 
     points = paper_points(sorted({r["variant"] for r in rows}), device, macs_cache)
     plot(rows, points, device, plot_path)
-    return {"device": opts.device, "device_profile": device, "results": str(results_path), "plot": str(plot_path),
+    return {"device": opts.device, "device_profile": device, "phones": [s for s in serials if s],
+            "results": str(results_path), "plot": str(plot_path),
             "rows": rows, "paper_points": points}
 
 
@@ -283,15 +296,23 @@ def _eval_data(opts: SweepOptions, cells: list[Cell]):
     return data
 
 
-def _check_device(device: str, targets: set[str]) -> str:
-    """The device profile's name, after checking the phone and the harnesses are there: a sweep must
-    not export for an hour and then find no phone. (A phone lost mid-sweep fails only its cells.)"""
+def _check_device(device: str, targets: set[str], adb_server: str | None = None) -> tuple[str, list]:
+    """(the device profile's name, the phones' serials: [None] for the host), after checking the
+    phones and the harnesses are there: a sweep must not export for an hour and then find no phone.
+    Several phones must share one profile (the grid is exported once, for it); a phone lost
+    mid-sweep fails only its own measurements."""
     if device == "host":
-        return "host"
-    from edgekit.profile import find_harness, resolve_device
+        return "host", [None]
+    from edgekit.android_harness.adb import Adb
+    from edgekit.phones import resolve_devices
+    from edgekit.profile import find_harness
     from edgekit.targets import TARGETS
 
-    target = resolve_device(device)
+    phones = resolve_devices(device, Adb(server=adb_server))
+    profiles = sorted({t.profile.name for t in phones})
+    if len(profiles) > 1:
+        raise EdgekitError(f"--device {device} names phones of {len(profiles)} profiles ({', '.join(profiles)}): a "
+                           "sweep exports its grid for one profile; sweep each profile on its own")
     for harness in dict.fromkeys(TARGETS[t].harness for t in targets if TARGETS[t].harness is not None):
         find_harness(None, harness)
-    return target.profile.name
+    return profiles[0], [t.serial for t in phones]

@@ -132,28 +132,40 @@ def _outputs(spec, model_file: Path, manifest: Manifest, reference: nn.Module, c
 
 def verify_model(model_file: Path, manifest: Manifest, reference: nn.Module, images: VerificationSet,
                  converted: nn.Module | None = None, threads: int = DEFAULT_THREADS) -> dict:
-    """Compare the artifact with `reference` on `images`.
-
-    An fp32 artifact held to a max rel error is held to twice PyTorch's own fp32 rounding error
-    where that is larger: no fp32 artifact can be expected closer to PyTorch than PyTorch-fp32 is to
-    the exact function, and deep random-weight stand-ins (B3) amplify rounding past 1e-4.
-    """
+    """Compare the artifact with `reference` on `images`."""
     from edgekit.calibration.images import image_batch
     from edgekit.reference import run_images
     from edgekit.registry import get_variant
 
     spec = manifest.spec
-    variant = get_variant(manifest.variant)
-    batch = image_batch(variant, manifest.size, list(images.paths))
+    batch = image_batch(get_variant(manifest.variant), manifest.size, list(images.paths))
     expected = run_images(reference, batch)
     got, compared, not_run, converted = _outputs(spec, model_file, manifest, reference, converted, batch, expected,
                                                  threads)
+    checks = spec.checks(model_file, manifest, converted, batch, expected) if spec.checks is not None else None
+    return judge(manifest, reference, images, batch, expected, got, compared, not_run, checks)
+
+
+def judge(manifest: Manifest, reference: nn.Module, images: VerificationSet, batch: np.ndarray, expected: np.ndarray,
+          got: np.ndarray, compared: str, not_run: str | None = None, checks: dict | None = None,
+          precision: str | None = None) -> dict:
+    """The verification record of outputs `got` against PyTorch's `expected` on `images`, held to the
+    tolerance of `precision` (default: the artifact's).
+
+    An fp32 artifact held to a max rel error is held to twice PyTorch's own fp32 rounding error
+    where that is larger: no fp32 artifact can be expected closer to PyTorch than PyTorch-fp32 is to
+    the exact function, and deep random-weight stand-ins (B3) amplify rounding past 1e-4.
+    """
+    from edgekit.registry import get_variant
+
+    spec = manifest.spec
+    variant = get_variant(manifest.variant)
     if got.shape != expected.shape:
         raise EdgekitError(f"artifact output shape {got.shape} differs from PyTorch's {expected.shape}")
     result = compare(expected, got, variant.task, [r["name"] for r in images.records])
     for row, record in zip(result["images"], images.records):
         row.update(sha256=record["sha256"], rgb_sha256=record["rgb_sha256"])
-    tol = spec.tolerance(manifest.precision)
+    tol = spec.tolerance(precision or manifest.precision)
     tolerance = tol.as_dict()
     if tol.max_rel is not None:
         floor = _fp32_noise_floor(reference, batch, expected)
@@ -162,7 +174,6 @@ def verify_model(model_file: Path, manifest: Manifest, reference: nn.Module, ima
     # the pixel-agreement bars bind trained weights; a random stand-in's classes are nearly tied
     hold_agreement = not manifest.random_weights
     missed = failures(result, tol, variant.task, hold_agreement)
-    checks = spec.checks(model_file, manifest, converted, batch, expected) if spec.checks is not None else None
     if checks is not None and not checks["passed"]:
         missed.append(f"{spec.name} checks failed (see checks)")
     return {
@@ -220,8 +231,11 @@ def verify_artifact(artifact_dir: Path, verify_images: Path | None = None, weigh
                                 threads or DEFAULT_THREADS)
 
 
-def _verify_artifact(artifact_dir: Path, verify_images: Path | None, weights: Path | None,
-                     allow_calibration_images: bool, threads: int) -> dict:
+def load_for_verification(artifact_dir: Path, verify_images: Path | None, weights: Path | None,
+                          allow_calibration_images: bool) -> tuple[Manifest, nn.Module, VerificationSet]:
+    """(manifest, the PyTorch model it came from, the photos to verify on), every input checked: the
+    model file against its sha256, the checkpoint against the one exported from, the photos against
+    the calibration set."""
     from edgekit.artifacts import sha256
     from edgekit.manifest import read_manifest
     from edgekit.reference import source_model
@@ -237,7 +251,16 @@ def _verify_artifact(artifact_dir: Path, verify_images: Path | None, weights: Pa
     variant = get_variant(manifest.variant)
     images = verification_set(variant, verify_images, manifest.calibration_images, allow_calibration_images)
     reference, _ = source_model(variant, manifest.size, checkpoint)
-    return {"artifact_dir": str(artifact_dir), "variant": variant.name, "target": manifest.target,
+    return manifest, reference, images
+
+
+def _verify_artifact(artifact_dir: Path, verify_images: Path | None, weights: Path | None,
+                     allow_calibration_images: bool, threads: int) -> dict:
+    manifest, reference, images = load_for_verification(artifact_dir, verify_images, weights,
+                                                         allow_calibration_images)
+    variant = manifest.variant
+    model_file = manifest.model_path
+    return {"artifact_dir": str(artifact_dir), "variant": variant, "target": manifest.target,
             "precision": manifest.precision,
             "verification": verify_model(model_file, manifest, reference, images, threads=threads),
             "random_weights": manifest.random_weights}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.android_harness.harnesses import Harness, RunSettings
+from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
 from edgekit.targets.base import FP32_EXACT, INT8, Converted, ConvertJob, DeployPlan, Packaging, TargetSpec
 
 MODEL_FILE = "model.pte"
@@ -192,6 +192,10 @@ def _executor_runner_parse(text: str):
     return executor_runner_output.parse(text)
 
 
+def _executor_runner_io(io: dict, input_file: str, output_base: str) -> list[str]:
+    return [f"--inputs={input_file}", f"--output_file={output_base}"]
+
+
 HARNESS = Harness(
     name="executor_runner",
     binary="executor_runner",
@@ -202,6 +206,9 @@ HARNESS = Harness(
     parse=_executor_runner_parse,
     host_module="edgekit.android_harness.host_executor_runner",
     no_op_profile_on_host="no per-op table: executor_runner writes ETDump files, not a table",
+    # --inputs (raw bytes per input, comma-separated) and --output_file BASE (BASE-<i>.bin per output)
+    tensor_io=TensorIO(_executor_runner_io, lambda base: f"{base}-0.bin",
+                       "executorch examples/portable/executor_runner/executor_runner.cpp: --inputs, --output_file"),
 )
 
 

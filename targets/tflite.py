@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
-from edgekit.android_harness.harnesses import Harness, RunSettings
+from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
 from edgekit.targets.base import (
     FP16,
     FP32_EXACT,
@@ -428,6 +429,36 @@ def _sample_nhwc01(dataset: str, size) -> np.ndarray:
                      for im in images])
 
 
+_OP_LINE = re.compile(r"^\s*Op#(\d+) (\w+)\(")
+_GPU_WARNING = "GPU COMPATIBILITY WARNING: "
+
+
+def gpu_compatibility(model_file: Path) -> dict:
+    """Whether LiteRT's GPU delegate takes every node, checked offline by LiteRT's own model analyzer
+    (the C++ ModelAnalyzer that tf.lite.experimental.Analyzer.analyze(..., gpu_compatibility=True)
+    prints; ai-edge-litert ships the same wrapper, without TensorFlow's 20 s import). Its report puts
+    "GPU COMPATIBILITY WARNING: why" under each node the delegate refuses; those nodes fall back to the
+    CPU on the phone."""
+    try:
+        from ai_edge_litert import _pywrap_analyzer_wrapper as analyzer
+    except ImportError:  # an ai-edge-litert without it: TensorFlow's copy of the same wrapper
+        from tensorflow.lite.python import _pywrap_analyzer_wrapper as analyzer
+    text = analyzer.ModelAnalyzer(str(model_file), True, True)
+    refused, node = [], None
+    for line in text.splitlines():
+        op = _OP_LINE.match(line)
+        if op:
+            node = (int(op[1]), op[2])
+        elif line.startswith(_GPU_WARNING) and node is not None and "has GPU delegate compatibility issues" not in line:
+            refused.append({"node": node[0], "op": node[1], "why": line[len(_GPU_WARNING):].strip()})
+    compatible = "looks compatible with GPU delegate" in text and not refused
+    version = re.search(r"GPU delegate on TFLite runtime version (\S+?)\.?$", text, re.M)
+    return {"checked_by": "LiteRT ModelAnalyzer (gpu_compatibility=True)", "compatible": compatible,
+            "runtime_version": version[1] if version else None, "refused": refused,
+            "note": "the analyzer checks op support only: runtime incompatibilities show on the phone "
+                    "(verify --device PHONE --delegate gpu)"}
+
+
 def _convert(job: ConvertJob) -> Converted:
     import shutil
 
@@ -444,6 +475,8 @@ def _convert(job: ConvertJob) -> Converted:
     model_file = job.out / SPEC.model_file
     shutil.move(str(result.path), model_file)
     info = {"int8": {**result.recipe, "keep_float_chosen_by": chosen_by}} if result.recipe else {}
+    job.progress("checking GPU delegate compatibility (LiteRT's model analyzer)")
+    info["gpu_delegate"] = gpu_compatibility(model_file)
     return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes), target_info=info)
 
 
@@ -475,12 +508,21 @@ def _quantization(job: QuantizationJob) -> dict:
 
 
 def _describe(manifest) -> list[str]:
+    lines = []
+    gpu = manifest.target_info.get("gpu_delegate")
+    if gpu:
+        if gpu["compatible"]:
+            lines.append("GPU delegate: takes every node (LiteRT's analyzer; runtime issues show only on a phone)")
+        else:
+            ops = sorted({r["op"] for r in gpu["refused"]})
+            lines.append(f"GPU delegate: {len(gpu['refused'])} node(s) would fall back to the CPU ({', '.join(ops)}): "
+                         f"{gpu['refused'][0]['why'] if gpu['refused'] else 'see the analyzer'}")
     recipe = manifest.target_info.get("int8")
     if not recipe:
-        return []
+        return lines
     n = recipe["keep_float"]
     kept = f"the {n} ops whose quantisation cost most on the calibration photos kept float" if n else "full int8"
-    return [f"int8: {kept} ({recipe.get('keep_float_chosen_by', '--keep-float')}); attention core, "
+    return [*lines, f"int8: {kept} ({recipe.get('keep_float_chosen_by', '--keep-float')}); attention core, "
             f"{', '.join(recipe['float_nodes'])} and XNNPACK-less ops float"]
 
 
@@ -545,6 +587,15 @@ def _benchmark_model_parse(text: str):
     return benchmark_output.parse(text)
 
 
+def _benchmark_model_io(io: dict, input_file: str, output_path: str) -> list[str]:
+    """--input_layer/--input_layer_shape name the input (value files must name a listed layer), a ':'
+    in a name escaped as '::'; --output_filepath gets every output's raw bytes after the last run."""
+    inp = io["input"]
+    name = inp["name"].replace(":", "::")
+    return [f"--input_layer={inp['name']}", "--input_layer_shape=" + ",".join(str(d) for d in inp["shape"]),
+            f"--input_layer_value_files={name}:{input_file}", f"--output_filepath={output_path}"]
+
+
 HARNESS = Harness(
     name="benchmark_model",
     binary="benchmark_model",
@@ -554,6 +605,11 @@ HARNESS = Harness(
     parse=_benchmark_model_parse,
     host_module="edgekit.android_harness.host_benchmark",
     no_op_profile_on_host="no per-op table: the host harness has no profiler (ai-edge-litert exposes none)",
+    tensor_io=TensorIO(_benchmark_model_io, lambda path: path,
+                       "LiteRT tflite/tools/benchmark/benchmark_tflite_model.cc: --input_layer, --input_layer_shape, "
+                       "--input_layer_value_files, --output_filepath"),
+    # the GPU delegate's default (gpu_precision_loss_allowed) runs an fp32 model in fp16
+    fp16_delegates=("gpu",),
 )
 
 

@@ -18,7 +18,7 @@ FOLDERS = {"edgekit": "edgekit", "targets": "edgekit.targets", "calibration": "e
 CORE, TARGETS, ORCHESTRATION, CLI = range(4)
 LAYER_NAMES = ("core", "targets", "orchestration", "CLI")
 ORCHESTRATION_MODULES = {"export", "verify", "runtime", "inspect", "predict", "package", "profile", "sweep",
-                         "sweep_plot", "manifest", "info", "report", "eval"}
+                         "sweep_plot", "manifest", "info", "report", "eval", "phones", "ondevice"}
 
 
 def _modules() -> dict[str, Path]:

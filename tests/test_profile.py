@@ -2,6 +2,7 @@
 real `adb` client talking to a virtual device (tests/virtual_adbd.py) over loopback TCP."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from edgekit.android_harness import benchmark_output
 from edgekit.android_harness.host_benchmark import write_launcher
 from edgekit.profile import append_result, read_results
 from edgekit.cli import app
-from edgekit.export import ExportOptions, export
 
 runner = CliRunner()
 
@@ -134,10 +134,11 @@ def test_results_append_is_whole_lines(tmp_path):
 
 # ---- the host harness and real adb --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
+def artifact(shared_artifact, tmp_path_factory):
+    """A copy of the session's b0-seg TFLite export, in a folder of its own (results.jsonl lands beside it)."""
+    src = Path(shared_artifact("b0-seg", "tflite", "fp32", "64x128").artifact_dir)
     out = tmp_path_factory.mktemp("artifacts")
-    m = export(ExportOptions("b0-seg", "tflite", "fp32", "64x128", output=out))
-    return out, m.artifact_dir
+    return out, str(shutil.copytree(src, out / src.name))
 
 
 @pytest.fixture
@@ -195,7 +196,8 @@ def test_devices_and_profile_through_real_adb(artifact, connect, harness, tmp_pa
     assert r.exit_code == 0, r.output
     (rec,) = json.loads(r.stdout)
     assert rec["device"] == {"profile": "s8gen1", "serial": phone.serial, "model": "SM-S901B", "soc": "SM8450",
-                             "core_mask": "f0"}
+                             "core_mask": "f0",
+                             "adb_server": f"tcp:localhost:{os.environ['ANDROID_ADB_SERVER_PORT']}"}
     assert rec["threads"] == 4 and rec["runs"] == 3 and rec["median_ms"] > 0 and rec["harness_sha256"]
     assert read_results(results) == [rec]
     assert (phone.sandbox / "taskset.log").read_text().split() == ["f0"]  # pinned to the big cores
@@ -248,11 +250,14 @@ def test_harness_crash(connect, artifact, tmp_path):
     assert not results.exists()
 
 
-def test_two_phones_one_profile(connect, harness, artifact, tmp_path):
+def test_two_phones_one_profile(connect, harness, artifact, tmp_path, monkeypatch):
+    """A profile names every connected phone of it: both are measured, each under its own serial."""
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
     a, b = connect("a"), connect("b")
     r = _profile([artifact[1], "--device", "s8gen1", "--harness", str(harness)], tmp_path / "r.jsonl")
-    assert r.exit_code == 1 and "2 connected devices match s8gen1" in r.stderr
-    assert a.serial in r.stderr and b.serial in r.stderr
+    assert r.exit_code == 0, r.output
+    assert sorted(rec["device"]["serial"] for rec in json.loads(r.stdout)) == sorted([a.serial, b.serial])
+    assert len(read_results(tmp_path / "r.jsonl")) == 2
 
 
 def test_missing_harness_and_adb(artifact, tmp_path, monkeypatch):

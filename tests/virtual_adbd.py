@@ -9,8 +9,11 @@ path under /data/local/tmp maps into it, `getprop` answers from the device's pro
 in for the arm64 benchmark_model).
 
 Faults for tests: `mode="unauthorized"` (AUTH forever), `mode="offline"` (never completes the
-handshake), and `drop_on` (a substring: the connection is cut when a shell command containing it
-starts, i.e. the phone disconnects mid-run).
+handshake), `drop_on` (a substring: the connection is cut when a shell command containing it
+starts, i.e. the phone disconnects mid-run; with `drop_after=N`, once, after N such commands ran:
+it can be reconnected) and `drop_on_push` (the same when a file whose device
+path contains it is being pushed). `log` records each shell command with its start and end times,
+so tests can see that several phones really ran at once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 A_SYNC, A_CNXN, A_OPEN, A_OKAY = 0x434E5953, 0x4E584E43, 0x4E45504F, 0x59414B4F
@@ -54,12 +58,16 @@ class _Closed(Exception):
 
 class VirtualDevice:
     def __init__(self, sandbox: Path, props: dict[str, str] | None = None, mode: str = "device",
-                 drop_on: str | None = None):
+                 drop_on: str | None = None, drop_on_push: str | None = None, drop_after: int = 0):
         self.sandbox = Path(sandbox)
         self.props = dict(SM8450_PROPS if props is None else props)
         self.mode = mode
         self.drop_on = drop_on
+        self.drop_on_push = drop_on_push
+        self.drop_after = drop_after  # `drop_on` lets this many matching commands run, then drops once
+        self._matched = 0
         self.commands: list[str] = []  # every shell command received, verbatim
+        self.log: list[tuple[float, float, str]] = []  # (start, end, command), time.monotonic()
         (self.sandbox / DEVICE_ROOT.lstrip("/")).mkdir(parents=True, exist_ok=True)
         self._bin = self.sandbox / "system" / "bin"
         self._bin.mkdir(parents=True, exist_ok=True)
@@ -197,12 +205,16 @@ class VirtualDevice:
         self.commands.append(command)
         try:
             if self.drop_on and self.drop_on in command:
-                conn.shutdown(socket.SHUT_RDWR)  # the phone vanishes mid-run
-                return
+                self._matched += 1
+                if self._matched == self.drop_after + 1:
+                    conn.shutdown(socket.SHUT_RDWR)  # the phone vanishes mid-run
+                    return
             env = {"PATH": f"{self._bin}:/usr/bin:/bin", "HOME": str(self.sandbox),
                    "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+            started = time.monotonic()
             done = subprocess.run(["sh", "-c", self._to_sandbox(command)], cwd=self.sandbox, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+            self.log.append((started, time.monotonic(), command))
             output = done.stdout.replace(str(self.sandbox / DEVICE_ROOT.lstrip("/")).encode(),
                                          DEVICE_ROOT.encode())
             if output:
@@ -255,6 +267,8 @@ class VirtualDevice:
                     out += b"STAT" + struct.pack("<III", 0, 0, 0)
             elif sid == b"SEND":
                 path, _, mode = arg.rpartition(",")
+                if self.drop_on_push and self.drop_on_push in path:
+                    raise _Closed  # the phone vanishes mid-push
                 stream["pending"] = (path, [], int(mode or "420"))
             elif sid == b"RECV":
                 p = self.device_path(arg)
