@@ -299,3 +299,28 @@ def test_sweep_on_two_phones_of_one_profile(artifact, connect, tmp_path, own_cac
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and json.loads(r.stdout)["rows"][0]["profiled"] == "from results.jsonl"
     assert len(read_results(out / "results.jsonl")) == 2
+
+
+# ---- before the phone: LiteRT's GPU-delegate analysis ------------------------------------------------------
+def test_the_export_records_litert_gpu_analysis(artifact):
+    """Every TFLite export keeps the analyzer's verdict (b0-seg: every node supported) and its caveat."""
+    from edgekit.targets.tflite import gpu_compatibility
+
+    gpu = read_manifest(artifact).target_info["gpu_delegate"]
+    assert gpu["compatible"] and gpu["refused"] == [] and gpu["runtime_version"]
+    assert "hint" in gpu["note"]
+    assert gpu_compatibility(read_manifest(artifact).model_path) == gpu  # the analyzer is deterministic
+
+
+def test_refused_nodes_are_read_from_the_analyzers_report():
+    """The report's shape as tflite/tools/model_analyzer.cc writes it: the warning under each refused op,
+    then a summary per subgraph."""
+    from edgekit.targets.tflite import parse_gpu_analysis
+
+    text = ("Subgraph#0 main(T#0) -> [T#9]\n  Op#0 RELU(T#0) -> [T#6]\n  Op#1 BUCKETIZE(T#6) -> [T#9]\n"
+            "GPU COMPATIBILITY WARNING: Not supported op BUCKETIZE\n\n"
+            "GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 1 with TFLite "
+            "runtime version 2.21.0\n\nTensors of Subgraph#0\n")
+    got = parse_gpu_analysis(text)
+    assert not got["compatible"] and got["refused"] == [{"node": 1, "op": "BUCKETIZE",
+                                                        "why": "Not supported op BUCKETIZE"}]
