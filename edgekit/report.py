@@ -383,9 +383,11 @@ def profile_table(all_records: list[dict]) -> None:
         if r["integrity"] != "model file as exported":
             console.print(f"[yellow]{Path(r['artifact']).name}: {r['integrity']}; recorded under sha256 "
                           f"{r['sha256'][:12]}...[/]")
+    several = len({r["device"]["serial"] for r in records}) > 1
+    on = (lambda r: f" on {r['device']['serial']}" if several else "")  # noqa: E731
     for r in records:
         if r.get("noisy"):
-            console.print(f"[yellow]{Path(r['artifact']).name}: noisy runs ({r['mean_ms']:.2f} +- {r['std_ms']:.2f} ms, "
+            console.print(f"[yellow]{Path(r['artifact']).name}{on(r)}: noisy runs ({r['mean_ms']:.2f} +- {r['std_ms']:.2f} ms, "
                           "std over 10% of the mean): another load, thermal throttling or too few runs; close other "
                           "work, let the phone cool, or give more --runs[/]")
     for path in dict.fromkeys(r["results_file"] for r in records if r["results_file"]):
