@@ -290,6 +290,10 @@ def export(
                                                                        "this labelled set against PyTorch and record "
                                                                        "it (see `edgekit eval`).")] = None,
     max_drop: MaxDropOpt = None,
+    stand_in: Annotated[str, typer.Option(
+        "--stand-in", help="Without --weights: plain random weights, or trained-like ones whose depthwise/MBConv "
+                           "activation ranges spread 100x across channels, as trained EfficientViT's do (what "
+                           "breaks naive int8).")] = "plain",
     as_json: JsonOpt = False,
     target_options: dict | None = None,
 ) -> None:
@@ -316,6 +320,7 @@ def export(
         threads=threads,
         eval_data=eval_data,
         max_drop=max_drop,
+        stand_in=stand_in.lower(),
     )
     with _status("exporting") as status:
         manifest = _run(run_export, opts, lambda msg: status.update(msg))

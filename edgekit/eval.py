@@ -97,7 +97,9 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
 
 
 def _cache_key(variant, size, source: dict, data) -> str:
-    weights = source.get("sha256") or f"stand-in seed {source.get('stand_in', {}).get('seed')}"
+    stand_in = source.get("stand_in") or {}
+    weights = source.get("sha256") or f"stand-in seed {stand_in.get('seed')}" + (
+        f" {stand_in['kind']}" if stand_in.get("kind", "plain") != "plain" else "")
     key = {"version": CACHE_VERSION, "weights": weights, "variant": variant.name, "size": list(size),
            "data": data.fingerprint(), "images": [s.name for s in data.samples]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -219,10 +221,10 @@ def _report(variant, data, sides: dict, secondary, runner: str, random_weights: 
     }
 
 
-def _reference(variant, size, checkpoint: Path | None):
+def _reference(variant, size, checkpoint: Path | None, stand_in: str = "plain"):
     from edgekit.reference import run_images, source_model
 
-    model, source = source_model(variant, size, checkpoint)
+    model, source = source_model(variant, size, checkpoint, stand_in)
     model.eval()
     return _Model(lambda x: run_images(model, x)), source
 
@@ -268,7 +270,9 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
     models = [artifact]
     if cached is None:
         if reference is None:
-            reference, _ = _reference(variant, size, checkpoint)
+            from edgekit.reference import stand_in_kind
+
+            reference, _ = _reference(variant, size, checkpoint, stand_in_kind(manifest.source))
         elif not isinstance(reference, _Model):
             torch_model = reference
             reference = _Model(lambda x: run_images(torch_model, x))

@@ -47,6 +47,7 @@ class ExportOptions:
     threads: int | None = None  # PyTorch's and the host runner's threads (None: PyTorch's default; runner 2)
     eval_data: Path | None = None  # a labelled set: after verification, score the task metric (edgekit.eval)
     max_drop: float | None = None  # with eval_data: FAILED when the artifact loses more points than this
+    stand_in: str = "plain"  # without weights: "plain" or "trained-like" random weights (edgekit/models/init.py)
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,14 @@ def plan_export(opts: ExportOptions) -> ExportPlan:
     from edgekit.targets import TARGETS, get_target
     from edgekit.targets.base import parse_options
 
+    from edgekit.reference import STAND_INS
     from edgekit.threads import check_threads
 
     check_threads(opts.threads)
+    if opts.stand_in not in STAND_INS:
+        raise EdgekitError(f"--stand-in {opts.stand_in!r}: choose {' or '.join(STAND_INS)}")
+    if opts.weights is not None and opts.stand_in != "plain":
+        raise EdgekitError("--stand-in is for running without a checkpoint: drop it, or drop --weights")
     variant = get_variant(opts.variant)
     size = parse_resolution(opts.resolution, variant)
     spec = get_target(opts.target)
@@ -115,13 +121,14 @@ def artifact_name(variant: Variant, size: Size, target: str, precision: str) -> 
     return f"{variant.name}-{size[0]}x{size[1]}-{target}-{precision}"
 
 
-def _inputs(weights_sha: str | None, target_options: dict, rewrites: list[str], calibration: dict | None) -> dict:
+def _inputs(weights_sha: str | None, target_options: dict, rewrites: list[str], calibration: dict | None,
+            stand_in: str = "plain") -> dict:
     """What makes two artifacts of the same name different models."""
     calib = None if calibration is None else {
         "source": calibration["source"], "samples": calibration["samples"],
         "images": [i.get("rgb_sha256") or i["name"] for i in calibration["images"]]}
-    return {"weights": weights_sha or "random stand-in", "options": target_options, "rewrites": rewrites,
-            "calibration": calib}
+    weights = weights_sha or ("random stand-in" if stand_in == "plain" else f"random stand-in ({stand_in})")
+    return {"weights": weights, "options": target_options, "rewrites": rewrites, "calibration": calib}
 
 
 def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | None:
@@ -132,6 +139,7 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
     from edgekit.deploy import plan_rewrites
     from edgekit.errors import ManifestError
     from edgekit.manifest import MANIFEST, read_manifest
+    from edgekit.reference import stand_in_kind
     from edgekit.targets.base import options_dict
 
     if not final.exists():
@@ -147,8 +155,11 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
         return None
     new_calib = plan.calibration.record() if plan.calibration is not None else None
     new = _inputs(sha256(weights_file(opts.weights)[0]) if opts.weights else None, options_dict(plan.options),
-                  plan_rewrites(plan.spec.plan, plan.precision, opts.upsample, plan.spec.name), new_calib)
-    was = _inputs(old.source.get("sha256"), old.target_options, [r["name"] for r in old.rewrites], old.calibration)
+                  plan_rewrites(plan.spec.plan, plan.precision, opts.upsample, plan.spec.name,
+                                plan.spec.option_passes(plan.options, plan.precision) if plan.spec.option_passes
+                                else ()), new_calib, opts.stand_in)
+    was = _inputs(old.source.get("sha256"), old.target_options, [r["name"] for r in old.rewrites], old.calibration,
+                  stand_in_kind(old.source))
     differ = [k for k in new if new[k] != was[k]]
     if differ:
         raise EdgekitError(f"{final} already holds an artifact made from other {', '.join(differ)} "
@@ -177,10 +188,11 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
     check_writable(Path(opts.output), create=False)  # before the model is built; created after it loads
     started = time.perf_counter()
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
-    model, source = source_model(variant, size, opts.weights)  # a checkpoint that does not fit stops here
+    model, source = source_model(variant, size, opts.weights, opts.stand_in)  # a checkpoint that does not fit stops here
     check_writable(Path(opts.output))  # last check: it creates the output folder
     calib_data = plan.calibration.data if plan.calibration is not None else None
-    form = make_deploy_form(model, size, spec, plan.precision, opts.upsample, calibration=calib_data)
+    form = make_deploy_form(model, size, spec, plan.precision, opts.upsample, calibration=calib_data,
+                            options=plan.options)
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
         converted = spec.convert(ConvertJob(variant, size, plan.precision, plan.options, form.model, calib_data,
                                             Path(work), tmp, progress))

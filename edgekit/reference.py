@@ -20,9 +20,19 @@ STAND_IN_SEED = 0
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: no --weights given; this artifact shows the conversion, not a trained model"
 
 
-def source_model(variant: Variant, size: Size, weights: Path | None) -> tuple[nn.Module, dict]:
+STAND_INS = ("plain", "trained-like")
+
+
+def stand_in_kind(source: dict) -> str:
+    """Which stand-in a manifest's `source` records ("plain" for artifacts made before there were two)."""
+    return (source.get("stand_in") or {}).get("kind", "plain")
+
+
+def source_model(variant: Variant, size: Size, weights: Path | None, stand_in: str = "plain") -> tuple[nn.Module, dict]:
     """The PyTorch model an artifact comes from: the checkpoint, or the reproducible random stand-in
-    (its BatchNorm statistics estimated on all the built-in photos: see calibration/images.py)."""
+    (its BatchNorm statistics estimated on all the built-in photos: see calibration/images.py), plain
+    or trained-like (per-channel activation ranges spread 100x, as trained EfficientViT's are:
+    edgekit/models/init.py)."""
     import torch
 
     from edgekit.calibration.images import image_batch, stand_in_images
@@ -31,7 +41,15 @@ def source_model(variant: Variant, size: Size, weights: Path | None) -> tuple[nn
 
     torch.manual_seed(STAND_IN_SEED)
     model = build_model(variant, size)
+    if stand_in not in STAND_INS:
+        from edgekit.errors import EdgekitError
+
+        raise EdgekitError(f"--stand-in {stand_in!r}: choose {' or '.join(STAND_INS)}")
     if weights is not None:
+        if stand_in != "plain":
+            from edgekit.errors import EdgekitError
+
+            raise EdgekitError("--stand-in is for running without a checkpoint: drop it, or drop --weights")
         from edgekit.checkpoints import load_weights
 
         loaded = load_weights(model, weights, variant)
@@ -39,14 +57,19 @@ def source_model(variant: Variant, size: Size, weights: Path | None) -> tuple[nn
         return model, {"weights": str(file.resolve()), "sha256": sha256(file), "format": loaded["format"],
                        "layout": loaded["layout"], **({"given": str(Path(weights).resolve())}
                                                       if file != Path(weights) else {})}
-    from edgekit.models.init import calibrated_random_init
+    from edgekit.models.init import calibrated_random_init, spread_channel_ranges
 
     paths = stand_in_images()
-    calibrated_random_init(model, image_batch(variant, size, paths), seed=STAND_IN_SEED)
+    images = image_batch(variant, size, paths)
+    calibrated_random_init(model, images, seed=STAND_IN_SEED)
+    described = {"kind": "plain"}
+    if stand_in == "trained-like":
+        described = spread_channel_ranges(model, images, seed=STAND_IN_SEED)
     return model, {
         "weights": None,
-        "stand_in": {"seed": STAND_IN_SEED, "bn_statistics_from": [p.name for p in paths]},
-        "warning": RANDOM_WEIGHTS_WARNING,
+        "stand_in": {"seed": STAND_IN_SEED, "bn_statistics_from": [p.name for p in paths], **described},
+        "warning": RANDOM_WEIGHTS_WARNING + (" (the trained-like stand-in: channel ranges spread 100x)"
+                                             if stand_in == "trained-like" else ""),
     }
 
 

@@ -100,10 +100,11 @@ class ProxyRunner:
     label saying what ran."""
 
     def __init__(self, manifest: Manifest, why: str, weights: Path | None = None):
-        from edgekit.reference import source_model
+        from edgekit.reference import source_model, stand_in_kind
         from edgekit.registry import get_variant
 
-        reference, _ = source_model(get_variant(manifest.variant), manifest.size, _checked_weights(manifest, weights))
+        reference, _ = source_model(get_variant(manifest.variant), manifest.size, _checked_weights(manifest, weights),
+                                    stand_in_kind(manifest.source))
         self.manifest = manifest
         self.model = manifest.spec.proxy(manifest, reference)
         self.label = f"{_proxy_arithmetic(manifest.spec, manifest.precision)[1]}: the artifact itself did not run ({why})"
@@ -238,7 +239,7 @@ def load_for_verification(artifact_dir: Path, verify_images: Path | None, weight
     the calibration set."""
     from edgekit.artifacts import sha256
     from edgekit.manifest import read_manifest
-    from edgekit.reference import source_model
+    from edgekit.reference import source_model, stand_in_kind
     from edgekit.registry import get_variant
 
     manifest = read_manifest(Path(artifact_dir))
@@ -250,7 +251,7 @@ def load_for_verification(artifact_dir: Path, verify_images: Path | None, weight
     checkpoint = _checked_weights(manifest, weights)
     variant = get_variant(manifest.variant)
     images = verification_set(variant, verify_images, manifest.calibration_images, allow_calibration_images)
-    reference, _ = source_model(variant, manifest.size, checkpoint)
+    reference, _ = source_model(variant, manifest.size, checkpoint, stand_in_kind(manifest.source))
     return manifest, reference, images
 
 

@@ -149,6 +149,8 @@ class TargetSpec:
     runner_label: str  # what runs the artifact on the host, for reports
     options: type = NoOptions
     runner_note: str | None = None  # what a long run on the host runner should know (eval says it)
+    # (the target's options, precision) -> deploy passes the options ask for (edgekit.deploy.plan_rewrites)
+    option_passes: Callable[[Any, str], tuple[str, ...]] | None = None
     # where the host cannot run the artifact: the torch model that was converted, rebuilt from the
     # manifest and the reference (compared instead, and said so)
     proxy: Callable[[Any, Any], Any] | None = None

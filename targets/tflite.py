@@ -72,6 +72,9 @@ class TFLiteOptions:
     keep_float: int | None = option(None, "--keep-float", "int8: keep float the N ops whose quantisation costs most "
                                     "on the calibration photos (slower, closer to fp32; default: the variant's "
                                     "measured recipe, else 0)", None, int)
+    equalize: str = option("off", "--equalize", "int8: split each Microsoft FFN hidden channel's range between "
+                           "its ReLU output and the conv reading it, before calibration (exact) | off",
+                           ("off", "on"))
 
 
 # The int8 default per variant: the fastest int8 recipe of benchmarks/results/int8_frontier.json that met
@@ -101,6 +104,8 @@ def _validate(precision: str, options: TFLiteOptions) -> None:
         raise EdgekitError("--keep-float needs --precision int8 (it chooses which int8 ops stay float)")
     if options.keep_float is not None and options.keep_float < 0:
         raise EdgekitError(f"--keep-float must be 0 or more (got {options.keep_float})")
+    if options.equalize == "on" and precision != Precision.INT8.value:
+        raise EdgekitError("--equalize needs --precision int8 (it balances ranges for int8 activations)")
 
 
 @dataclass(frozen=True)
@@ -626,6 +631,10 @@ HARNESS = Harness(
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VERBOSITY": "ERROR", "TQDM_DISABLE": "1"}
 
 
+def _option_passes(options: TFLiteOptions, precision: str) -> tuple[str, ...]:
+    return ("equalize_relu_ffn",) if precision == "int8" and getattr(options, "equalize", "off") == "on" else ()
+
+
 SPEC = TargetSpec(
     name="tflite",
     summary="TFLite for Android CPU (XNNPACK) and GPU: fp32, fp16, int8 with float or int8 I/O",
@@ -645,4 +654,5 @@ SPEC = TargetSpec(
     tools=("onnx", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert"),
     quantization=_quantization,
     describe=_describe,
+    option_passes=_option_passes,
 )

@@ -79,6 +79,12 @@ REWRITES = {
             True,
         ),
         Rewrite(
+            "equalize_relu_ffn",
+            "int8: each FFN hidden channel's range split evenly between the ReLU output and the 1x1 conv reading it "
+            "(cross-layer equalisation, exact across ReLU); nothing to do in models without a ReLU FFN",
+            True,
+        ),
+        Rewrite(
             "int8_attention_floor",
             "int8: attention normaliser clamped at 2/255 of its calibrated peak (below that, int8 q/k carry no signal)",
             False,
@@ -109,9 +115,13 @@ class DeployForm:
     stages: list[tuple[Rewrite, nn.Module]] = field(default_factory=list)  # model after each rewrite
 
 
+CALIBRATED_PASSES = ("equalize_relu_ffn", "int8_attention_floor")  # passes that read the calibration images
+
+
 def plan_rewrites(plan: DeployPlan, precision: str, upsample: Upsample | None = None,
-                  target_name: str = "this target") -> list[str]:
-    """The pass names for `precision` (already checked against the target) and `upsample`."""
+                  target_name: str = "this target", extra: tuple[str, ...] = ()) -> list[str]:
+    """The pass names for `precision` (already checked against the target) and `upsample`; `extra`:
+    the passes the target's options ask for (TargetSpec.option_passes), run before the int8 floor."""
     upsample = upsample or plan.upsample
     if upsample not in plan.allowed_upsample:
         allowed = ", ".join(u.value for u in plan.allowed_upsample)
@@ -123,6 +133,7 @@ def plan_rewrites(plan: DeployPlan, precision: str, upsample: Upsample | None = 
         names += ["bicubic_exact", *plan.exact_upsample_passes]
     elif upsample is Upsample.BILINEAR:
         names.append("bicubic_to_bilinear")
+    names += [n for n in extra if n not in names]
     if precision in plan.int8_activations:
         names.append("int8_attention_floor")
     return names
@@ -144,10 +155,12 @@ def make_deploy_form(
     upsample: Upsample | None = None,
     keep_stages: bool = False,
     calibration=None,
+    options=None,
 ) -> DeployForm:
     """Apply the target's passes (`spec`: its edgekit.targets.TargetSpec, from the table) in order to a
     copy of `model`, which is left untouched. `calibration` (N, 3, H, W) images are needed by int8 plans
-    only. The deploy passes sit below the targets: this module never imports the table."""
+    only; `options` (the target's options) may ask for more passes (TargetSpec.option_passes). The deploy
+    passes sit below the targets: this module never imports the table."""
     import copy
 
     import torch
@@ -155,13 +168,14 @@ def make_deploy_form(
     from edgekit.deploy.passes import PASSES
 
     precision = spec.check_precision(precision or spec.default_precision)
-    names = plan_rewrites(spec.plan, precision, upsample, spec.name)
+    extra = spec.option_passes(options, precision) if options is not None and spec.option_passes else ()
+    names = plan_rewrites(spec.plan, precision, upsample, spec.name, extra)
     current = copy.deepcopy(model).eval()
     form = DeployForm(current, resolution, spec.name)
     with torch.no_grad():
         for name in names:
-            extra = {"calibration": calibration} if name == "int8_attention_floor" else {}
-            current = PASSES[name](current, resolution, **extra)
+            kwargs = {"calibration": calibration} if name in CALIBRATED_PASSES else {}
+            current = PASSES[name](current, resolution, **kwargs)
             form.rewrites.append(REWRITES[name])
             if keep_stages:
                 form.stages.append((REWRITES[name], copy.deepcopy(current)))

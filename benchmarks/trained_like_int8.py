@@ -1,0 +1,67 @@
+"""Naive int8 on the two random stand-ins (issue 25): does the trained-like one fail as trained
+EfficientViT fails, where the plain one does not?
+
+For each case and each stand-in (`--stand-in plain|trained-like`, edgekit/models/init.py), through
+`edgekit export` itself: full int8 with nothing kept float beyond the attention core and XNNPACK-less
+ops (`--keep-float 0`: the naive W8A8), the same after the exact equalisation pass (`--equalize on`:
+each Microsoft FFN hidden channel's range split between its ReLU output and the conv reading it; the
+MIT models have no ReLU FFN, so it changes nothing there), int8-dynamic (int8 weights, float activations: the weights'
+share of the loss) and fp16 for scale. Fidelity is each artifact's own held-out verification against
+its own stand-in's PyTorch model (SQNR median/min over the verification photos, pixel or top-1
+agreement). No timing: this is about what breaks.
+
+    python benchmarks/trained_like_int8.py [--quick]   # writes results/trained_like_int8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from edgekit.export import ExportOptions, export
+from edgekit.registry import get_variant, parse_resolution
+
+CASES = [("b0-cls", "224"), ("m0-cls", "224"), ("b0-seg", "256x512")]
+STAND_INS = ("plain", "trained-like")
+RECIPES = [("int8 (naive W8A8)", "int8", {"keep_float": 0}),
+           ("int8 + equalize (exact, Microsoft FFN)", "int8", {"keep_float": 0, "equalize": "on"}),
+           ("int8-dynamic (W8, float activations)", "int8-dynamic", {}), ("fp16", "fp16", {})]
+
+
+def bench(name: str, resolution: str, stand_in: str, out: Path) -> dict:
+    rows = {}
+    for label, precision, options in RECIPES:
+        t0 = time.perf_counter()
+        m = export(ExportOptions(name, "tflite", precision, resolution, target_options=options, stand_in=stand_in,
+                                 output=out / f"{stand_in}-{label.split()[0]}-{len(rows)}"))
+        v = m.verification
+        rows[label] = {"precision": precision, "options": options, "export_s": round(time.perf_counter() - t0, 1),
+                       "sqnr_db_median": v["sqnr_db_median"], "sqnr_db_min": v["sqnr_db_min"],
+                       "agreement": v["agreement"], "agreement_min": v["agreement_min"],
+                       "agreement_kind": v["agreement_kind"], "passed": v["passed"]}
+        print(f"{name} {resolution} {stand_in:12s} {label:38s} SQNR {v['sqnr_db_median']:5.1f}/{v['sqnr_db_min']:5.1f} "
+              f"dB  {v['agreement_kind']} {v['agreement']:.1%}", flush=True)
+    variant = get_variant(name)
+    return {"variant": variant.name, "resolution": list(parse_resolution(resolution, variant)), "task": variant.task,
+            "stand_in": stand_in, "recipes": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="only m0-cls")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "trained_like_int8.json")
+    args = parser.parse_args()
+    report = {"weights": "random stand-ins, plain and trained-like (seed 0)", "cases": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, res in ([CASES[1]] if args.quick else CASES):
+            for stand_in in STAND_INS:
+                report["cases"].append(bench(name, res, stand_in, Path(tmp) / name))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The two random stand-ins: plain (every channel alike) and trained-like (the per-channel activation
+range spread that breaks naive int8 on trained EfficientViT), measured on real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.calibration.images import image_batch, verification_images
+from edgekit.models.init import spread_targets
+from edgekit.reference import source_model
+from edgekit.registry import get_variant, parse_resolution
+
+
+def _ranges(name: str, resolution: str, kind: str):
+    """(each spread layer's max/min channel range, as its 1x1 reader sees it; the logits; the source)."""
+    v = get_variant(name)
+    size = parse_resolution(resolution, v)
+    images = image_batch(v, size, verification_images(v.dataset))
+    model, source = source_model(v, size, None, kind)
+    seen = []
+    hooks = [reader.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0].abs().amax(dim=(0, 2, 3))))
+             for _w, _l, reader in spread_targets(model)]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images)).numpy()
+    for h in hooks:
+        h.remove()
+    return [float(r.max() / r.clamp_min(1e-12).min()) for r in seen], logits, source
+
+
+@pytest.mark.parametrize("name,resolution", [("b0-seg", "64x128"), ("m0-cls", "224")])
+def test_trained_like_spreads_channel_ranges_and_keeps_the_output_scale(name, resolution):
+    plain, plain_logits, plain_source = _ranges(name, resolution, "plain")
+    spread, logits, source = _ranges(name, resolution, "trained-like")
+    assert len(spread) == len(plain) >= 10
+    assert np.median(spread) >= 100 > 30 > np.median(plain)  # measured: b0-seg 528 vs 23, m0 201 vs 4.3
+    assert logits.std() == pytest.approx(plain_logits.std(), rel=0.2)
+    assert plain_source["stand_in"]["kind"] == "plain" and source["stand_in"]["kind"] == "trained-like"
+    assert "trained-like" in source["warning"]
+    if name == "m0-cls":  # across the FFN's ReLU the spread is exact: the same function
+        assert np.abs(logits - plain_logits).max() <= 1e-4 * np.abs(plain_logits).max()
+
+
+def test_a_checkpoint_takes_no_stand_in(tmp_path):
+    from edgekit.errors import EdgekitError
+    from edgekit.export import ExportOptions, plan_export
+
+    with pytest.raises(EdgekitError, match="--stand-in is for running without a checkpoint"):
+        plan_export(ExportOptions("m0-cls", "onnx", weights=tmp_path / "w.pth", stand_in="trained-like"))
+    with pytest.raises(EdgekitError, match="choose plain or trained-like"):
+        plan_export(ExportOptions("m0-cls", "onnx", stand_in="trained"))
+
+
+def test_equalizing_the_relu_ffn_is_exact_and_undoes_the_spread():
+    """The exact pass against per-channel spread (deploy pass `equalize_relu_ffn`): the function is
+    unchanged and the FFN hidden ranges the int8 activations see come back together."""
+    from edgekit.calibration.sources import calibration_set
+    from edgekit.deploy import make_deploy_form
+    from edgekit.deploy.passes import equalize_relu_ffn, relu_ffns
+    from edgekit.reference import run_images
+    from edgekit.targets import get_target
+    from edgekit.targets.tflite import TFLiteOptions
+
+    v = get_variant("m0-cls")
+    size = parse_resolution("224", v)
+    images = image_batch(v, size, verification_images(v.dataset))
+    calib = calibration_set(v, size).data
+    model, _ = source_model(v, size, None, "trained-like")
+    form = make_deploy_form(model, size, get_target("tflite"), "fp32")
+
+    def spreads(m):
+        seen = []
+        hooks = [b.act.register_forward_hook(lambda _m, _i, out: seen.append(out.amax(dim=(0, 2, 3))))
+                 for b in relu_ffns(m)]
+        with torch.no_grad():
+            m(torch.from_numpy(images))
+        for h in hooks:
+            h.remove()
+        return [float(r.max() / r[r > 0].min()) for r in seen]
+
+    before = spreads(form.model)
+    reference = run_images(form.model, images)
+    equalized = equalize_relu_ffn(form.model, size, calibration=calib)
+    after = spreads(equalized)
+    got = run_images(equalized, images)
+    assert len(before) == len(after) == 16
+    assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()  # exact, to fp32 rounding
+    assert np.median(after) < np.median(before) / 5, (np.median(before), np.median(after))
+    # asked for through the target's option, the export's deploy form runs it (and records it)
+    on = make_deploy_form(model, size, get_target("tflite"), "int8", calibration=calib,
+                          options=TFLiteOptions(equalize="on"))
+    assert "equalize_relu_ffn" in [r.name for r in on.rewrites]
+    off = make_deploy_form(model, size, get_target("tflite"), "int8", calibration=calib, options=TFLiteOptions())
+    assert "equalize_relu_ffn" not in [r.name for r in off.rewrites]
