@@ -3,7 +3,9 @@
 here, and record each result. Orchestration: it reads the table and drives the pieces of
 edgekit.android_harness (adb, device profiles, the harness type), which know no target.
 
-Before running, the model file must still have the sha256 its manifest recorded (`--force` measures
+Several phones (`--device all`, a profile with several phones, a comma list) are measured at the same
+time, one worker each (edgekit.phones); a phone that fails fails alone. Before running, the model
+file must still have the sha256 its manifest recorded (`--force` measures
 a changed file and records the sha256 of the bytes that ran). On a phone: push the harness and the
 model to /data/local/tmp/edgekit/, chmod, run under `taskset` with the profile's big-core mask,
 threads and delegate, parse the output, clean up unless --keep. Every finished measurement is
@@ -29,6 +31,7 @@ from edgekit.android_harness.profiles import HOST, PROFILES, DeviceProfile, chec
 from edgekit.artifacts import sha256
 from edgekit.errors import EdgekitError
 from edgekit.phones import PhoneSession, Target, on_phones, resolve_devices
+
 DEFAULT_ROOT = Path("edgekit-artifacts")
 RESULTS = "results.jsonl"
 Progress = Callable[[str], None]
