@@ -28,7 +28,7 @@ CASES = [("b0-cls", "224"), ("m0-cls", "224"), ("b0-seg", "256x512")]
 STAND_INS = ("plain", "trained-like")
 RECIPES = [("int8 (naive W8A8)", "int8", {"keep_float": 0}),
            ("int8 + equalize (exact, Microsoft FFN)", "int8", {"keep_float": 0, "equalize": "on"}),
-           ("int8-dynamic (W8, float activations)", "int8-dynamic", {}), ("fp16", "fp16", {})]
+           ("int8-dynamic (W8, activations int8 per run)", "int8-dynamic", {}), ("fp16", "fp16", {})]
 
 
 def bench(name: str, resolution: str, stand_in: str, out: Path) -> dict:

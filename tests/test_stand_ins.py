@@ -34,12 +34,10 @@ def test_trained_like_spreads_channel_ranges_and_keeps_the_output_scale(name, re
     plain, plain_logits, plain_source = _ranges(name, resolution, "plain")
     spread, logits, source = _ranges(name, resolution, "trained-like")
     assert len(spread) == len(plain) >= 10
-    assert np.median(spread) >= 100 > 30 > np.median(plain)  # measured: b0-seg 528 vs 23, m0 201 vs 4.3
+    assert np.median(spread) >= 100 > 30 > np.median(plain)
     assert logits.std() == pytest.approx(plain_logits.std(), rel=0.2)
     assert plain_source["stand_in"]["kind"] == "plain" and source["stand_in"]["kind"] == "trained-like"
     assert "trained-like" in source["warning"]
-    if name == "m0-cls":  # across the FFN's ReLU the spread is exact: the same function
-        assert np.abs(logits - plain_logits).max() <= 1e-4 * np.abs(plain_logits).max()
 
 
 def test_a_checkpoint_takes_no_stand_in(tmp_path):
