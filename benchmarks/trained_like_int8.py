@@ -5,8 +5,8 @@ For each case and each stand-in (`--stand-in plain|trained-like`, edgekit/models
 `edgekit export` itself: full int8 with nothing kept float beyond the attention core and XNNPACK-less
 ops (`--keep-float 0`: the naive W8A8), the same after the exact equalisation pass (`--equalize on`:
 each Microsoft FFN hidden channel's range split between its ReLU output and the conv reading it; the
-MIT models have no ReLU FFN, so it changes nothing there), int8-dynamic (int8 weights, float activations: the weights'
-share of the loss) and fp16 for scale. Fidelity is each artifact's own held-out verification against
+MIT models have no ReLU FFN, so it changes nothing there), int8-dynamic (int8
+weights; TFLite quantises each matmul/conv input on the fly, per run) and fp16 for scale. Fidelity is each artifact's own held-out verification against
 its own stand-in's PyTorch model (SQNR median/min over the verification photos, pixel or top-1
 agreement). No timing: this is about what breaks.
 
