@@ -133,8 +133,25 @@ def sweep() -> str:
     return _table(header, rows)
 
 
+# trained_like_int8.py ----------------------------------------------------------------------------
+def trained_like_int8() -> str:
+    data = _load("trained_like_int8")
+    names = list(data["cases"][0]["recipes"])
+    header = ["case", "stand-in", *names]
+    rows = []
+    for case in data["cases"]:
+        seg = case["task"] == "seg"
+        cells = [f"{_short(case['variant'])} {_res(case['resolution'], seg)}", case["stand_in"]]
+        for name in names:
+            x = case["recipes"][name]
+            kept = x["agreement_min"] if seg else x["agreement"]
+            cells.append(f"{x['sqnr_db_median']:.1f} / {x['sqnr_db_min']:.1f} dB, {kept:.0%}")
+        rows.append(cells)
+    return _table(header, rows)
+
+
 GENERATORS = {"runtime_latency": runtime_latency, "runtime_fidelity": runtime_fidelity,
-              "int8_frontier": int8_frontier, "sweep": sweep}
+              "int8_frontier": int8_frontier, "sweep": sweep, "trained_like_int8": trained_like_int8}
 
 
 def regions(text: str) -> list[tuple[str, str]]:
