@@ -74,8 +74,12 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise typer.Exit(e.exit_code) from None
 
 
-def _refuse(message: str) -> None:
-    raise EdgekitError(message)
+def _phone_flags_need_device(**given: Any) -> None:
+    """A phone-only flag given without --device: one line, exit 1."""
+    for name, value in given.items():
+        if value:
+            typer.echo(f"error: --{name.replace('_', '-')} is for a phone: add --device PHONE", err=True)
+            raise typer.Exit(1)
 
 
 class _Lines:
@@ -367,10 +371,7 @@ def verify(
     from edgekit.verify import require_passed, verify_artifact
 
     if device is None:
-        for flag, given in (("--delegate", delegate), ("--harness", harness), ("--adb-server", adb_server),
-                            ("--keep", keep)):
-            if given:
-                _run(_refuse, f"{flag} is for a phone: add --device PHONE")
+        _phone_flags_need_device(delegate=delegate, harness=harness, adb_server=adb_server, keep=keep)
         with _status(f"verifying {artifact_dir}"):
             result = _run(verify_artifact, artifact_dir, verify_images, weights, allow_calibration_images, threads)
         _show(result, as_json, "verify_report")
@@ -446,10 +447,7 @@ def eval_cmd(
     opts = EvalOptions(model, data, data_format, limit, weights, resolution, threads, save_predictions)
     with _status("evaluating", lines_when_piped=True) as status:
         if device is None:
-            for flag, given in (("--delegate", delegate), ("--harness", harness), ("--adb-server", adb_server),
-                                ("--keep", keep)):
-                if given:
-                    _run(_refuse, f"{flag} is for a phone: add --device PHONE")
+            _phone_flags_need_device(delegate=delegate, harness=harness, adb_server=adb_server, keep=keep)
             result = _run(evaluate, opts, lambda msg: status.update(msg))
         else:
             from edgekit.ondevice import PhoneOptions, evaluate_on_device

@@ -97,9 +97,11 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
 
 
 def _cache_key(variant, size, source: dict, data) -> str:
-    stand_in = source.get("stand_in") or {}
-    weights = source.get("sha256") or f"stand-in seed {stand_in.get('seed')}" + (
-        f" {stand_in['kind']}" if stand_in.get("kind", "plain") != "plain" else "")
+    from edgekit.reference import stand_in_kind
+
+    kind = stand_in_kind(source)
+    weights = source.get("sha256") or f"stand-in seed {(source.get('stand_in') or {}).get('seed')}" + (
+        f" {kind}" if kind != "plain" else "")  # plain keeps the key the caches were written under
     key = {"version": CACHE_VERSION, "weights": weights, "variant": variant.name, "size": list(size),
            "data": data.fingerprint(), "images": [s.name for s in data.samples]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -132,7 +134,7 @@ class Journal:
     EVERY = 8  # images between saves
 
     def __init__(self, path: Path, key: str, n: int):
-        self.path, self.key, self.n = Path(path), key, n
+        self.path, self.key = Path(path), key
         self.rows: list[np.ndarray] = []
         try:
             with np.load(self.path) as f:

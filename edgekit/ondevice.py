@@ -148,7 +148,6 @@ def verify_on_device(opts: DeviceVerifyOptions, progress: Progress = lambda _m: 
     from edgekit.profile import check_libraries, find_harness, lock_dir
     from edgekit.reference import run_images
     from edgekit.registry import get_variant
-    from edgekit.threads import torch_threads
     from edgekit.verify import judge, load_for_verification
 
     if opts.device == "host":
@@ -164,8 +163,7 @@ def verify_on_device(opts: DeviceVerifyOptions, progress: Progress = lambda _m: 
     files = find_harness(opts.harness, harness)
     progress("running PyTorch on the verification photos")
     batch = image_batch(get_variant(manifest.variant), manifest.size, list(images.paths))
-    with torch_threads(None):
-        expected = run_images(reference, batch)
+    expected = run_images(reference, batch)
     precision, tolerance_note = tolerance_precision(manifest, harness, delegate)
 
     def on_phone(target: Target) -> dict:

@@ -259,11 +259,9 @@ def _verify_artifact(artifact_dir: Path, verify_images: Path | None, weights: Pa
                      allow_calibration_images: bool, threads: int) -> dict:
     manifest, reference, images = load_for_verification(artifact_dir, verify_images, weights,
                                                          allow_calibration_images)
-    variant = manifest.variant
-    model_file = manifest.model_path
-    return {"artifact_dir": str(artifact_dir), "variant": variant, "target": manifest.target,
+    return {"artifact_dir": str(artifact_dir), "variant": manifest.variant, "target": manifest.target,
             "precision": manifest.precision,
-            "verification": verify_model(model_file, manifest, reference, images, threads=threads),
+            "verification": verify_model(manifest.model_path, manifest, reference, images, threads=threads),
             "random_weights": manifest.random_weights}
 
 
