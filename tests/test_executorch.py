@@ -99,6 +99,8 @@ def test_every_variant_exports_to_fp32_pte(tmp_path, name):
     assert m.verification["passed"], m.verification["failures"]
 
 
+# slow: the TFLite adb round trips (tests/test_profile.py, tests/test_ondevice.py) stay in the default run
+@pytest.mark.slow
 def test_profile_on_the_host_and_through_adb(tmp_path, connect, monkeypatch, shared_artifact):
     m = shared_artifact("b0-seg", "executorch", "fp32", "64x128")
     results = tmp_path / "r.jsonl"

@@ -160,6 +160,8 @@ def test_every_variant_exports_to_fp32_tflite(tmp_path, name):
     assert m.verification["passed"], m.verification
 
 
+# slow: onnx2tf's strict mode takes m0-cls 1.5-2 minutes here; the default run converts the MIT family
+@pytest.mark.slow
 def test_tflite_fp32_msra_family(shared_artifact, no_network):
     m = shared_artifact("m0-cls", "tflite", "fp32")
     v = m.verification
@@ -167,6 +169,7 @@ def test_tflite_fp32_msra_family(shared_artifact, no_network):
     assert m.io["output"]["shape"] == [1, 1000]
 
 
+@pytest.mark.slow  # shares the m0-cls TFLite export above
 def test_eval_runs_on_the_msra_tflite_artifact(shared_artifact, tmp_path):
     import eval_data
 
