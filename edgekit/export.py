@@ -195,7 +195,8 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
                             options=plan.options)
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
         converted = spec.convert(ConvertJob(variant, size, plan.precision, plan.options, form.model, calib_data,
-                                            Path(work), tmp, progress))
+                                            Path(work), tmp, progress,
+                                            plan.calibration.originals if plan.calibration is not None else 0))
         manifest = _manifest(plan, form, source, converted)
         _write_labels(variant, tmp)
         progress(f"verifying against PyTorch on {len(plan.verification.paths)} held-out photos")

@@ -92,6 +92,9 @@ class ConvertJob:
     work: Path  # scratch folder, removed after the export
     out: Path  # the artifact folder being written
     progress: Callable[[str], None]
+    # how many distinct images the calibration samples came from (sample j from image j % originals;
+    # calibration/sources.py): what an int8 recipe search holds out
+    calibration_originals: int = 0
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,11 @@ def _convert_value(f: dataclasses.Field, value: Any) -> Any:
             value = int(value)
         except (TypeError, ValueError):
             raise EdgekitError(f"{flag} {value!r} is not a whole number") from None
+    elif kind is float:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise EdgekitError(f"{flag} {value!r} is not a number") from None
     elif kind is tuple:
         value = tuple(part.strip().lower() for part in str(value).split(",") if part.strip())
         if not value:

@@ -70,31 +70,21 @@ class TFLiteOptions:
     layout: str = option("nhwc", "--layout", "input layout: nhwc (camera order) | nchw", ("nhwc", "nchw"))
     io: str = option("float", "--io", "input/output type: float | int8 (needs --precision int8)", ("float", "int8"))
     keep_float: int | None = option(None, "--keep-float", "int8: keep float the N ops whose quantisation costs most "
-                                    "on the calibration photos (slower, closer to fp32; default: the variant's "
-                                    "measured recipe, else 0)", None, int)
+                                    "on the calibration photos (slower, closer to fp32); default: chosen by the "
+                                    "recipe search on these weights", None, int)
+    int8_goal: str = option("25,20", "--int8-goal", "int8 recipe search: SQNR MEDIAN,MIN in dB the recipe must meet "
+                            "on held-out calibration photos (against the float graph)")
+    search_budget: float = option(900.0, "--search-budget", "int8 recipe search: seconds it may spend (checked "
+                                  "between builds)", None, float)
     equalize: str = option("off", "--equalize", "int8: split each Microsoft FFN hidden channel's range between "
                            "its ReLU output and the conv reading it, before calibration (exact) | off",
                            ("off", "on"))
 
 
-# The int8 default per variant: the fastest int8 recipe of benchmarks/results/int8_frontier.json that met
-# issue 14's goal there (SQNR >= 25 dB median and >= 20 dB on every held-out photo, segmentation keeping
-# >= 95% of pixel classes on every photo, b0-seg >= 1.5x fp32: `meets_goal` in that file), measured with
-# random stand-in weights. b0-cls: keeping its 60 most costly ops float gave 34.1/32.3 dB at 1.05x fp32
-# (1.35x in an earlier run; full int8: 17.0/15.2 dB at 1.48x). For b0-seg, b1-seg-ade20k and m0-cls no
-# recipe met it, so full int8 (the fastest) stays their default and verification says it fails.
-# Variants not measured default to full int8 as well. --keep-float N overrides.
-INT8_DEFAULT_KEEP_FLOAT = {"b0-cls": 60}
-INT8_DEFAULT_SOURCE = "benchmarks/results/int8_frontier.json (random stand-in weights)"
+def _search_settings(options: TFLiteOptions):
+    from edgekit.int8_search import parse_goal
 
-
-def keep_float_for(variant_name: str, options: TFLiteOptions) -> tuple[int, str]:
-    """How many ops an int8 export keeps float, and who chose that number."""
-    if options.keep_float is not None:
-        return options.keep_float, "--keep-float"
-    if variant_name in INT8_DEFAULT_KEEP_FLOAT:
-        return INT8_DEFAULT_KEEP_FLOAT[variant_name], f"the {variant_name} default from {INT8_DEFAULT_SOURCE}"
-    return 0, "default (full int8)"
+    return parse_goal(options.int8_goal), options.search_budget
 
 
 def _validate(precision: str, options: TFLiteOptions) -> None:
@@ -104,6 +94,10 @@ def _validate(precision: str, options: TFLiteOptions) -> None:
         raise EdgekitError("--keep-float needs --precision int8 (it chooses which int8 ops stay float)")
     if options.keep_float is not None and options.keep_float < 0:
         raise EdgekitError(f"--keep-float must be 0 or more (got {options.keep_float})")
+    if precision == Precision.INT8.value:
+        _search_settings(options)
+        if options.search_budget <= 0:
+            raise EdgekitError(f"--search-budget must be positive seconds (got {options.search_budget:g})")
     if options.equalize == "on" and precision != Precision.INT8.value:
         raise EdgekitError("--equalize needs --precision int8 (it balances ranges for int8 activations)")
 
@@ -259,11 +253,12 @@ def _nodes(calibrated: bytes) -> list[dict]:
     return nodes
 
 
-def sensitivity(calibrated: bytes, images_nchw: np.ndarray, task: str, progress=lambda _m: None) -> list[dict]:
+def sensitivity(calibrated: bytes, images_nchw: np.ndarray, task: str, progress=lambda _m: None,
+                stop=lambda: False) -> list[dict] | None:
     """Each quantisable op int8 alone (everything else float), most costly first (by its worst image:
     an op that is harmless on most photos can still ruin one): the SQNR of the model's output against
     the calibrated float model itself on `images_nchw`, so the number is the cost of that op's
-    quantisation and nothing else."""
+    quantisation and nothing else. None if `stop()` turns true on the way (a search out of time)."""
     from edgekit.metrics import compare
 
     reference = TFLiteRunner(content=calibrated).run(images_nchw)  # in the model's own layout: SQNR only
@@ -271,6 +266,8 @@ def sensitivity(calibrated: bytes, images_nchw: np.ndarray, task: str, progress=
     names = [n["node"] for n in nodes]
     found = []
     for i, node in enumerate(nodes, 1):
+        if stop():
+            return None
         progress(f"int8 sensitivity: op {i}/{len(nodes)} ({node['op']})")
         alone = quantize_calibrated(calibrated, tuple(n for n in names if n != node["node"]))
         result = compare(reference, TFLiteRunner(content=alone).run(images_nchw, reference.shape), task)
@@ -278,32 +275,111 @@ def sensitivity(calibrated: bytes, images_nchw: np.ndarray, task: str, progress=
     return sorted(found, key=lambda n: (n["sqnr_db_min"], n["sqnr_db"]))
 
 
+@dataclass(frozen=True)
+class Int8Request:
+    """What an int8 conversion is asked for: a fixed number of ops kept float (--keep-float), or
+    (keep_float None) a recipe search against `goal` within `budget_s`; `originals`: how many distinct
+    images the calibration samples came from (the search holds some out)."""
+
+    keep_float: int | None = 0
+    goal: object = None  # edgekit.int8_search.Goal
+    budget_s: float = 900.0
+    originals: int = 0
+    int8_io: bool = False
+    task: str = "seg"
+
+
+def _recipe(keep_float: int, kept: list[dict], ranked: list[dict] | None, measured_on: str) -> dict:
+    return {"activations": "int8 per tensor, calibrated min/max", "weights": "int8 per channel",
+            "float_ops": list(INT8_FLOAT_OPS), "float_nodes": list(INT8_FLOAT_NODES), "keep_float": keep_float,
+            "kept_float": kept,
+            "sensitivity": None if ranked is None else {"measured_on": measured_on,
+                                                        "most_costly": ranked[:SENSITIVITY_RECORDED]}}
+
+
+def _fixed_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
+                progress) -> tuple[bytes, dict]:
+    calibrated = calibrate(saved_model, calibration_nchw, layout)
+    kept, ranked = [], None
+    photos = calibration_nchw[:SENSITIVITY_SAMPLES]
+    if request.keep_float:
+        ranked = sensitivity(calibrated, photos, request.task, progress)
+        kept = ranked[:request.keep_float]
+    model = quantize_calibrated(calibrated, tuple(n["node"] for n in kept))
+    return model, {**_recipe(request.keep_float, kept, ranked, f"the first {len(photos)} calibration samples"),
+                   "chosen_by": "--keep-float"}
+
+
+# 16-bit activations: TFLite's int16x8 mode exists, but XNNPACK (the CPU runtime this target ships and
+# is timed with) has only 8-bit quantised kernels, so such a model would leave XNNPACK: not a fast recipe here.
+NO_INT16_HERE = "XNNPACK, this target's CPU runtime, has no 16-bit activation kernels (w8a16 is the NPU's: --target qnn)"
+
+
+def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
+                progress) -> tuple[bytes, dict]:
+    """The recipe search (edgekit.int8_search) on these weights: full int8, then the fewest most-costly
+    ops kept float (bisection on the sensitivity ranking), calibrated on part of the calibration samples
+    and judged on the rest against the same graph in float."""
+    from edgekit.int8_search import Search, held_out_split, median_ms
+    from edgekit.metrics import compare
+
+    fit, judge = held_out_split(len(calibration_nchw), request.originals)
+    fit_data, judge_data = calibration_nchw[fit], calibration_nchw[judge]
+    progress(f"int8 search: calibrating on {len(fit)} samples, judging on {len(judge)} held out")
+    calibrated = calibrate(saved_model, fit_data, layout)
+    float_runner = TFLiteRunner(content=calibrated)
+    reference = float_runner.run(judge_data)
+
+    def measure(model: bytes) -> dict:
+        runner = TFLiteRunner(content=model)
+        c = compare(reference, runner.run(judge_data, reference.shape), request.task)
+        ms = median_ms(lambda: runner.run(judge_data[:1], reference.shape))
+        return {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min",
+                                  "agreement_kind")} | {"median_ms": ms}
+
+    search = Search(request.goal, request.budget_s, measure,
+                    median_ms(lambda: float_runner.run(judge_data[:1], reference.shape)), progress)
+    ranked: list[dict] | None = None
+    full = search.try_recipe("full int8", {"keep_float": 0}, lambda: quantize_calibrated(calibrated))
+    if full is not None and not full["meets_goal"]:
+        progress("int8 search: ranking the ops by the cost of their quantisation")
+        photos = fit_data[:SENSITIVITY_SAMPLES]
+        ranked = sensitivity(calibrated, photos, request.task, progress, stop=search.out_of_time)
+        if ranked is None:
+            search.skip("the most costly ops kept float", f"the {search.budget_s:g} s budget ran out while ranking")
+        else:
+            search.bisect(len(ranked), lambda k: f"the {k} most costly ops float", lambda k: {"keep_float": k},
+                          lambda k: quantize_calibrated(calibrated, tuple(n["node"] for n in ranked[:k])))
+        search.skip("16-bit activations", NO_INT16_HERE)
+    model, chosen = search.choice()
+    k = chosen["options"]["keep_float"]
+    ranked_on = f"the first {min(len(fit), SENSITIVITY_SAMPLES)} calibration samples not held out"
+    recipe = _recipe(k, [] if ranked is None else ranked[:k], ranked, ranked_on)
+    recipe["chosen_by"] = "the recipe search"
+    held = sorted({j % request.originals for j in judge})
+    recipe["search"] = search.record(chosen, judged_on=f"{len(judge)} calibration samples from the held-out "
+                                     f"image(s) {', '.join(str(i + 1) for i in held)} of {request.originals}",
+                                     reference="the same graph in float (the calibrated model)",
+                                     calibrated_on=len(fit))
+    return model, recipe
+
+
 def quantize(saved_model: Path, precision: Precision, calibration_nchw: np.ndarray | None, layout: Layout,
-             int8_io: bool, keep_float: int = 0, task: str = "seg", progress=lambda _m: None) -> tuple[bytes, dict]:
+             request: Int8Request = Int8Request(), progress=lambda _m: None) -> tuple[bytes, dict]:
     """TFLiteConverter on onnx2tf's SavedModel: dynamic-range int8; or full int8 with the attention
     core and XNNPACK-less ops (INT8_FLOAT_OPS) float and, with keep_float > 0, also the ops whose
-    quantisation costs the most on the calibration photos (never the verification ones). Returns the
-    model and what the recipe did, for the manifest."""
+    quantisation costs the most on the calibration photos (never the verification ones), or with
+    keep_float None the recipe the search chose. Returns the model and what the recipe did, for the manifest."""
     if precision is not Precision.INT8:
         try:
             return _converter(saved_model, None, layout).convert(), {}
         except Exception as e:
             raise _conversion_failed(precision.value, e) from e
-    calibrated = calibrate(saved_model, calibration_nchw, layout)
-    kept: list[dict] = []
-    ranked = None
-    if keep_float:
-        photos = calibration_nchw[:SENSITIVITY_SAMPLES]
-        ranked = sensitivity(calibrated, photos, task, progress)
-        kept = ranked[:keep_float]
-    model = quantize_calibrated(calibrated, tuple(n["node"] for n in kept))
-    recipe = {"activations": "int8 per tensor, calibrated min/max", "weights": "int8 per channel",
-              "float_ops": list(INT8_FLOAT_OPS), "float_nodes": list(INT8_FLOAT_NODES), "keep_float": keep_float,
-              "kept_float": kept,
-              "sensitivity": None if ranked is None else {
-                  "measured_on": f"the first {len(photos)} calibration samples",
-                  "most_costly": ranked[:SENSITIVITY_RECORDED]}}
-    if int8_io:
+    if request.keep_float is None:
+        model, recipe = search_int8(saved_model, calibration_nchw, layout, request, progress)
+    else:
+        model, recipe = _fixed_int8(saved_model, calibration_nchw, layout, request, progress)
+    if request.int8_io:
         # The selective path ignores inference_input_type; drop the boundary QUANTIZE/DEQUANTIZE instead.
         import tensorflow as tf
         from tensorflow.lite.python.util import modify_model_io_type
@@ -329,9 +405,7 @@ def convert(
     input_name: str,
     sample_nhwc01: np.ndarray,
     calibration_nchw: np.ndarray | None = None,
-    int8_io: bool = False,
-    keep_float: int = 0,
-    task: str = "seg",
+    request: Int8Request = Int8Request(),
     progress=lambda _m: None,
 ) -> TFLiteResult:
     """The .tflite for `precision`, written to workdir/model.tflite."""
@@ -348,7 +422,7 @@ def convert(
         produced.replace(target)
     recipe: dict = {}
     if precision not in (Precision.FP32, Precision.FP16):
-        model, recipe = quantize(out, precision, calibration_nchw, layout, int8_io, keep_float, task, progress)
+        model, recipe = quantize(out, precision, calibration_nchw, layout, request, progress)
         target.write_bytes(model)
     ops = tflite_ops(target)
     flex = [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
@@ -480,14 +554,15 @@ def _convert(job: ConvertJob) -> Converted:
     job.progress("exporting the deploy form to ONNX")
     onnx_path = export_onnx(job.deploy, job.size, job.work / "deploy.onnx")
     calibrating = job.calibration is not None
-    keep_float, chosen_by = keep_float_for(job.variant.name, job.options)
+    request = Int8Request(job.options.keep_float, *_search_settings(job.options), job.calibration_originals,
+                          job.options.io == "int8", job.variant.task) if job.precision == Precision.INT8.value else None
     job.progress(f"converting to TFLite {job.precision} (onnxsim, onnx2tf{', int8 calibration' if calibrating else ''})")
     result = convert(onnx_path, job.work, Precision(job.precision), Layout(job.options.layout), INPUT_NAME,
-                     _sample_nhwc01(job.variant.dataset, job.size), job.calibration, int8_io=job.options.io == "int8",
-                     keep_float=keep_float, task=job.variant.task, progress=job.progress)
+                     _sample_nhwc01(job.variant.dataset, job.size), job.calibration, request or Int8Request(),
+                     progress=job.progress)
     model_file = job.out / SPEC.model_file
     shutil.move(str(result.path), model_file)
-    info = {"int8": {**result.recipe, "keep_float_chosen_by": chosen_by}} if result.recipe else {}
+    info = {"int8": result.recipe} if result.recipe else {}
     job.progress("checking GPU delegate compatibility (LiteRT's model analyzer)")
     info["gpu_delegate"] = gpu_compatibility(model_file)
     return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes), target_info=info)
@@ -534,10 +609,13 @@ def _describe(manifest) -> list[str]:
     recipe = manifest.target_info.get("int8")
     if not recipe:
         return lines
+    from edgekit.int8_search import summary_lines
+
     n = recipe["keep_float"]
     kept = f"the {n} ops whose quantisation cost most on the calibration photos kept float" if n else "full int8"
-    return [*lines, f"int8: {kept} ({recipe.get('keep_float_chosen_by', '--keep-float')}); attention core, "
-            f"{', '.join(recipe['float_nodes'])} and XNNPACK-less ops float"]
+    lines.append(f"int8: {kept} ({recipe.get('chosen_by') or recipe.get('keep_float_chosen_by', '--keep-float')}); "
+                 f"attention core, {', '.join(recipe['float_nodes'])} and XNNPACK-less ops float")
+    return lines + (summary_lines(recipe["search"]) if recipe.get("search") else [])
 
 
 def _runner(model_file: Path, manifest, threads: int = 2) -> TFLiteRunner:

@@ -218,7 +218,7 @@ def test_android_bundle_of_b0_seg(b0_fp32, tmp_path, stub_classes):
 
 
 def test_int8_io_bundle_has_the_models_quantisation(tmp_path, stub_classes):
-    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", target_options={"io": "int8"}, num_calibration=2,
+    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", target_options={"io": "int8", "keep_float": 0}, num_calibration=2,
                              output=tmp_path / "a"))
     # two calibration samples at 64x128: this int8 model misses its held-out bar, so packaging it needs
     # --allow-failed, and then the bundle says so everywhere (see test_failed_artifact_packages_only_when_allowed)

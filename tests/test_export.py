@@ -48,6 +48,7 @@ def test_tflite_fp32_export_is_verified_and_complete(b0_fp32):
     assert "RESIZE_NEAREST_NEIGHBOR" not in on_disk["ops"]
     assert on_disk["tools"]["onnx2tf"] and on_disk["tools"]["tensorflow"] and "coremltools" not in on_disk["tools"]
     assert on_disk["schema"] == 2 and on_disk["target_options"] == {"layout": "nhwc", "io": "float", "keep_float": None,
+                                                                "int8_goal": "25,20", "search_budget": 900.0,
                                                                 "equalize": "off"}
     v = on_disk["verification"]
     assert v["passed"] and v["max_rel"] <= 1e-4 and v["agreement"] == 1.0 and v["artifact_run"]
@@ -84,7 +85,7 @@ def test_onnx_target_m0(tmp_path, no_network):
 
 
 def test_tflite_int8_with_int8_io(tmp_path, no_network):
-    m = export(ExportOptions("b0-seg", "tflite", "int8", "128x256", target_options={"io": "int8"}, num_calibration=6,
+    m = export(ExportOptions("b0-seg", "tflite", "int8", "128x256", target_options={"io": "int8", "keep_float": 0}, num_calibration=6,
                              output=tmp_path))
     inp = m.io["input"]
     assert inp["dtype"] == "int8" and inp["quantization"]["scale"] > 0

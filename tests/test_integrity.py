@@ -142,7 +142,8 @@ def test_profile_takes_a_folder_of_artifacts(art, tmp_path):
 
 # 6. a FAILED artifact packaged with exit 0 and nothing in the bundle said so
 def test_a_failed_artifact_packages_only_when_allowed_and_then_says_so(tmp_path):
-    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", num_calibration=2, output=tmp_path / "a"))
+    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", target_options={"keep_float": 0},
+                             num_calibration=2, output=tmp_path / "a"))
     assert not m.verification["passed"]
     out = tmp_path / "b"
     _one_line_error(runner.invoke(app, ["package", m.artifact_dir, "--platform", "android", "-o", str(out)]),

@@ -1,7 +1,6 @@
 """int8 recipes (issue 14): the per-op sensitivity analysis and keeping the most costly ops float."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,8 +33,9 @@ def test_keep_float_keeps_the_most_costly_ops_float(tmp_path):
     assert ranked[:5] == kept and "calibration" in recipe["sensitivity"]["measured_on"]
     floats = _float_outputs(m.model_path)
     assert all(k["node"] in floats for k in kept)  # really computed in float in the model file
-    # the default recipe measures nothing and keeps nothing extra float
-    full = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", num_calibration=4, output=tmp_path / "full"))
+    # --keep-float 0 measures nothing and keeps nothing extra float
+    full = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", target_options={"keep_float": 0},
+                                num_calibration=4, output=tmp_path / "full"))
     assert full.target_info["int8"]["kept_float"] == [] and full.target_info["int8"]["sensitivity"] is None
     assert not {k["node"] for k in kept} & _float_outputs(full.model_path)
 
@@ -45,7 +45,7 @@ def test_keep_float_needs_int8(tmp_path):
                          (["-p", "int8", "--keep-float", "-1"], "--keep-float must be 0 or more")):
         r = runner.invoke(app, ["export", "b0-seg", "-r", "64x128", *args, "-o", str(tmp_path / "o")])
         assert r.exit_code == 1 and needle in r.stderr, r.output
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())  # nothing half-written
 
 
 @pytest.mark.slow  # 90 s here (every quantised op int8 alone)
@@ -69,14 +69,81 @@ def test_inspect_quantization_ranks_ops_on_held_out_photos():
     assert r.exit_code == 1 and "--quantization is not available for onnx" in r.stderr
 
 
-def test_the_int8_default_is_the_measured_recipe_per_variant():
-    from edgekit.targets.tflite import INT8_DEFAULT_KEEP_FLOAT, TFLiteOptions, keep_float_for
+def test_the_held_out_split_keeps_whole_images_out():
+    from edgekit.errors import EdgekitError
+    from edgekit.int8_search import held_out_split
 
-    frontier = json.loads((Path(__file__).parents[1] / "benchmarks/results/int8_frontier.json").read_text())
-    for case in frontier["cases"]:
-        passing = [(r["median_ms"], r["options"].get("keep_float", 0)) for r in case["recipes"].values()
-                   if r["meets_goal"]]
-        # the default is the fastest int8 recipe that met the goal there, or full int8 when none did
-        assert keep_float_for(case["variant"], TFLiteOptions())[0] == (min(passing)[1] if passing else 0), case["variant"]
-    assert set(INT8_DEFAULT_KEEP_FLOAT) <= {c["variant"] for c in frontier["cases"]}
-    assert keep_float_for("b0-cls", TFLiteOptions(keep_float=0)) == (0, "--keep-float")  # the flag wins
+    fit, judge = held_out_split(8, 4)  # samples 0-3 the photos, 4-7 crops of photos 0-3 in turn
+    assert judge == [3, 7] and fit == [0, 1, 2, 4, 5, 6]
+    fit, judge = held_out_split(16, 8)
+    assert judge == [6, 7, 14, 15] and not set(fit) & set(judge)
+    with pytest.raises(EdgekitError, match="at least 2 distinct calibration images"):
+        held_out_split(4, 1)
+
+
+def test_parse_goal_refusals():
+    from edgekit.errors import EdgekitError
+    from edgekit.int8_search import parse_goal
+
+    assert parse_goal("30,22.5").min_db == 22.5
+    for bad in ("25", "a,b", "20,25"):
+        with pytest.raises(EdgekitError, match="--int8-goal"):
+            parse_goal(bad)
+
+
+def _search(quality, budget=1e9):
+    """A Search whose models are k (ops kept float) and whose SQNR is quality(k)."""
+    from edgekit.int8_search import Goal, Search
+
+    built = []
+    s = Search(Goal(25, 20), budget, lambda k: {"sqnr_db_median": quality(k), "sqnr_db_min": quality(k) - 1,
+                                               "agreement": 1.0, "agreement_min": 1.0, "agreement_kind": "x",
+                                               "median_ms": 1.0 + k / 100}, float_ms=2.0)
+    s.try_recipe("full int8", {"keep_float": 0}, lambda: built.append(0) or 0)
+    s.bisect(100, str, lambda k: {"keep_float": k}, lambda k: built.append(k) or k)
+    return s, built
+
+
+def test_bisection_finds_the_fewest_ops_kept_float():
+    s, built = _search(lambda k: 10 + k / 2)  # meets 25/20 from k = 30 (median 25, min 24)
+    model, chosen = s.choice()
+    assert model == 30 and chosen["options"] == {"keep_float": 30} and chosen["meets_goal"]
+    assert len(built) <= 2 + 7 and built[:2] == [0, 100]  # full int8, all float, then halving
+    assert chosen["speedup_over_float"] == pytest.approx(2.0 / 1.30, abs=1e-3)
+    s, _ = _search(lambda k: 10.0)  # nothing helps: all float fails too, so the bisection stops there
+    model, chosen = s.choice()
+    assert len(s.trials) == 2 and not chosen["meets_goal"]
+    s, _ = _search(lambda k: 10 + k, budget=-1)  # out of time before the first build
+    assert not s.trials and s.skipped[0]["recipe"] == "full int8"
+
+
+def test_export_searches_the_int8_recipe_on_held_out_calibration_photos(tmp_path):
+    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", output=tmp_path))
+    recipe = m.target_info["int8"]
+    search = recipe["search"]
+    assert recipe["chosen_by"] == "the recipe search" and search["calibrated_on"] == 6
+    assert "held-out image(s) 4 of 4" in search["judged_on"]
+    tried = {t["recipe"]: t for t in search["tried"]}
+    assert tried["full int8"]["options"] == {"keep_float": 0}
+    meeting = [t for t in search["tried"] if t["meets_goal"]]
+    chosen = tried[search["chosen"]]
+    if meeting:  # where any tried recipe meets the goal, the chosen one does, with the fewest ops float
+        assert chosen["meets_goal"] and chosen["options"]["keep_float"] == min(t["options"]["keep_float"]
+                                                                                 for t in meeting)
+    assert recipe["keep_float"] == chosen["options"]["keep_float"] == len(recipe["kept_float"])
+    assert {k["node"] for k in recipe["kept_float"]} <= _float_outputs(m.model_path)
+    assert all(t["speedup_over_float"] > 0 and 0 <= t["agreement_min"] <= 1 for t in search["tried"])
+    # a goal full int8 meets ends the search at once, and the printed search says so
+    r = runner.invoke(app, ["export", "b0-seg", "-p", "int8", "-r", "64x128", "--int8-goal", "5,3",
+                            "--num-calibration", "4", "-o", str(tmp_path / "lax")])
+    assert "int8 recipe search (goal 5/3 dB" in r.stdout and "* full int8" in r.stdout, r.output
+    assert "most costly ops float:" not in r.stdout
+
+
+def test_search_flags_refusals(tmp_path):
+    for args, needle in ((["--int8-goal", "x"], "--int8-goal takes MEDIAN,MIN"),
+                         (["--search-budget", "0"], "--search-budget must be positive"),
+                         (["--num-calibration", "1"], "at least 2 distinct calibration images")):
+        r = runner.invoke(app, ["export", "b0-seg", "-p", "int8", "-r", "64x128", *args, "-o", str(tmp_path / "o")])
+        assert r.exit_code == 1 and needle in r.stderr, r.output
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())  # nothing half-written

@@ -211,7 +211,8 @@ def test_verify_on_the_users_own_photos_per_image(b0_fp32, tmp_path):
 def test_a_calibration_photo_is_refused_for_verification(tmp_path):
     """An int8 artifact calibrated on the built-in calibration photos: verifying it on one of them is
     refused unless allowed, and then the report says so."""
-    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", num_calibration=2, output=tmp_path / "a"))
+    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", target_options={"keep_float": 0},
+                             num_calibration=2, output=tmp_path / "a"))
     assert [i["name"] for i in m.calibration["images"]] == ["city.png", "indoor.jpg"]
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -253,7 +254,8 @@ def test_targets_command_lists_the_table():
     assert r.exit_code == 0, r.output
     rows = {row["target"]: row for row in json.loads(r.stdout)}
     assert set(rows) == set(targets.TARGETS)
-    assert rows["tflite"]["options"] == ["--layout", "--io", "--keep-float", "--equalize"] and rows["tflite"]["profiler"] == "benchmark_model"
+    assert rows["tflite"]["options"] == ["--layout", "--io", "--keep-float", "--int8-goal",
+                                             "--search-budget", "--equalize"] and rows["tflite"]["profiler"] == "benchmark_model"
     assert rows["coreml"]["platform"] == "ios" and rows["onnx"]["platform"] == "android"
     assert rows["onnx"]["profiler"] == rows["qnn"]["profiler"] == "onnxruntime_perf_test"  # one program, two EPs
     assert rows["onnx"]["delegates"] == ["cpu"] and rows["qnn"]["delegates"] == ["npu"]

@@ -1,0 +1,176 @@
+"""Choosing an int8 recipe at export time, on the weights being exported.
+
+What breaks int8 depends on the weights: trained EfficientViT collapses under naive W8A8 (B1: 3.2% top-1,
+FP 79.4) because of the per-channel spread of its depthwise/MBConv activations, which random weights do
+not have, so no recipe measured on stand-ins can be a default. A target that quantises hands this module
+its recipes in the order it expects them to run fastest; each is built, measured on calibration samples
+held out of calibration (never the verification photos) against the same graph in float, and timed on
+this host beside that float graph, and the search stops at the first that meets the goal. AIMET's
+AutoQuant (choosing among CLE, bias correction and AdaRound by measured accuracy) is the model for
+choosing by measurement.
+
+The keep-K-ops-float step bisects on a sensitivity ranking: the cost of keeping ops float falls, roughly,
+as K grows, so the smallest K meeting the goal is found in log2(ops) builds instead of one per K.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from edgekit.errors import EdgekitError
+
+DEFAULT_GOAL = "25,20"
+DEFAULT_BUDGET_S = 900.0
+HELD_OUT_SHARE = 4  # one calibration photo in four (at least one) is held out to judge the recipes
+
+
+@dataclass(frozen=True)
+class Goal:
+    """SQNR in dB against the float graph, over the held-out samples: the median and the worst."""
+
+    median_db: float
+    min_db: float
+
+    def met(self, trial: dict) -> bool:
+        return trial["sqnr_db_median"] >= self.median_db and trial["sqnr_db_min"] >= self.min_db
+
+    def __str__(self) -> str:
+        return f"{self.median_db:g}/{self.min_db:g} dB median/min"
+
+
+def parse_goal(text: str) -> Goal:
+    try:
+        median, minimum = (float(v) for v in text.split(","))
+    except ValueError:
+        raise EdgekitError(f"--int8-goal takes MEDIAN,MIN in dB, e.g. {DEFAULT_GOAL} (got {text!r})") from None
+    if minimum > median:
+        raise EdgekitError(f"--int8-goal {text}: the worst photo's SQNR (MIN) cannot exceed the median")
+    return Goal(median, minimum)
+
+
+def held_out_split(samples: int, originals: int) -> tuple[list[int], list[int]]:
+    """(calibrate-on, judge-on) sample indices. Sample j was made from original image j % originals
+    (calibration/sources.py: the originals first, then seeded crops and flips of them in turn), so the
+    last originals // 4 images (at least one) are held out whole, with every sample made from them."""
+    if originals < 2:
+        raise EdgekitError(f"the int8 recipe search holds calibration photos out to judge the recipes and needs "
+                           f"at least 2 distinct calibration images (got {originals}): give more "
+                           f"(--calibration, --num-calibration) or choose the recipe yourself with --keep-float N")
+    held = set(range(originals - max(1, originals // HELD_OUT_SHARE), originals))
+    fit = [j for j in range(samples) if j % originals not in held]
+    judge = [j for j in range(samples) if j % originals in held]
+    return fit, judge
+
+
+@dataclass
+class Search:
+    """One search: `measure(model)` returns the model's SQNR (median/min) and agreement against the
+    float graph on the held-out samples and its host latency; `float_ms` is the float graph's, timed
+    in the same run."""
+
+    goal: Goal
+    budget_s: float
+    measure: Callable[[object], dict]
+    float_ms: float
+    progress: Callable[[str], None] = lambda _m: None
+    trials: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    built: dict = field(default_factory=dict)  # trial index -> model
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def out_of_time(self) -> bool:
+        return self.elapsed() > self.budget_s
+
+    def skip(self, recipe: str, why: str) -> None:
+        self.skipped.append({"recipe": recipe, "why": why})
+        self.progress(f"int8 search: {recipe}: skipped ({why})")
+
+    def try_recipe(self, recipe: str, options: dict, build: Callable[[], object]) -> dict | None:
+        """Build and measure one recipe; None (and recorded as skipped) once the budget is spent."""
+        if self.out_of_time():
+            self.skip(recipe, f"the {self.budget_s:g} s search budget was spent")
+            return None
+        t0 = time.perf_counter()
+        model = build()
+        m = self.measure(model)
+        trial = {"recipe": recipe, "options": options, **m,
+                 "speedup_over_float": round(self.float_ms / m["median_ms"], 3) if m["median_ms"] else None,
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        trial["meets_goal"] = self.goal.met(trial)
+        self.built[len(self.trials)] = model
+        self.trials.append(trial)
+        self.progress(f"int8 search: {recipe}: {trial['sqnr_db_median']:.1f}/{trial['sqnr_db_min']:.1f} dB, "
+                      f"{trial['speedup_over_float']:.2f}x float on this host -> "
+                      f"{'meets' if trial['meets_goal'] else 'below'} the goal ({self.goal})")
+        return trial
+
+    def bisect(self, n: int, recipe_of: Callable[[int], str], options_of: Callable[[int], dict],
+               build: Callable[[int], object]) -> dict | None:
+        """The smallest k in 1..n whose recipe meets the goal, assuming k = 0 did not: k = n first
+        (if that fails, no k will), then halving the bracket. Returns that trial, or None."""
+        top = self.try_recipe(recipe_of(n), options_of(n), lambda: build(n))
+        if top is None or not top["meets_goal"]:
+            return None
+        lo, hi, best = 0, n, top
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            trial = self.try_recipe(recipe_of(mid), options_of(mid), lambda m=mid: build(m))
+            if trial is None:
+                break
+            if trial["meets_goal"]:
+                hi, best = mid, trial
+            else:
+                lo = mid
+        return best
+
+    def choice(self) -> tuple[object, dict]:
+        """The first recipe (in the target's order: fastest expected first) that met the goal; when none
+        did, the most faithful one tried (worst photo first), so verification reports what it costs."""
+        if not self.trials:
+            raise EdgekitError("the int8 recipe search tried no recipe within its budget; raise --search-budget")
+        meeting = [i for i, t in enumerate(self.trials) if t["meets_goal"]]
+        if meeting:
+            # bisection tries larger k before smaller: among those meeting, the fewest ops kept float
+            i = min(meeting, key=lambda j: (self.trials[j]["options"].get("keep_float", 0), j))
+        else:
+            i = max(range(len(self.trials)), key=lambda j: (self.trials[j]["sqnr_db_min"],
+                                                             self.trials[j]["sqnr_db_median"]))
+        return self.built[i], self.trials[i]
+
+    def record(self, chosen: dict, **facts) -> dict:
+        return {"goal": asdict(self.goal), "budget_s": self.budget_s, "seconds": round(self.elapsed(), 1),
+                "float_ms": self.float_ms, **facts, "tried": self.trials, "skipped": self.skipped,
+                "chosen": chosen["recipe"], "met": chosen["meets_goal"]}
+
+
+def median_ms(run: Callable[[], object], repeats: int = 5) -> float:
+    """Median wall time of `run` after one warm-up call, in ms."""
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return round(statistics.median(times), 3)
+
+
+def summary_lines(search: dict) -> list[str]:
+    """The search as `edgekit export` prints it (and the report shows)."""
+    lines = [f"int8 recipe search (goal {Goal(**search['goal'])} on {search['judged_on']}; "
+             f"{search['seconds']:g} s of a {search['budget_s']:g} s budget):"]
+    for t in search["tried"]:
+        mark = "*" if t["recipe"] == search["chosen"] else " "
+        lines.append(f" {mark} {t['recipe']}: {t['sqnr_db_median']:.1f}/{t['sqnr_db_min']:.1f} dB, "
+                     f"{t['agreement_kind']} {t['agreement_min']:.3f} (worst), "
+                     f"{t['speedup_over_float']:.2f}x float on this host"
+                     f"{'' if t['meets_goal'] else ' (below the goal)'}")
+    lines += [f"   {s['recipe']}: skipped ({s['why']})" for s in search["skipped"]]
+    lines.append(f"   chosen: {search['chosen']}" + ("" if search["met"] else
+                 " - no recipe tried met the goal: the most faithful one was kept"))
+    return lines
