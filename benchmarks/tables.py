@@ -150,8 +150,32 @@ def trained_like_int8() -> str:
     return _table(header, rows)
 
 
+# int8_search.py ------------------------------------------------------------------------------------
+def int8_search() -> str:
+    data = _load("int8_search")
+    header = ["case", "stand-in", "full int8 (held-out calibration)", "chosen", "recipes tried (s)",
+              "the artifact on the verification photos"]
+    rows = []
+    for case in data["cases"]:
+        seg = case["task"] == "seg"
+        search = case["search"]
+        tried = {t["recipe"]: t for t in search["tried"]}
+        full, chosen = tried["full int8"], tried[search["chosen"]]
+        v = case["verification"]
+        kept = v["agreement_min"] if seg else v["agreement"]
+        rows.append([f"{_short(case['variant'])} {_res(case['resolution'], seg)}", case["stand_in"],
+                     f"{full['sqnr_db_median']:.1f} / {full['sqnr_db_min']:.1f} dB",
+                     f"{search['chosen']}: {chosen['sqnr_db_median']:.1f} / {chosen['sqnr_db_min']:.1f} dB, "
+                     f"{chosen['speedup_over_float']:.2f}x float{'' if search['met'] else ' (none met the goal)'}",
+                     f"{len(search['tried'])} ({search['seconds']:.0f} s)",
+                     f"{v['sqnr_db_median']:.1f} / {v['sqnr_db_min']:.1f} dB, {kept:.0%}, "
+                     f"{'PASS' if v['passed'] else 'FAIL'}"])
+    return _table(header, rows)
+
+
 GENERATORS = {"runtime_latency": runtime_latency, "runtime_fidelity": runtime_fidelity,
-              "int8_frontier": int8_frontier, "sweep": sweep, "trained_like_int8": trained_like_int8}
+              "int8_frontier": int8_frontier, "sweep": sweep, "trained_like_int8": trained_like_int8,
+              "int8_search": int8_search}
 
 
 def regions(text: str) -> list[tuple[str, str]]:

@@ -154,9 +154,21 @@ def test_export_bad_input(tmp_path):
     _cli_error(["b0-seg", "--calibration", str(empty)], "--calibration is used only by calibrated precisions", out)
 
 
+# l3-cls (246M parameters) through onnx2tf reached 23 GB of resident memory here and was OOM-killed on this
+# 24 GiB host (dmesg: anon-rss 23019548 kB; stop 29); the other L variants convert. It runs where there is room.
+L3_TFLITE_GIB = 32
+
+
+def _memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_every_variant_exports_to_fp32_tflite(tmp_path, name):
+    if name == "l3-cls" and _memory_gib() < L3_TFLITE_GIB:
+        pytest.skip(f"l3-cls to TFLite needs more than {_memory_gib():.0f} GiB (onnx2tf reached 23 GB here, OOM-killed); "
+                    f"runs on a host with >= {L3_TFLITE_GIB} GiB")
     m = export(ExportOptions(name, "tflite", "fp32", every_variant_resolution(name), output=tmp_path))
     assert m.verification["passed"], m.verification
 
