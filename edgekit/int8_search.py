@@ -24,7 +24,7 @@ from edgekit.errors import EdgekitError
 
 DEFAULT_GOAL = "25,20"
 DEFAULT_BUDGET_S = 900.0
-HELD_OUT_SHARE = 4  # one calibration photo in four (at least one) is held out to judge the recipes
+MAX_FOLDS = 4  # cross-validation folds over the calibration images (each fold holds out 1/4 of them)
 
 
 @dataclass(frozen=True)
@@ -51,25 +51,26 @@ def parse_goal(text: str) -> Goal:
     return Goal(median, minimum)
 
 
-def held_out_split(samples: int, originals: int) -> tuple[list[int], list[int]]:
-    """(calibrate-on, judge-on) sample indices. Sample j was made from original image j % originals
-    (calibration/sources.py: the originals first, then seeded crops and flips of them in turn), so the
-    last originals // 4 images (at least one) are held out whole, with every sample made from them."""
+def folds(samples: int, originals: int) -> list[tuple[list[int], list[int]]]:
+    """Leave-images-out cross-validation: (calibrate-on, judge-on) sample indices per fold. Sample j was
+    made from original image j % originals (calibration/sources.py: the originals first, then seeded crops
+    and flips of them in turn); the originals are dealt into min(originals, MAX_FOLDS) folds (image i into
+    fold i % folds), and each fold judges its images' samples with a model calibrated on the others', so
+    every calibration image is judged once, always by a model that did not calibrate on it."""
     if originals < 2:
         raise EdgekitError(f"the int8 recipe search holds calibration photos out to judge the recipes and needs "
                            f"at least 2 distinct calibration images (got {originals}): give more "
                            f"(--calibration, --num-calibration) or choose the recipe yourself with --keep-float N")
-    held = set(range(originals - max(1, originals // HELD_OUT_SHARE), originals))
-    fit = [j for j in range(samples) if j % originals not in held]
-    judge = [j for j in range(samples) if j % originals in held]
-    return fit, judge
+    n = min(originals, MAX_FOLDS)
+    return [([j for j in range(samples) if j % originals % n != f], [j for j in range(samples) if j % originals % n == f])
+            for f in range(n)]
 
 
 @dataclass
 class Search:
-    """One search: `measure(model)` returns the model's SQNR (median/min) and agreement against the
-    float graph on the held-out samples and its host latency; `float_ms` is the float graph's, timed
-    in the same run."""
+    """One search: `measure(built)` returns what `build()` made's SQNR (median/min) and agreement against
+    the float graph on the held-out samples and its host latency; `float_ms` is the float graph's, timed
+    in the same run. Only the trials are kept: the target builds the chosen recipe's artifact itself."""
 
     goal: Goal
     budget_s: float
@@ -79,7 +80,6 @@ class Search:
     trials: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
-    built: dict = field(default_factory=dict)  # trial index -> model
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -103,7 +103,6 @@ class Search:
                  "speedup_over_float": round(self.float_ms / m["median_ms"], 3) if m["median_ms"] else None,
                  "seconds": round(time.perf_counter() - t0, 1)}
         trial["meets_goal"] = self.goal.met(trial)
-        self.built[len(self.trials)] = model
         self.trials.append(trial)
         self.progress(f"int8 search: {recipe}: {trial['sqnr_db_median']:.1f}/{trial['sqnr_db_min']:.1f} dB, "
                       f"{trial['speedup_over_float']:.2f}x float on this host -> "
@@ -129,7 +128,7 @@ class Search:
                 lo = mid
         return best
 
-    def choice(self) -> tuple[object, dict]:
+    def choice(self) -> dict:
         """The first recipe (in the target's order: fastest expected first) that met the goal; when none
         did, the most faithful one tried (worst photo first), so verification reports what it costs."""
         if not self.trials:
@@ -141,7 +140,7 @@ class Search:
         else:
             i = max(range(len(self.trials)), key=lambda j: (self.trials[j]["sqnr_db_min"],
                                                              self.trials[j]["sqnr_db_median"]))
-        return self.built[i], self.trials[i]
+        return self.trials[i]
 
     def record(self, chosen: dict, **facts) -> dict:
         return {"goal": asdict(self.goal), "budget_s": self.budget_s, "seconds": round(self.elapsed(), 1),

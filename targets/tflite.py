@@ -318,49 +318,63 @@ NO_INT16_HERE = "XNNPACK, this target's CPU runtime, has no 16-bit activation ke
 def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
                 progress) -> tuple[bytes, dict]:
     """The recipe search (edgekit.int8_search) on these weights: full int8, then the fewest most-costly
-    ops kept float (bisection on the sensitivity ranking), calibrated on part of the calibration samples
-    and judged on the rest against the same graph in float."""
-    from edgekit.int8_search import Search, held_out_split, median_ms
+    ops kept float (bisection on the sensitivity ranking). Each recipe is judged by leave-images-out
+    cross-validation over the calibration images (int8_search.folds) against the same graph in float;
+    the artifact is the chosen recipe calibrated on all the samples."""
+    from edgekit.int8_search import Search, folds, median_ms
     from edgekit.metrics import compare
 
-    fit, judge = held_out_split(len(calibration_nchw), request.originals)
-    fit_data, judge_data = calibration_nchw[fit], calibration_nchw[judge]
-    progress(f"int8 search: calibrating on {len(fit)} samples, judging on {len(judge)} held out")
-    calibrated = calibrate(saved_model, fit_data, layout)
+    splits = folds(len(calibration_nchw), request.originals)
+    progress(f"int8 search: calibrating on all {len(calibration_nchw)} samples, then {len(splits)} times "
+             f"without the images each fold judges")
+    calibrated = calibrate(saved_model, calibration_nchw, layout)
+    per_fold = [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits]
     float_runner = TFLiteRunner(content=calibrated)
-    reference = float_runner.run(judge_data)
+    reference = float_runner.run(calibration_nchw)  # the float graph: calibration ranges do not change it
 
-    def measure(model: bytes) -> dict:
-        runner = TFLiteRunner(content=model)
-        c = compare(reference, runner.run(judge_data, reference.shape), request.task)
-        ms = median_ms(lambda: runner.run(judge_data[:1], reference.shape))
+    def build(keep: tuple[str, ...]) -> list[bytes]:
+        return [quantize_calibrated(c, keep) for c in per_fold]
+
+    def measure(models: list[bytes]) -> dict:
+        outputs = np.empty_like(reference)
+        for model, (_, judge) in zip(models, splits, strict=True):
+            outputs[judge] = TFLiteRunner(content=model).run(calibration_nchw[judge], reference.shape)
+        c = compare(reference, outputs, request.task)
+        timed = TFLiteRunner(content=models[0])
+        ms = median_ms(lambda: timed.run(calibration_nchw[:1], reference.shape))
         return {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min",
                                   "agreement_kind")} | {"median_ms": ms}
 
     search = Search(request.goal, request.budget_s, measure,
-                    median_ms(lambda: float_runner.run(judge_data[:1], reference.shape)), progress)
+                    median_ms(lambda: float_runner.run(calibration_nchw[:1], reference.shape)), progress)
     ranked: list[dict] | None = None
-    full = search.try_recipe("full int8", {"keep_float": 0}, lambda: quantize_calibrated(calibrated))
+    full = search.try_recipe("full int8", {"keep_float": 0}, lambda: build(()))
     if full is not None and not full["meets_goal"]:
         progress("int8 search: ranking the ops by the cost of their quantisation")
-        photos = fit_data[:SENSITIVITY_SAMPLES]
+        photos = calibration_nchw[:SENSITIVITY_SAMPLES]
         ranked = sensitivity(calibrated, photos, request.task, progress, stop=search.out_of_time)
         if ranked is None:
             search.skip("the most costly ops kept float", f"the {search.budget_s:g} s budget ran out while ranking")
         else:
             search.bisect(len(ranked), lambda k: f"the {k} most costly ops float", lambda k: {"keep_float": k},
-                          lambda k: quantize_calibrated(calibrated, tuple(n["node"] for n in ranked[:k])))
+                          lambda k: build(tuple(n["node"] for n in ranked[:k])))
         search.skip("16-bit activations", NO_INT16_HERE)
-    model, chosen = search.choice()
+    chosen = search.choice()
     k = chosen["options"]["keep_float"]
-    ranked_on = f"the first {min(len(fit), SENSITIVITY_SAMPLES)} calibration samples not held out"
-    recipe = _recipe(k, [] if ranked is None else ranked[:k], ranked, ranked_on)
+    kept = [] if ranked is None else ranked[:k]
+    model = quantize_calibrated(calibrated, tuple(n["node"] for n in kept))
+    # the ranking only orders the ops (measured on the model calibrated on all images); which k is
+    # enough is judged by the folds
+    recipe = _recipe(k, kept, ranked, f"the first {min(len(calibration_nchw), SENSITIVITY_SAMPLES)} calibration "
+                     f"samples (the photos themselves), on the model calibrated on all of them")
     recipe["chosen_by"] = "the recipe search"
-    held = sorted({j % request.originals for j in judge})
-    recipe["search"] = search.record(chosen, judged_on=f"{len(judge)} calibration samples from the held-out "
-                                     f"image(s) {', '.join(str(i + 1) for i in held)} of {request.originals}",
-                                     reference="the same graph in float (the calibrated model)",
-                                     calibrated_on=len(fit))
+    recipe["search"] = search.record(
+        chosen, judged_on=f"all {len(calibration_nchw)} calibration samples of {request.originals} images, "
+        f"{len(splits)}-fold: each judged by a model calibrated without its image",
+        reference="the same graph in float (the calibrated model)",
+        calibrated_on=[len(fit) for fit, _ in splits],
+        artifact=f"the chosen recipe calibrated on all {len(calibration_nchw)} samples (its verification "
+        f"on the verification photos follows)")
     return model, recipe
 
 

@@ -69,16 +69,21 @@ def test_inspect_quantization_ranks_ops_on_held_out_photos():
     assert r.exit_code == 1 and "--quantization is not available for onnx" in r.stderr
 
 
-def test_the_held_out_split_keeps_whole_images_out():
+def test_the_folds_judge_every_image_with_a_model_not_calibrated_on_it():
     from edgekit.errors import EdgekitError
-    from edgekit.int8_search import held_out_split
+    from edgekit.int8_search import folds
 
-    fit, judge = held_out_split(8, 4)  # samples 0-3 the photos, 4-7 crops of photos 0-3 in turn
-    assert judge == [3, 7] and fit == [0, 1, 2, 4, 5, 6]
-    fit, judge = held_out_split(16, 8)
-    assert judge == [6, 7, 14, 15] and not set(fit) & set(judge)
+    # samples 0-3 the photos, 4-7 crops of photos 0-3 in turn: one photo per fold
+    assert folds(8, 4) == [([1, 2, 3, 5, 6, 7], [0, 4]), ([0, 2, 3, 4, 6, 7], [1, 5]),
+                           ([0, 1, 3, 4, 5, 7], [2, 6]), ([0, 1, 2, 4, 5, 6], [3, 7])]
+    split = folds(16, 8)  # 8 images in 4 folds of 2
+    assert len(split) == 4 and split[1][1] == [1, 5, 9, 13]
+    for fit, judge in split:
+        assert not {j % 8 for j in fit} & {j % 8 for j in judge}  # whole images out, crops included
+    assert sorted(j for _, judge in split for j in judge) == list(range(16))  # each sample judged once
+    assert folds(6, 3)[2] == ([0, 1, 3, 4], [2, 5])
     with pytest.raises(EdgekitError, match="at least 2 distinct calibration images"):
-        held_out_split(4, 1)
+        folds(4, 1)
 
 
 def test_parse_goal_refusals():
@@ -106,12 +111,12 @@ def _search(quality, budget=1e9):
 
 def test_bisection_finds_the_fewest_ops_kept_float():
     s, built = _search(lambda k: 10 + k / 2)  # meets 25/20 from k = 30 (median 25, min 24)
-    model, chosen = s.choice()
-    assert model == 30 and chosen["options"] == {"keep_float": 30} and chosen["meets_goal"]
+    chosen = s.choice()
+    assert chosen["options"] == {"keep_float": 30} and chosen["meets_goal"]
     assert len(built) <= 2 + 7 and built[:2] == [0, 100]  # full int8, all float, then halving
     assert chosen["speedup_over_float"] == pytest.approx(2.0 / 1.30, abs=1e-3)
     s, _ = _search(lambda k: 10.0)  # nothing helps: all float fails too, so the bisection stops there
-    model, chosen = s.choice()
+    chosen = s.choice()
     assert len(s.trials) == 2 and not chosen["meets_goal"]
     s, _ = _search(lambda k: 10 + k, budget=-1)  # out of time before the first build
     assert not s.trials and s.skipped[0]["recipe"] == "full int8"
@@ -121,8 +126,8 @@ def test_export_searches_the_int8_recipe_on_held_out_calibration_photos(tmp_path
     m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", output=tmp_path))
     recipe = m.target_info["int8"]
     search = recipe["search"]
-    assert recipe["chosen_by"] == "the recipe search" and search["calibrated_on"] == 6
-    assert "held-out image(s) 4 of 4" in search["judged_on"]
+    assert recipe["chosen_by"] == "the recipe search" and search["calibrated_on"] == [6, 6, 6, 6]
+    assert search["judged_on"].startswith("all 8 calibration samples of 4 images, 4-fold")
     tried = {t["recipe"]: t for t in search["tried"]}
     assert tried["full int8"]["options"] == {"keep_float": 0}
     meeting = [t for t in search["tried"] if t["meets_goal"]]
