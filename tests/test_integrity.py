@@ -74,20 +74,21 @@ def test_export_never_silently_replaces_other_inputs(tmp_path):
     weights = tmp_path / "b0.pt"
     torch.save(build_model(get_variant("b0-seg")).state_dict(), weights)
     out = tmp_path / "out"
-    trained = export(ExportOptions("b0-seg", resolution="64x128", weights=weights, output=out))
-    model = Path(trained.artifact_dir) / "model.tflite"
+    trained = export(ExportOptions("b0-seg", "onnx", resolution="64x128", weights=weights, output=out))
+    # generic export code, so the quickest target (ONNX; TFLite adds a minute of onnx2tf per export)
+    model = Path(trained.model_path)
     before = sha256(model)
-    r = runner.invoke(app, ["export", "b0-seg", "-r", "64x128", "-o", str(out)])
+    r = runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "-r", "64x128", "-o", str(out)])
     _one_line_error(r, "already holds an artifact made from other weights")
     assert sha256(model) == before  # the trained model is still there, untouched
-    again = export(ExportOptions("b0-seg", resolution="64x128", weights=weights, output=out))
+    again = export(ExportOptions("b0-seg", "onnx", resolution="64x128", weights=weights, output=out))
     assert "same inputs" in again.replaced and again.source["sha256"] == trained.source["sha256"]
-    r = runner.invoke(app, ["export", "b0-seg", "-r", "64x128", "-o", str(out), "--overwrite"])
+    r = runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "-r", "64x128", "-o", str(out), "--overwrite"])
     assert r.exit_code == 0 and "--overwrite" in r.stdout
     assert json.loads((Path(trained.artifact_dir) / "edgekit.json").read_text())["source"]["weights"] is None
 
     # 5. a trained artifact whose checkpoint moved: verify --weights, checked against the recorded sha256
-    export(ExportOptions("b0-seg", resolution="64x128", weights=weights, output=out, overwrite=True))
+    export(ExportOptions("b0-seg", "onnx", resolution="64x128", weights=weights, output=out, overwrite=True))
     moved = tmp_path / "elsewhere.pt"
     weights.rename(moved)
     _one_line_error(runner.invoke(app, ["verify", trained.artifact_dir]), "pass --weights with its new path")
