@@ -109,7 +109,8 @@ def timm_files(timm, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# l1-cls (53M parameters): 2.5 min of export and timm forward here; the L series is for the slow run
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("l") else n for n in CASES])
 def test_a_timm_state_dict_exports_to_timms_outputs(timm_files, name, tmp_path):
     variant = get_variant(name)
     model, file = timm_files(name)
