@@ -96,6 +96,19 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
     return [np.stack(r) for r in rows], resized
 
 
+def task_scorer(variant, size, data) -> Callable[[Callable[[np.ndarray], np.ndarray]], object]:
+    """`score(run)`: the task metric's per-image scores (edgekit.accuracy.Scores) of `run` (an NCHW
+    batch -> NCHW logits function) over `data`, the same preprocessing and scoring as `edgekit eval`
+    (what an int8 recipe search judges by when the user gives a labelled set)."""
+    from edgekit.accuracy import Scores
+
+    def score(run):
+        rows, _ = _score_set(variant, size, data, [_Model(run)], lambda _m: None)
+        return Scores(variant.task, rows[0])
+
+    return score
+
+
 def _cache_key(variant, size, source: dict, data) -> str:
     from edgekit.reference import stand_in_kind
 

@@ -196,7 +196,8 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
         converted = spec.convert(ConvertJob(variant, size, plan.precision, plan.options, form.model, calib_data,
                                             Path(work), tmp, progress,
-                                            plan.calibration.originals if plan.calibration is not None else 0))
+                                            plan.calibration.originals if plan.calibration is not None else 0,
+                                            _task_judge(plan, opts)))
         manifest = _manifest(plan, form, source, converted)
         _write_labels(variant, tmp)
         progress(f"verifying against PyTorch on {len(plan.verification.paths)} held-out photos")
@@ -209,6 +210,18 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
     manifest.artifact_dir = str(final)
     manifest.replaced = replaced
     return manifest
+
+
+def _task_judge(plan: ExportPlan, opts: ExportOptions):
+    """--eval-data with --max-drop on a calibrated precision: the labelled set judges the int8 recipe."""
+    if plan.eval_data is None or opts.max_drop is None or plan.calibration is None:
+        return None
+    from edgekit.eval import task_scorer
+    from edgekit.int8_search import MetricGoal, TaskJudge
+
+    metric = "mIoU" if plan.variant.task == "seg" else "top-1"
+    return TaskJudge(MetricGoal(metric, opts.max_drop, len(plan.eval_data.samples)),
+                     task_scorer(plan.variant, plan.size, plan.eval_data))
 
 
 def _evaluate(manifest: Manifest, tmp: Path, final: Path, plan: ExportPlan, opts: ExportOptions, model,

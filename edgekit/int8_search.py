@@ -41,6 +41,32 @@ class Goal:
         return f"{self.median_db:g}/{self.min_db:g} dB median/min"
 
 
+@dataclass(frozen=True)
+class MetricGoal:
+    """With a labelled set (`--eval-data` and `--max-drop`): the task metric (mIoU, top-1) of the
+    recipe at most `max_drop` points below the float graph's on that set's `images`."""
+
+    metric: str
+    max_drop: float
+    images: int
+
+    def met(self, trial: dict) -> bool:
+        return trial.get("metric_drop") is not None and trial["metric_drop"] <= self.max_drop
+
+    def __str__(self) -> str:
+        return f"{self.metric} at most {self.max_drop:g} points below the float graph's"
+
+
+@dataclass(frozen=True)
+class TaskJudge:
+    """What export hands a searching target when the user gave `--eval-data` and `--max-drop`:
+    `score(run)` scores `run` (an NCHW batch -> logits function) over the labelled set
+    (edgekit.accuracy.Scores)."""
+
+    goal: MetricGoal
+    score: Callable[[Callable], object]
+
+
 def parse_goal(text: str) -> Goal:
     try:
         median, minimum = (float(v) for v in text.split(","))
@@ -105,7 +131,7 @@ class Search:
         trial["meets_goal"] = self.goal.met(trial)
         self.trials.append(trial)
         self.progress(f"int8 search: {recipe}: {trial['sqnr_db_median']:.1f}/{trial['sqnr_db_min']:.1f} dB, "
-                      f"{trial['speedup_over_float']:.2f}x float on this host -> "
+                      f"{_metric_text(trial)}{trial['speedup_over_float']:.2f}x float on this host -> "
                       f"{'meets' if trial['meets_goal'] else 'below'} the goal ({self.goal})")
         return trial
 
@@ -137,13 +163,15 @@ class Search:
         if meeting:
             # bisection tries larger k before smaller: among those meeting, the fewest ops kept float
             i = min(meeting, key=lambda j: (self.trials[j]["options"].get("keep_float", 0), j))
+        elif isinstance(self.goal, MetricGoal):
+            i = min(range(len(self.trials)), key=lambda j: self.trials[j]["metric_drop"])
         else:
             i = max(range(len(self.trials)), key=lambda j: (self.trials[j]["sqnr_db_min"],
                                                              self.trials[j]["sqnr_db_median"]))
         return self.trials[i]
 
     def record(self, chosen: dict, **facts) -> dict:
-        return {"goal": asdict(self.goal), "budget_s": self.budget_s, "seconds": round(self.elapsed(), 1),
+        return {"goal": asdict(self.goal), "goal_text": str(self.goal), "budget_s": self.budget_s, "seconds": round(self.elapsed(), 1),
                 "float_ms": self.float_ms, **facts, "tried": self.trials, "skipped": self.skipped,
                 "chosen": chosen["recipe"], "met": chosen["meets_goal"]}
 
@@ -159,14 +187,21 @@ def median_ms(run: Callable[[], object], repeats: int = 5) -> float:
     return round(statistics.median(times), 3)
 
 
+def _metric_text(trial: dict) -> str:
+    if trial.get("metric_drop") is None:
+        return ""
+    return f"{trial['metric_name']} {trial['metric']:.4f} ({0.0 - trial['metric_drop']:+.2f} points), "
+
+
 def summary_lines(search: dict) -> list[str]:
     """The search as `edgekit export` prints it (and the report shows)."""
-    lines = [f"int8 recipe search (goal {Goal(**search['goal'])} on {search['judged_on']}; "
+    goal = search.get("goal_text") or str(Goal(**search["goal"]))
+    lines = [f"int8 recipe search (goal {goal} on {search['judged_on']}; "
              f"{search['seconds']:g} s of a {search['budget_s']:g} s budget):"]
     for t in search["tried"]:
         mark = "*" if t["recipe"] == search["chosen"] else " "
         lines.append(f" {mark} {t['recipe']}: {t['sqnr_db_median']:.1f}/{t['sqnr_db_min']:.1f} dB, "
-                     f"{t['agreement_kind']} {t['agreement_min']:.3f} (worst), "
+                     f"{t['agreement_kind']} {t['agreement_min']:.3f} (worst), {_metric_text(t)}"
                      f"{t['speedup_over_float']:.2f}x float on this host"
                      f"{'' if t['meets_goal'] else ' (below the goal)'}")
     lines += [f"   {s['recipe']}: skipped ({s['why']})" for s in search["skipped"]]

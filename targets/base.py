@@ -95,6 +95,9 @@ class ConvertJob:
     # how many distinct images the calibration samples came from (sample j from image j % originals;
     # calibration/sources.py): what an int8 recipe search holds out
     calibration_originals: int = 0
+    # with --eval-data and --max-drop: the labelled set as an int8 recipe search's judge
+    # (edgekit.int8_search.TaskJudge); targets that do not search ignore it
+    task_judge: Any = None
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,8 @@ class Int8Request:
     originals: int = 0
     int8_io: bool = False
     task: str = "seg"
+    judge: object = None  # edgekit.int8_search.TaskJudge: the labelled set's metric is the goal instead
+    output_nchw: tuple[int, ...] | None = None  # the model's output, NCHW (what the judge's logits are)
 
 
 def _recipe(keep_float: int, kept: list[dict], ranked: list[dict] | None, measured_on: str) -> dict:
@@ -332,20 +334,33 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     float_runner = TFLiteRunner(content=calibrated)
     reference = float_runner.run(calibration_nchw)  # the float graph: calibration ranges do not change it
 
-    def build(keep: tuple[str, ...]) -> list[bytes]:
-        return [quantize_calibrated(c, keep) for c in per_fold]
+    judge = request.judge  # with a labelled set: its metric, of the model calibrated on all samples
+    if judge is not None:
+        progress(f"int8 search: scoring the float graph on the {judge.goal.images} labelled images")
+        float_metric = judge.score(lambda x: float_runner.run(x, request.output_nchw)).value()
 
-    def measure(models: list[bytes]) -> dict:
+    def build(keep: tuple[str, ...]) -> tuple[list[bytes], bytes | None]:
+        return ([quantize_calibrated(c, keep) for c in per_fold],
+                None if judge is None else quantize_calibrated(calibrated, keep))
+
+    def measure(built: tuple[list[bytes], bytes | None]) -> dict:
+        models, whole = built
         outputs = np.empty_like(reference)
-        for model, (_, judge) in zip(models, splits, strict=True):
-            outputs[judge] = TFLiteRunner(content=model).run(calibration_nchw[judge], reference.shape)
+        for model, (_, judged) in zip(models, splits, strict=True):
+            outputs[judged] = TFLiteRunner(content=model).run(calibration_nchw[judged], reference.shape)
         c = compare(reference, outputs, request.task)
         timed = TFLiteRunner(content=models[0])
         ms = median_ms(lambda: timed.run(calibration_nchw[:1], reference.shape))
-        return {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min",
-                                  "agreement_kind")} | {"median_ms": ms}
+        m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min",
+                               "agreement_kind")} | {"median_ms": ms}
+        if judge is not None:
+            runner = TFLiteRunner(content=whole)
+            value = judge.score(lambda x: runner.run(x, request.output_nchw)).value()
+            m |= {"metric_name": judge.goal.metric, "metric": value, "metric_float": float_metric,
+                  "metric_drop": round(100 * (float_metric - value), 3)}
+        return m
 
-    search = Search(request.goal, request.budget_s, measure,
+    search = Search(request.goal if judge is None else judge.goal, request.budget_s, measure,
                     median_ms(lambda: float_runner.run(calibration_nchw[:1], reference.shape)), progress)
     ranked: list[dict] | None = None
     full = search.try_recipe("full int8", {"keep_float": 0}, lambda: build(()))
@@ -368,9 +383,12 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     recipe = _recipe(k, kept, ranked, f"the first {min(len(calibration_nchw), SENSITIVITY_SAMPLES)} calibration "
                      f"samples (the photos themselves), on the model calibrated on all of them")
     recipe["chosen_by"] = "the recipe search"
+    folds_text = (f"all {len(calibration_nchw)} calibration samples of {request.originals} images, "
+                  f"{len(splits)}-fold: each judged by a model calibrated without its image")
     recipe["search"] = search.record(
-        chosen, judged_on=f"all {len(calibration_nchw)} calibration samples of {request.originals} images, "
-        f"{len(splits)}-fold: each judged by a model calibrated without its image",
+        chosen, judged_on=folds_text if judge is None else
+        f"the {judge.goal.images} labelled images of --eval-data (the set the export then evaluates on: not an "
+        f"independent judge; SQNR: {folds_text})",
         reference="the same graph in float (the calibrated model)",
         calibrated_on=[len(fit) for fit, _ in splits],
         artifact=f"the chosen recipe calibrated on all {len(calibration_nchw)} samples (its verification "
@@ -568,8 +586,11 @@ def _convert(job: ConvertJob) -> Converted:
     job.progress("exporting the deploy form to ONNX")
     onnx_path = export_onnx(job.deploy, job.size, job.work / "deploy.onnx")
     calibrating = job.calibration is not None
+    v = job.variant
+    out_nchw = (1, v.num_classes, *(d // v.output_stride for d in job.size)) if v.task == "seg" else (1, v.num_classes)
     request = Int8Request(job.options.keep_float, *_search_settings(job.options), job.calibration_originals,
-                          job.options.io == "int8", job.variant.task) if job.precision == Precision.INT8.value else None
+                          job.options.io == "int8", v.task, job.task_judge, out_nchw) \
+        if job.precision == Precision.INT8.value else None
     job.progress(f"converting to TFLite {job.precision} (onnxsim, onnx2tf{', int8 calibration' if calibrating else ''})")
     result = convert(onnx_path, job.work, Precision(job.precision), Layout(job.options.layout), INPUT_NAME,
                      _sample_nhwc01(job.variant.dataset, job.size), job.calibration, request or Int8Request(),

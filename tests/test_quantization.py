@@ -145,6 +145,32 @@ def test_export_searches_the_int8_recipe_on_held_out_calibration_photos(tmp_path
     assert "most costly ops float:" not in r.stdout
 
 
+def test_with_a_labelled_set_the_search_is_judged_by_the_task_metric(tmp_path):
+    """--eval-data with --max-drop: each recipe's mIoU on the labelled set against the float graph's is
+    the goal; the export's own evaluation of the artifact (edgekit eval's path, against PyTorch) then
+    finds the drop the search measured for the chosen recipe."""
+    import eval_data
+
+    data = tmp_path / "cs"
+    eval_data.cityscapes(data, noise=0.0)  # labels are PyTorch's predictions: every changed pixel is a loss
+    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", output=tmp_path / "a", eval_data=data,
+                             max_drop=3.0))
+    search = m.target_info["int8"]["search"]
+    assert search["goal"] == {"metric": "mIoU", "max_drop": 3.0, "images": 4}
+    assert search["judged_on"].startswith("the 4 labelled images of --eval-data")
+    tried = {t["recipe"]: t for t in search["tried"]}
+    assert all(t["metric_name"] == "mIoU" and 0 <= t["metric"] <= 1 for t in tried.values())
+    assert all(t["meets_goal"] == (t["metric_drop"] <= 3.0) for t in tried.values())
+    chosen = tried[search["chosen"]]
+    meeting = [t for t in tried.values() if t["meets_goal"]]
+    if meeting:
+        assert chosen["meets_goal"] and chosen["options"]["keep_float"] == min(t["options"]["keep_float"]
+                                                                                 for t in meeting)
+    # the artifact is the chosen recipe: its evaluation against PyTorch finds the same loss (the float
+    # graph and PyTorch differ by fp32 rounding only)
+    assert abs(-100 * m.evaluation["delta"] - chosen["metric_drop"]) < 0.5, (m.evaluation, chosen)
+
+
 def test_search_flags_refusals(tmp_path):
     for args, needle in ((["--int8-goal", "x"], "--int8-goal takes MEDIAN,MIN"),
                          (["--search-budget", "0"], "--search-budget must be positive"),
