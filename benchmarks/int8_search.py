@@ -2,8 +2,9 @@
 chooses, and how the chosen artifact then verifies on the held-out verification photos.
 
 For each case and each stand-in (`--stand-in plain|trained-like`), one `edgekit export --precision int8`
-with the default goal (25/20 dB median/min against the float graph on held-out calibration samples) and
-budget. Recorded: every recipe the search tried (SQNR median/min on its held-out calibration samples, the
+with the default goal (25/20 dB median/min against the float graph, judged by leave-images-out
+cross-validation over the calibration photos) and budget. Recorded: every recipe the search tried (SQNR
+median/min over the folds' held-out samples, the
 worst sample's agreement, speed over the float graph timed beside it on this host), the one chosen, the
 search's seconds, and the artifact's own verification against its stand-in's PyTorch model on the
 verification photos (never used by the search).

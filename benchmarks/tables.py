@@ -153,7 +153,7 @@ def trained_like_int8() -> str:
 # int8_search.py ------------------------------------------------------------------------------------
 def int8_search() -> str:
     data = _load("int8_search")
-    header = ["case", "stand-in", "full int8 (held-out calibration)", "chosen", "recipes tried (s)",
+    header = ["case", "stand-in", "full int8 (calibration photos, 4-fold)", "chosen", "recipes tried (s)",
               "the artifact on the verification photos"]
     rows = []
     for case in data["cases"]:
