@@ -17,7 +17,7 @@ import io
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -289,6 +289,9 @@ class Int8Request:
     task: str = "seg"
     judge: object = None  # edgekit.int8_search.TaskJudge: the labelled set's metric is the goal instead
     output_nchw: tuple[int, ...] | None = None  # the model's output, NCHW (what the judge's logits are)
+    # the search's equalisation recipe: a callable making the SavedModel of the deploy form with the
+    # exact FFN equalisation, or why there is none (a str)
+    equalized: object = "not offered"
 
 
 def _recipe(keep_float: int, kept: list[dict], ranked: list[dict] | None, measured_on: str) -> dict:
@@ -317,21 +320,39 @@ def _fixed_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
 NO_INT16_HERE = "XNNPACK, this target's CPU runtime, has no 16-bit activation kernels (w8a16 is the NPU's: --target qnn)"
 
 
+EQUALIZED = "the Microsoft FFNs equalised (exact), "  # the equalisation recipe's name prefix
+
+
+@dataclass
+class _Base:
+    """One float graph the search quantises: calibrated on all samples, and once per fold."""
+
+    prefix: str  # "" or EQUALIZED
+    calibrated: bytes
+    per_fold: list[bytes]
+
+
+def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, splits, prefix: str) -> _Base:
+    return _Base(prefix, calibrate(saved_model, calibration_nchw, layout),
+                 [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits])
+
+
 def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
                 progress) -> tuple[bytes, dict]:
-    """The recipe search (edgekit.int8_search) on these weights: full int8, then the fewest most-costly
-    ops kept float (bisection on the sensitivity ranking). Each recipe is judged by leave-images-out
-    cross-validation over the calibration images (int8_search.folds) against the same graph in float;
-    the artifact is the chosen recipe calibrated on all the samples."""
+    """The recipe search (edgekit.int8_search) on these weights: full int8; the same on the deploy form
+    with the Microsoft FFNs equalised (exact; where the model has them); then, on whichever of the two
+    did better, the fewest most-costly ops kept float (bisection on the sensitivity ranking). Each recipe
+    is judged by leave-images-out cross-validation over the calibration images (int8_search.folds)
+    against the float graph, or with a labelled set by its task metric; the artifact is the chosen
+    recipe calibrated on all the samples."""
     from edgekit.int8_search import Search, folds, median_ms
     from edgekit.metrics import compare
 
     splits = folds(len(calibration_nchw), request.originals)
     progress(f"int8 search: calibrating on all {len(calibration_nchw)} samples, then {len(splits)} times "
              f"without the images each fold judges")
-    calibrated = calibrate(saved_model, calibration_nchw, layout)
-    per_fold = [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits]
-    float_runner = TFLiteRunner(content=calibrated)
+    plain = _calibrated_base(saved_model, calibration_nchw, layout, splits, "")
+    float_runner = TFLiteRunner(content=plain.calibrated)
     reference = float_runner.run(calibration_nchw)  # the float graph: calibration ranges do not change it
 
     judge = request.judge  # with a labelled set: its metric, of the model calibrated on all samples
@@ -339,9 +360,9 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
         progress(f"int8 search: scoring the float graph on the {judge.goal.images} labelled images")
         float_metric = judge.score(lambda x: float_runner.run(x, request.output_nchw)).value()
 
-    def build(keep: tuple[str, ...]) -> tuple[list[bytes], bytes | None]:
-        return ([quantize_calibrated(c, keep) for c in per_fold],
-                None if judge is None else quantize_calibrated(calibrated, keep))
+    def build(base: _Base, keep: tuple[str, ...]) -> tuple[list[bytes], bytes | None]:
+        return ([quantize_calibrated(c, keep) for c in base.per_fold],
+                None if judge is None else quantize_calibrated(base.calibrated, keep))
 
     def measure(built: tuple[list[bytes], bytes | None]) -> dict:
         models, whole = built
@@ -362,34 +383,57 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
 
     search = Search(request.goal if judge is None else judge.goal, request.budget_s, measure,
                     median_ms(lambda: float_runner.run(calibration_nchw[:1], reference.shape)), progress)
-    ranked: list[dict] | None = None
-    full = search.try_recipe("full int8", {"keep_float": 0}, lambda: build(()))
+    bases = {"": plain}
+    ranked: dict[str, list[dict]] = {}
+    full = search.try_recipe("full int8", {"keep_float": 0, "equalized": False}, lambda: build(plain, ()))
     if full is not None and not full["meets_goal"]:
-        progress("int8 search: ranking the ops by the cost of their quantisation")
-        photos = calibration_nchw[:SENSITIVITY_SAMPLES]
-        ranked = sensitivity(calibrated, photos, request.task, progress, stop=search.out_of_time)
-        if ranked is None:
-            search.skip("the most costly ops kept float", f"the {search.budget_s:g} s budget ran out while ranking")
+        if isinstance(request.equalized, str):
+            search.skip(EQUALIZED + "full int8", request.equalized)
+        elif search.out_of_time():
+            search.skip(EQUALIZED + "full int8", f"the {search.budget_s:g} s search budget was spent")
         else:
-            search.bisect(len(ranked), lambda k: f"the {k} most costly ops float", lambda k: {"keep_float": k},
-                          lambda k: build(tuple(n["node"] for n in ranked[:k])))
+            progress("int8 search: converting the deploy form with the Microsoft FFNs equalised")
+            bases[EQUALIZED] = _calibrated_base(request.equalized(), calibration_nchw, layout, splits, EQUALIZED)
+            search.try_recipe(EQUALIZED + "full int8", {"keep_float": 0, "equalized": True},
+                              lambda: build(bases[EQUALIZED], ()))
+        met = [t for t in search.trials if t["meets_goal"]]
+        if not met:
+            # keep ops float on whichever graph full int8 did better on
+            best = max(search.trials, key=lambda t: (-t["metric_drop"], 0) if judge is not None
+                       else (t["sqnr_db_min"], t["sqnr_db_median"]))
+            base = bases[EQUALIZED if best["options"]["equalized"] else ""]
+            progress("int8 search: ranking the ops by the cost of their quantisation")
+            photos = calibration_nchw[:SENSITIVITY_SAMPLES]
+            order = sensitivity(base.calibrated, photos, request.task, progress, stop=search.out_of_time)
+            if order is None:
+                search.skip(base.prefix + "the most costly ops kept float",
+                            f"the {search.budget_s:g} s budget ran out while ranking")
+            else:
+                ranked[base.prefix] = order
+                search.bisect(len(order), lambda k: f"{base.prefix}the {k} most costly ops float",
+                              lambda k: {"keep_float": k, "equalized": bool(base.prefix)},
+                              lambda k: build(base, tuple(n["node"] for n in order[:k])))
         search.skip("16-bit activations", NO_INT16_HERE)
     chosen = search.choice()
-    k = chosen["options"]["keep_float"]
-    kept = [] if ranked is None else ranked[:k]
-    model = quantize_calibrated(calibrated, tuple(n["node"] for n in kept))
+    k, equalized = chosen["options"]["keep_float"], chosen["options"]["equalized"]
+    base = bases[EQUALIZED if equalized else ""]
+    order = ranked.get(base.prefix)
+    kept = [] if order is None else order[:k]
+    model = quantize_calibrated(base.calibrated, tuple(n["node"] for n in kept))
     # the ranking only orders the ops (measured on the model calibrated on all images); which k is
     # enough is judged by the folds
-    recipe = _recipe(k, kept, ranked, f"the first {min(len(calibration_nchw), SENSITIVITY_SAMPLES)} calibration "
+    recipe = _recipe(k, kept, order, f"the first {min(len(calibration_nchw), SENSITIVITY_SAMPLES)} calibration "
                      f"samples (the photos themselves), on the model calibrated on all of them")
     recipe["chosen_by"] = "the recipe search"
+    recipe["equalized"] = (f"equalize_relu_ffn applied by the search (exact; its scales from all "
+                           f"{len(calibration_nchw)} calibration samples)") if equalized else None
     folds_text = (f"all {len(calibration_nchw)} calibration samples of {request.originals} images, "
                   f"{len(splits)}-fold: each judged by a model calibrated without its image")
     recipe["search"] = search.record(
         chosen, judged_on=folds_text if judge is None else
         f"the {judge.goal.images} labelled images of --eval-data (the set the export then evaluates on: not an "
         f"independent judge; SQNR: {folds_text})",
-        reference="the same graph in float (the calibrated model)",
+        reference="the float graph without equalisation (the calibrated model)",
         calibrated_on=[len(fit) for fit, _ in splits],
         artifact=f"the chosen recipe calibrated on all {len(calibration_nchw)} samples (its verification "
         f"on the verification photos follows)")
@@ -578,6 +622,32 @@ def parse_gpu_analysis(text: str) -> dict:
             "runtime_version": version[1] if version else None, "refused": refused, "note": GPU_ANALYZER_CAVEAT}
 
 
+def _equalized_graph(job: ConvertJob):
+    """The int8 search's equalisation recipe: a callable converting the deploy form with the exact FFN
+    equalisation (deploy pass equalize_relu_ffn) to a SavedModel, or why it is not offered."""
+    from edgekit.deploy.passes import PASSES, relu_ffns
+
+    if job.options.equalize == "on":
+        return "applied to the deploy form before the search (--equalize on)"
+    if not relu_ffns(job.deploy):
+        return ("this model has no ReLU FFN to equalise exactly (the MIT models' blocks use Hardswish or GELU, "
+                "which scales do not pass through)")
+
+    def convert_equalized() -> Path:
+        import copy
+
+        from edgekit.targets.onnx import INPUT_NAME, export_onnx, simplify_onnx
+
+        model = PASSES["equalize_relu_ffn"](copy.deepcopy(job.deploy), job.size, calibration=job.calibration)
+        work = job.work / "equalized"
+        work.mkdir()
+        onnx_path = simplify_onnx(export_onnx(model, job.size, work / "deploy.onnx"), work / "deploy.sim.onnx")
+        return run_onnx2tf(onnx_path, work, Layout(job.options.layout), INPUT_NAME,
+                           _sample_nhwc01(job.variant.dataset, job.size))
+
+    return convert_equalized
+
+
 def _convert(job: ConvertJob) -> Converted:
     import shutil
 
@@ -591,6 +661,8 @@ def _convert(job: ConvertJob) -> Converted:
     request = Int8Request(job.options.keep_float, *_search_settings(job.options), job.calibration_originals,
                           job.options.io == "int8", v.task, job.task_judge, out_nchw) \
         if job.precision == Precision.INT8.value else None
+    if request is not None and request.keep_float is None:
+        request = replace(request, equalized=_equalized_graph(job))
     job.progress(f"converting to TFLite {job.precision} (onnxsim, onnx2tf{', int8 calibration' if calibrating else ''})")
     result = convert(onnx_path, job.work, Precision(job.precision), Layout(job.options.layout), INPUT_NAME,
                      _sample_nhwc01(job.variant.dataset, job.size), job.calibration, request or Int8Request(),
@@ -650,6 +722,8 @@ def _describe(manifest) -> list[str]:
     kept = f"the {n} ops whose quantisation cost most on the calibration photos kept float" if n else "full int8"
     lines.append(f"int8: {kept} ({recipe.get('chosen_by') or recipe.get('keep_float_chosen_by', '--keep-float')}); "
                  f"attention core, {', '.join(recipe['float_nodes'])} and XNNPACK-less ops float")
+    if recipe.get("equalized"):
+        lines.append(f"int8: {recipe['equalized']}")
     return lines + (summary_lines(recipe["search"]) if recipe.get("search") else [])
 
 
