@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -42,17 +43,29 @@ def bench(name: str, resolution: str, stand_in: str, out: Path) -> dict:
                                                "agreement_kind", "passed")}}
 
 
+def _host() -> str:
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return f"{os.cpu_count()}-core {cpu}, XNNPACK"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="only b0-cls")
+    parser.add_argument("--only", help="rerun one variant's cases, keeping the file's others (say so where you cite it)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_search.json")
     args = parser.parse_args()
-    report = {"weights": "random stand-ins, plain and trained-like (seed 0)", "host": "2-core AMD Zen 5, XNNPACK",
-              "cases": []}
+    report = {"weights": "random stand-ins, plain and trained-like (seed 0)", "host": _host(), "cases": []}
+    cases = [CASES[0]] if args.quick else [c for c in CASES if args.only in (None, c[0])]
+    if args.only:
+        kept = json.loads(args.out.read_text())
+        report = {**kept, "cases": [c for c in kept["cases"] if c["variant"] != get_variant(args.only).name]}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, res in ([CASES[0]] if args.quick else CASES):
+        for name, res in cases:
             for stand_in in STAND_INS:
-                report["cases"].append(bench(name, res, stand_in, Path(tmp) / f"{name}-{stand_in}"))
+                report["cases"].append(bench(name, res, stand_in, Path(tmp) / f"{name}-{stand_in}") | {"host": _host()})
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(report, indent=1) + "\n")  # each case as it lands
 
