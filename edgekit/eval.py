@@ -96,14 +96,23 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
     return [np.stack(r) for r in rows], resized
 
 
-def task_scorer(variant, size, data) -> Callable[[Callable[[np.ndarray], np.ndarray]], object]:
-    """`score(run)`: the task metric's per-image scores (edgekit.accuracy.Scores) of `run` (an NCHW
-    batch -> NCHW logits function) over `data`, the same preprocessing and scoring as `edgekit eval`
-    (what an int8 recipe search judges by when the user gives a labelled set)."""
+def _logits_shape(variant, size) -> tuple[int, ...]:
+    """The NCHW logits a model of `variant` at `size` outputs (what runners are asked to return)."""
+    return (1, variant.num_classes, *(s // variant.output_stride for s in size)) if variant.task == "seg" \
+        else (1, variant.num_classes)
+
+
+def task_scorer(variant, size, data) -> Callable[[Callable], object]:
+    """`score(run)`: the task metric's per-image scores (edgekit.accuracy.Scores) of `run(x, expected)`
+    (an NCHW batch and the NCHW logits shape it must return, a runner's `run`) over `data`, the same
+    preprocessing and scoring as `edgekit eval` (what an int8 recipe search judges by when the user
+    gives a labelled set)."""
     from edgekit.accuracy import Scores
 
+    expected = _logits_shape(variant, size)
+
     def score(run):
-        rows, _ = _score_set(variant, size, data, [_Model(run)], lambda _m: None)
+        rows, _ = _score_set(variant, size, data, [_Model(lambda x: run(x, expected))], lambda _m: None)
         return Scores(variant.task, rows[0])
 
     return score
@@ -262,8 +271,7 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
     check_matches(data, variant)
     size = manifest.size
     checkpoint = _checked_weights(manifest, weights)
-    expected = (1, variant.num_classes, *(s // variant.output_stride for s in size)) \
-        if variant.task == "seg" else (1, variant.num_classes)
+    expected = _logits_shape(variant, size)
     proxy = None
     if runner is not None:
         ran = runner.label

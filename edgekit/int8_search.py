@@ -60,8 +60,8 @@ class MetricGoal:
 @dataclass(frozen=True)
 class TaskJudge:
     """What export hands a searching target when the user gave `--eval-data` and `--max-drop`:
-    `score(run)` scores `run` (an NCHW batch -> logits function) over the labelled set
-    (edgekit.accuracy.Scores)."""
+    `score(run)` scores `run(x, expected)` (a runner's: an NCHW batch and the NCHW logits shape to
+    return) over the labelled set (edgekit.accuracy.Scores)."""
 
     goal: MetricGoal
     score: Callable[[Callable], object]

@@ -288,7 +288,6 @@ class Int8Request:
     int8_io: bool = False
     task: str = "seg"
     judge: object = None  # edgekit.int8_search.TaskJudge: the labelled set's metric is the goal instead
-    output_nchw: tuple[int, ...] | None = None  # the model's output, NCHW (what the judge's logits are)
     # the search's equalisation recipe: a callable making the SavedModel of the deploy form with the
     # exact FFN equalisation, or why there is none (a str)
     equalized: object = "not offered"
@@ -358,7 +357,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     judge = request.judge  # with a labelled set: its metric, of the model calibrated on all samples
     if judge is not None:
         progress(f"int8 search: scoring the float graph on the {judge.goal.images} labelled images")
-        float_metric = judge.score(lambda x: float_runner.run(x, request.output_nchw)).value()
+        float_metric = judge.score(float_runner.run).value()
 
     def build(base: _Base, keep: tuple[str, ...]) -> tuple[list[bytes], bytes | None]:
         return ([quantize_calibrated(c, keep) for c in base.per_fold],
@@ -375,8 +374,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
         m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min",
                                "agreement_kind")} | {"median_ms": ms}
         if judge is not None:
-            runner = TFLiteRunner(content=whole)
-            value = judge.score(lambda x: runner.run(x, request.output_nchw)).value()
+            value = judge.score(TFLiteRunner(content=whole).run).value()
             m |= {"metric_name": judge.goal.metric, "metric": value, "metric_float": float_metric,
                   "metric_drop": round(100 * (float_metric - value), 3)}
         return m
@@ -656,10 +654,8 @@ def _convert(job: ConvertJob) -> Converted:
     job.progress("exporting the deploy form to ONNX")
     onnx_path = export_onnx(job.deploy, job.size, job.work / "deploy.onnx")
     calibrating = job.calibration is not None
-    v = job.variant
-    out_nchw = (1, v.num_classes, *(d // v.output_stride for d in job.size)) if v.task == "seg" else (1, v.num_classes)
     request = Int8Request(job.options.keep_float, *_search_settings(job.options), job.calibration_originals,
-                          job.options.io == "int8", v.task, job.task_judge, out_nchw) \
+                          job.options.io == "int8", job.variant.task, job.task_judge) \
         if job.precision == Precision.INT8.value else None
     if request is not None and request.keep_float is None:
         request = replace(request, equalized=_equalized_graph(job))
