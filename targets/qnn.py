@@ -12,7 +12,9 @@ uses the exact upsample).
 Precisions: `fp16` (the HTP's fp16 with the fp16-safe attention); `int8` (QDQ from onnxruntime's
 quantizer for QNN: uint8 activations per tensor, int8 weights per channel, min/max on the calibration
 set: the recipe that fails for EfficientViT, reported, not hidden); `mixed` (convolutions QDQ int8,
-everything else fp16).
+everything else fp16); `w8a16` (what Qualcomm AI Hub ships: uint16 activations per tensor with their
+ranges widened `W8A16_HEADROOM` times, int8 weights per channel; nodes are left out of the quantiser
+until the HTP computes what the QDQ graph says, judged on calibration samples: see `_w8a16`).
 
 The simulator gives the HTP's numerics, not its latency: latency needs the phone (`edgekit profile
 --device s8gen1` with ONNX Runtime's `onnxruntime_perf_test` for Android). Compiling and simulating
@@ -53,9 +55,18 @@ _QUIET = {"ORT_LOG_SEVERITY_LEVEL": "3"}  # ONNX Runtime's own log lines
 FOLDER = "model.qnn"
 SOURCE = "source.onnx"
 COMPILED = "model.onnx"  # per device; its context binary is model_qnn.bin next to it
-PRECISIONS = ("fp16", "int8", "mixed")
-FP16_PRECISIONS = ("fp16", "mixed")
-QDQ_PRECISIONS = ("int8", "mixed")
+PRECISIONS = ("fp16", "int8", "mixed", "w8a16")
+FP16_PRECISIONS = ("fp16", "mixed", "w8a16")  # what is not quantised runs in the HTP's fp16
+QDQ_PRECISIONS = ("int8", "mixed", "w8a16")
+# 16-bit activations: min/max ranges on a few calibration photos clip the activations of other photos,
+# and the HTP's own result drifts from the QDQ graph's about 6 dB per doubling of the ranges (so it does
+# not compute every op at the full 16 bits). Measured, random stand-ins, worst held-out photo and the HTP
+# against the QDQ graph on calibration samples: m0-cls 1x 7.0 dB / 35.5 dB, 2x 15.0 / 29.8, 4x 16.8 / 22.8;
+# b0-seg 128x256 1x 9.9 / 35.3, 2x 13.7 / 28.8, 4x 13.4 / 22.8. 2x is the best of the three for both.
+W8A16_HEADROOM = 2.0
+AGREEMENT_DB = 25.0  # the HTP against ONNX Runtime's CPU running the same QDQ graph, on calibration samples;
+# what it catches: the HTP computing another function (m0-cls, -13 dB), not its precision (above)
+AGREEMENT_ROUNDS = 8  # nodes searched for and left out before giving up (the verification then reports)
 WORKER_TIMEOUT = 1800
 
 
@@ -193,24 +204,181 @@ class _Calibration:
         return next(self.feeds, None)
 
 
-def qdq(src: Path, dst: Path, calibration: np.ndarray, precision: str) -> Path:
-    """QDQ int8 for QNN (onnxruntime's get_qnn_qdq_config): uint8 activations, int8 per-channel
-    weights, min/max; `mixed` quantises only the convolutions."""
-    from onnxruntime.quantization import QuantType, quantize
+def _quiet_quantize(src: Path, dst: Path, config) -> Path:
+    """onnxruntime.quantization.quantize, its advice on the root logger kept off stderr."""
+    import logging
+
+    from onnxruntime.quantization import quantize
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize(str(src), str(dst), config)
+    finally:
+        root.setLevel(level)
+    return dst
+
+
+def _op_types(src: Path) -> list[str]:
+    """Every op type of the graph but Constant: left to itself (op_types_to_quantize=None) the
+    quantiser also quantises Constant nodes, the Resize scales and the attention floor among them,
+    which broke b0-seg (measured: w8a16 on ONNX Runtime's CPU -0.4 dB against 33 dB without)."""
+    import onnx
+
+    return sorted({n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node} - {"Constant"})
+
+
+def qdq(src: Path, dst: Path, calibration: np.ndarray, precision: str, keep_fp16: tuple[str, ...] = (),
+        ranges: dict | None = None) -> Path:
+    """QDQ for QNN (onnxruntime's get_qnn_qdq_config): int8 per-channel weights; uint8 activations,
+    min/max (`int8`; `mixed` quantises only the convolutions), or uint16 activations on `ranges`
+    (`w8a16`, from `activation_ranges`); the nodes named in `keep_fp16` stay float."""
+    from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
     from edgekit.targets.onnx import INPUT_NAME
 
-    config = get_qnn_qdq_config(str(src), _Calibration(INPUT_NAME, calibration), activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QInt8, per_channel=True,
-                                op_types_to_quantize=["Conv"] if precision == "mixed" else None)
-    quantize(str(src), str(dst), config)
-    return dst
+    overrides = None
+    if precision == "w8a16":
+        overrides = {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
+                     for name, (lo, hi) in (ranges or {}).items()}
+        calibration = calibration[:1]  # the ranges are given: the quantiser's own pass only has to run
+    config = get_qnn_qdq_config(str(src), _Calibration(INPUT_NAME, calibration),
+                                activation_type=QuantType.QUInt16 if precision == "w8a16" else QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, per_channel=True, init_overrides=overrides,
+                                op_types_to_quantize=["Conv"] if precision == "mixed" else _op_types(src),
+                                nodes_to_exclude=list(keep_fp16) or None)
+    return _quiet_quantize(src, dst, config)
+
+
+def activation_ranges(src: Path, calibration: np.ndarray, work: Path, headroom: float) -> dict:
+    """Every activation's min/max over the calibration samples (ONNX Runtime's MinMax calibrator,
+    what the quantiser would compute), widened `headroom` times about zero."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from edgekit.targets.onnx import INPUT_NAME
+
+    calibrator = create_calibrator(str(src), None, augmented_model_path=str(work / "ranges.onnx"),
+                                   calibrate_method=CalibrationMethod.MinMax)
+    calibrator.collect_data(_Calibration(INPUT_NAME, calibration))
+    found = calibrator.compute_data()
+    ranges = {}
+    for name in found.keys():
+        if name == INPUT_NAME:
+            continue  # the image: its range is the preprocessing's, not a photo's
+        lo, hi = (float(np.asarray(v).ravel()[0]) for v in found[name].range_value)
+        ranges[name] = (min(lo, 0.0) * headroom, max(hi, 0.0) * headroom)
+    return ranges
+
+
+def cpu_qdq(model: Path, images: np.ndarray) -> np.ndarray:
+    """The QDQ graph's own semantics: ONNX Runtime's CPU with its graph optimisations off (so no
+    fused integer kernel stands in for DequantizeLinear -> op -> QuantizeLinear)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[None]})[0] for x in images]).astype(np.float32)
+
+
+def _dynamic_matmuls(src: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+
+
+# why a node is left out of w8a16's quantiser: the QNN EP turns a 16-bit dynamic MatMul's second input into 8 bits
+# to pass the HTP's validation (its maintainers, onnxruntime/onnxruntime-qnn PR #300 and #793: "may cause
+# accuracy issue"); measured here: b0-seg 128x256, the HTP against the same QDQ graph on ONNX Runtime's
+# CPU, -2 to 6 dB with them quantised, 36-42 dB with them fp16
+DYNAMIC_MATMUL = ("a MatMul of two activations: the QNN EP narrows its second 16-bit input to 8 bits "
+                  "(onnxruntime-qnn PR #300, #793)")
+FOUND = ("the HTP's result differed from the QDQ graph's until this node was left out of the quantiser "
+         "(found by bisection)")
+
+
+def _agreement(model: Path, folder: Path, device: str, samples: np.ndarray) -> float:
+    """The worst sample's SQNR (dB) of the HTP's output against ONNX Runtime's CPU on the same QDQ graph."""
+    from edgekit.metrics import sqnr_db
+
+    compile_for(model, folder / device, device, True)
+    htp = QNNRunner(folder, device, True).run(samples)
+    cpu = cpu_qdq(model, samples)
+    return min(float(sqnr_db(c, h)) for c, h in zip(cpu, htp))
+
+
+def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
+    """w8a16 that the HTP computes as the QDQ graph says, judged on calibration samples: the HTP
+    compiled for the first device against the QDQ graph on ONNX Runtime's CPU. Ranges once (widened
+    W8A16_HEADROOM times); every op quantised; if they differ by more than AGREEMENT_DB, the dynamic
+    MatMuls left out of the quantiser (DYNAMIC_MATMUL; they then run fp16), left_out if that agrees
+    better; while they still differ, bisect the nodes in graph order for the shortest prefix whose
+    leaving out restores agreement and leave out its last node. A node left out still runs quantised
+    where the EP sees a QDQ unit around it (its output requantised for quantised consumers):
+    `op_precisions` says what runs in what. Measured, random stand-ins: b0-seg agrees with its MatMuls
+    fp16; m0-cls, where that makes it worse, with the Add feeding the window partition (4 Slices,
+    a Concat on the batch axis, a Split) left out, which gives the Slices their own ranges instead of
+    the Add's: -2 dB -> 30 dB."""
+    import onnx
+
+    device = job.options.device[0]
+    samples = job.calibration[:2]
+    job.progress(f"w8a16: activation ranges on {len(job.calibration)} calibration samples "
+                 f"(widened {W8A16_HEADROOM:g}x)")
+    ranges = activation_ranges(src, job.calibration, job.work, W8A16_HEADROOM)
+    trials = [0]
+    models: dict[int, Path] = {}
+
+    def agreement(keep: dict) -> float:
+        trials[0] += 1
+        model = qdq(src, job.work / f"w8a16_{trials[0]}.onnx", job.calibration, "w8a16", tuple(keep), ranges)
+        models[len(rounds)] = model
+        return _agreement(model, job.work / f"agreement_{trials[0]}", device, samples)
+
+    def check(keep: dict, what: str) -> float:
+        job.progress(f"w8a16: the HTP ({device}) against the QDQ graph on {len(samples)} calibration samples, {what}")
+        db = agreement(keep)
+        rounds.append({"left_out": len(keep), "db": round(db, 1)})
+        return db
+
+    rounds: list[dict] = []
+    left_out: dict[str, str] = {}
+    db, chosen = check(left_out, "every op quantised"), 0
+    matmuls = {name: DYNAMIC_MATMUL for name in _dynamic_matmuls(src)}
+    if db < AGREEMENT_DB and matmuls:  # leaving them out can make it worse (m0-cls: -2.5 dB): take the better
+        without = check(matmuls, f"the {len(matmuls)} MatMuls of two activations left out")
+        if without > db:
+            left_out, db, chosen = matmuls, without, 1
+    order = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.op_type != "Constant"]
+    while db < AGREEMENT_DB and len(rounds) < AGREEMENT_ROUNDS + 2:
+        rest = [n for n in order if n not in left_out]
+        lo, hi = 0, len(rest)  # leaving out rest[:hi] agrees (all of it: an fp16 graph), rest[:lo] does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            job.progress(f"w8a16: {db:.1f} dB, below {AGREEMENT_DB:g}: bisecting for the node ({hi - lo} candidates)")
+            if agreement({**left_out, **dict.fromkeys(rest[:mid], FOUND)}) >= AGREEMENT_DB:
+                hi = mid
+            else:
+                lo = mid
+        left_out = {**left_out, rest[hi - 1]: FOUND}
+        db = check(left_out, f"{_ops(len(left_out))} left out")
+        chosen = len(rounds) - 1
+    types = {n.name: n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node}
+    record = {"activation_headroom": W8A16_HEADROOM, "agreement_bar_db": AGREEMENT_DB,
+              "agreement": rounds, "agreement_device": device, "trials": trials[0], "agreed": db >= AGREEMENT_DB,
+              "left_out": [{"node": name, "op": types.get(name, "?"), "why": why} for name, why in left_out.items()]}
+    return models[chosen], record
 
 
 def op_precisions(model_path: Path, float_label: str) -> dict[str, dict[str, int]]:
-    """Per op type, how many run in each precision on the HTP: an op fed by a DequantizeLinear runs
-    quantised (its input's integer type), every other op in `float_label` (fp16 when compiled so)."""
+    """Per op type, how many run in each precision on the HTP: a QDQ node unit runs quantised (its
+    inputs' integer types), every other op in `float_label` (fp16 when compiled so)."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
@@ -228,11 +396,19 @@ def op_precisions(model_path: Path, float_label: str) -> dict[str, dict[str, int
             zero = q.input[2] if len(q.input) > 2 else None
             dq_type[node.output[0]] = onnx.TensorProto.DataType.Name(inits[zero].data_type).lower() \
                 if zero in inits else "int"
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node.op_type)
     found: dict[str, dict[str, int]] = {}
     for node in graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
             continue
-        types = sorted({dq_type[i] for i in node.input if i in dq_type})
+        # a QDQ node unit (every computed input from DequantizeLinear, every output to QuantizeLinear)
+        # runs quantised; any other op runs in float (a node left out of quantisation whose input is float)
+        unit = all(i in dq_type for i in node.input if i in producers and producers[i].op_type != "Constant") \
+            and all(consumers.get(o) and set(consumers[o]) == {"QuantizeLinear"} for o in node.output)
+        types = sorted({dq_type[i] for i in node.input if i in dq_type}) if unit else []
         kind = "+".join(types) if types else float_label
         found.setdefault(node.op_type, {}).setdefault(kind, 0)
         found[node.op_type][kind] += 1
@@ -248,6 +424,19 @@ def _versions() -> dict:
             "qnn_sdk": getattr(onnxruntime_qnn.build_and_package_info, "qnn_version", None)}
 
 
+def _ops(n: int) -> str:
+    return f"{n} op" + ("" if n == 1 else "s")
+
+
+COMPUTE = {
+    "fp16": lambda _: "fp16",
+    "int8": lambda _: "QDQ int8 (uint8 activations, int8 per-channel weights)",
+    "mixed": lambda _: "QDQ int8 (uint8 activations, int8 per-channel weights) convolutions, the rest fp16",
+    "w8a16": lambda r: (f"QDQ w8a16 (uint16 activations, ranges widened {r['activation_headroom']:g}x, int8 "
+                        f"per-channel weights), {_ops(len(r['left_out']))} left out of the quantiser"),
+}
+
+
 def _convert(job: ConvertJob) -> Converted:
     import shutil
 
@@ -258,7 +447,10 @@ def _convert(job: ConvertJob) -> Converted:
     folder.mkdir()
     job.progress("exporting the deploy form to ONNX")
     src = simplify_onnx(export_onnx(job.deploy, job.size, job.work / "deploy.onnx"), job.work / "deploy.sim.onnx")
-    if job.precision in QDQ_PRECISIONS:
+    w8a16 = None
+    if job.precision == "w8a16":
+        src, w8a16 = _w8a16(job, src)
+    elif job.precision in QDQ_PRECISIONS:
         job.progress(f"quantising for QNN ({job.precision}: QDQ, {len(job.calibration)} calibration samples)")
         src = qdq(src, job.work / "qdq.onnx", job.calibration, job.precision)
     shutil.copyfile(src, folder / SOURCE)
@@ -271,10 +463,11 @@ def _convert(job: ConvertJob) -> Converted:
         devices[device] = {"soc": _soc(device), "soc_model": htp.soc_model, "htp_arch": htp.arch,
                            "model": f"{device}/{COMPILED}", "context_binaries": binaries,
                            "context_bytes": sum((compiled.parent / b).stat().st_size for b in binaries)}
-    info = {**_versions(), "devices": devices, "compute": "fp16" if job.precision == "fp16" else
-            "QDQ int8 (uint8 activations, int8 per-channel weights)" + (", the rest fp16" if fp16 else ""),
+    info = {**_versions(), "devices": devices, "compute": COMPUTE[job.precision](w8a16),
             "placement": "every op on the QNN HTP backend (CPU fallback disabled: a graph it cannot take fails "
                          "to compile)", "op_precisions": op_precisions(folder / SOURCE, "fp16" if fp16 else "fp32")}
+    if w8a16 is not None:
+        info["w8a16"] = w8a16
     return Converted(folder, op_histogram(load_graph(folder / SOURCE)), io_description(job.size), target_info=info,
                      torch_model=job.deploy)
 
@@ -283,8 +476,27 @@ def _describe(manifest) -> list[str]:
     info = manifest.target_info
     devices = ", ".join(f"{name} ({d['soc']}, Hexagon v{d['htp_arch']}, {d['context_bytes'] / 1e6:.1f} MB context)"
                         for name, d in info["devices"].items())
-    return [f"compiled for {devices} with QNN SDK {info.get('qnn_sdk')}; {info['compute']}",
-            "verified on Qualcomm's x86 HTP simulator: the HTP's numerics, not its latency (that needs the phone)"]
+    lines = [f"compiled for {devices} with QNN SDK {info.get('qnn_sdk')}; {info['compute']}"]
+    if "w8a16" in info:
+        lines += _w8a16_lines(info["w8a16"])
+    return lines + ["verified on Qualcomm's x86 HTP simulator: the HTP's numerics, not its latency (that needs "
+                    "the phone)"]
+
+
+def _w8a16_lines(record: dict) -> list[str]:
+    left_out = record["left_out"]
+    matmuls = [k for k in left_out if k["why"] == DYNAMIC_MATMUL]
+    found = [k for k in left_out if k["why"] != DYNAMIC_MATMUL]
+    lines = [f"left out of the quantiser: {len(matmuls)} MatMuls of two activations "
+             f"({DYNAMIC_MATMUL.split(': ', 1)[1]})"] if matmuls else []
+    if found:
+        lines.append("left out of the quantiser, found by bisection (the HTP computed the graph unlike the QDQ "
+                     "graph with them in it): " + ", ".join(f"{k['node']} ({k['op']})" for k in found))
+    tried = "; ".join(f"{_ops(r['left_out'])} left out: {r['db']:.1f} dB" for r in record["agreement"])
+    verdict = "agrees with" if record["agreed"] else "still differs from"
+    lines.append(f"the HTP ({record['agreement_device']}) {verdict} the QDQ graph on ONNX Runtime's CPU, on "
+                 f"calibration samples (bar {record['agreement_bar_db']:g} dB; {record['trials']} compiles): {tried}")
+    return lines
 
 
 def _soc(device: str) -> str:
@@ -453,7 +665,7 @@ HARNESS = dataclasses.replace(
 # graph (b0-seg 39.1 dB against PyTorch-fp16's 42.7, m0-cls 39.3 against 40.6 on one photo each, both
 # with >= 99% of pixels kept), so the 40 dB bar of CPU fp16 failed sound compiles; the report shows
 # PyTorch's fp16 beside the HTP's figure. The quantised precisions are held to the int8 bars.
-VERIFY = {"fp16": dataclasses.replace(FP16, sqnr_min_db=35.0), "int8": INT8, "mixed": INT8}
+VERIFY = {"fp16": dataclasses.replace(FP16, sqnr_min_db=35.0), "int8": INT8, "mixed": INT8, "w8a16": INT8}
 
 SPEC = TargetSpec(
     name="qnn",
