@@ -96,12 +96,6 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
     return [np.stack(r) for r in rows], resized
 
 
-def _logits_shape(variant, size) -> tuple[int, ...]:
-    """The NCHW logits a model of `variant` at `size` outputs (what runners are asked to return)."""
-    return (1, variant.num_classes, *(s // variant.output_stride for s in size)) if variant.task == "seg" \
-        else (1, variant.num_classes)
-
-
 def task_scorer(variant, size, data) -> Callable[[Callable], object]:
     """`score(run)`: the task metric's per-image scores (edgekit.accuracy.Scores) of `run(x, expected)`
     (an NCHW batch and the NCHW logits shape it must return, a runner's `run`) over `data`, the same
@@ -109,7 +103,7 @@ def task_scorer(variant, size, data) -> Callable[[Callable], object]:
     gives a labelled set)."""
     from edgekit.accuracy import Scores
 
-    expected = _logits_shape(variant, size)
+    expected = variant.logits_shape(size)
 
     def score(run):
         rows, _ = _score_set(variant, size, data, [_Model(lambda x: run(x, expected))], lambda _m: None)
@@ -271,7 +265,7 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
     check_matches(data, variant)
     size = manifest.size
     checkpoint = _checked_weights(manifest, weights)
-    expected = _logits_shape(variant, size)
+    expected = variant.logits_shape(size)
     proxy = None
     if runner is not None:
         ran = runner.label

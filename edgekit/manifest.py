@@ -58,6 +58,11 @@ class Manifest:
     def size(self) -> tuple[int, int]:
         return (int(self.resolution[0]), int(self.resolution[1]))
 
+    def logits_shape(self) -> list[int]:
+        """The NCHW logits of one image (Variant.logits_shape, from what the manifest records)."""
+        return [1, self.classes, *(s // self.output_stride for s in self.size)] if self.task == "seg" \
+            else [1, self.classes]
+
     @property
     def random_weights(self) -> bool:
         return self.source.get("weights") is None and self.source.get("sha256") is None

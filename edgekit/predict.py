@@ -188,9 +188,7 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     for path, photo in photos:
         progress(f"running {manifest.target} {manifest.precision} on {path.name}")
         x = preprocess(photo, variant, manifest.size)[None]
-        expected = (1, variant.num_classes, *(s // variant.output_stride for s in manifest.size)) \
-            if variant.task == "seg" else (1, variant.num_classes)
-        logits = runner.run(x, expected)[0]
+        logits = runner.run(x, variant.logits_shape(manifest.size))[0]
         record = {"image": str(path), "size": list(photo.size)}
         if variant.task == "seg":
             overlay, indexed, shares = _segmentation_pictures(photo, logits, labels, palette(variant.dataset), banners)

@@ -77,6 +77,11 @@ class Variant:
         """Seg logits come out at 1/8 of the input; classifiers have no spatial output."""
         return 8 if self.task == "seg" else None
 
+    def logits_shape(self, size: tuple[int, int]) -> tuple[int, ...]:
+        """The NCHW logits of one image at `size` (what runners are asked to return)."""
+        return (1, self.num_classes, *(s // self.output_stride for s in size)) if self.task == "seg" \
+            else (1, self.num_classes)
+
     @property
     def output_semantics(self) -> str:
         """What the model's output means, for manifests, reports and app metadata."""

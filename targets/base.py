@@ -128,6 +128,13 @@ class Converted:
     torch_model: Any = None
 
 
+def float_io(manifest, model_path: Path) -> tuple[dict, dict]:
+    """Packaging.io of a model with float input and output: the recorded io, the output's NCHW shape."""
+    io = manifest.io
+    return {**io["input"], "quantization": None}, {**io["output"], "shape": manifest.logits_shape(),
+                                                    "quantization": None}
+
+
 @dataclass(frozen=True)
 class Packaging:
     """How a target's artifacts become an app bundle (edgekit.bundle reads it)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
-from edgekit.targets.base import FP32_EXACT, INT8, Converted, ConvertJob, DeployPlan, Packaging, TargetSpec
+from edgekit.targets.base import FP32_EXACT, INT8, Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, float_io
 
 MODEL_FILE = "model.pte"
 DELEGATE_CALL = "executorch_call_delegate"
@@ -141,13 +141,6 @@ def _describe(manifest) -> list[str]:
             f"left to portable kernels: {left}"]
 
 
-def _bundle_io(manifest, model_path: Path) -> tuple[dict, dict]:
-    io = manifest.io
-    shape = [1, manifest.classes, *(s // manifest.output_stride for s in manifest.size)] if manifest.task == "seg" \
-        else [1, manifest.classes]
-    return {**io["input"], "quantization": None}, {**io["output"], "shape": shape, "quantization": None}
-
-
 def _kotlin_runtime(manifest):
     from edgekit.bundle.kotlin import KotlinRuntime
 
@@ -224,7 +217,7 @@ SPEC = TargetSpec(
     tolerances={"fp32": FP32_EXACT, "int8": INT8},
     runner=_runner,
     runner_label="executorch.runtime (XNNPACK)",
-    packaging=Packaging("android", _bundle_io, _snippet),
+    packaging=Packaging("android", float_io, _snippet),
     harness=HARNESS,
     tools=("executorch", "torchao"),
     describe=_describe,

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size
 from edgekit.android_harness.harnesses import Harness, RunSettings
-from edgekit.targets.base import FP32_EXACT, Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, Upsample
+from edgekit.targets.base import (
+    FP32_EXACT,
+    Converted,
+    ConvertJob,
+    DeployPlan,
+    Packaging,
+    TargetSpec,
+    Upsample,
+    float_io,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -153,13 +162,6 @@ HARNESS = Harness(
 ORT_MAVEN = "com.microsoft.onnxruntime:onnxruntime-android"
 
 
-def _bundle_io(manifest, model_path: Path) -> tuple[dict, dict]:
-    io = manifest.io
-    out = {**io["output"], "shape": [1, manifest.classes, *(s // manifest.output_stride for s in manifest.size)]
-           if manifest.task == "seg" else [1, manifest.classes], "quantization": None}
-    return {**io["input"], "quantization": None}, out
-
-
 def kotlin_run() -> str:
     """The Kotlin that feeds one NCHW float input to an ONNX Runtime session and copies its first
     output out (ai.onnxruntime's OnnxTensor.createTensor / OrtSession.run)."""
@@ -213,7 +215,7 @@ SPEC = TargetSpec(
     tolerances={"fp32": FP32_EXACT},
     runner=_runner,
     runner_label="ONNX Runtime (CPU)",
-    packaging=Packaging("android", _bundle_io, _snippet),
+    packaging=Packaging("android", float_io, _snippet),
     harness=HARNESS,
     tools=("onnx", "onnxsim", "onnxruntime"),
     quiet_env={"ORT_LOG_SEVERITY_LEVEL": "3"},  # ONNX Runtime's own log lines

@@ -48,6 +48,7 @@ from edgekit.targets.base import (
     Packaging,
     TargetSpec,
     device_option,
+    float_io,
 )
 
 EP_NAME = "QNNExecutionProvider"
@@ -562,14 +563,6 @@ def _check_lines(checks: dict) -> list[str]:
 ORT_QNN_MAVEN = "com.microsoft.onnxruntime:onnxruntime-android-qnn"
 
 
-def _bundle_io(manifest, model_path: Path) -> tuple[dict, dict]:
-    io = manifest.io
-    inp = {**io["input"], "quantization": None}
-    out = {**io["output"], "shape": [1, manifest.classes, *(s // manifest.output_stride for s in manifest.size)]
-           if manifest.task == "seg" else [1, manifest.classes], "quantization": None}
-    return inp, out
-
-
 def _kotlin_runtime(manifest):
     from edgekit.bundle.kotlin import KotlinRuntime
 
@@ -684,7 +677,7 @@ SPEC = TargetSpec(
     proxy=_proxy,
     checks=_checks,
     check_lines=_check_lines,
-    packaging=Packaging("android", _bundle_io, _snippet, app_files=_app_files),
+    packaging=Packaging("android", float_io, _snippet, app_files=_app_files),
     harness=HARNESS,
     quiet_env=_QUIET,
     tools=("onnx", "onnxsim", "onnxruntime", "onnxruntime-qnn"),
