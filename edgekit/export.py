@@ -94,6 +94,8 @@ def plan_export(opts: ExportOptions) -> ExportPlan:
         from edgekit.calibration.sources import calibration_set
 
         calib = calibration_set(variant, size, opts.calibration, opts.num_calibration)
+        if spec.check_calibration is not None:
+            spec.check_calibration(precision, options, calib)
     elif opts.calibration is not None:
         calibrated = [p for p in spec.precisions if spec.needs_calibration(p)]
         raise EdgekitError(f"--calibration is used only by calibrated precisions ({', '.join(calibrated) or 'none'} "

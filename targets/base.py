@@ -181,6 +181,9 @@ class TargetSpec:
     check_lines: Callable[[dict], list[str]] | None = None
     tools: tuple[str, ...] = ()  # PyPI distributions whose versions go into the manifest
     validate: Callable[[str, Any], None] | None = None  # (precision, options): cross-option rules
+    # (precision, options, calibration set): what the conversion needs of the calibration images, checked
+    # before the output folder is made (the int8 search needs 2 distinct images)
+    check_calibration: Callable[[str, Any, Any], None] | None = None
     # per-op sensitivity of its quantised form on held-out photos (edgekit inspect --quantization)
     quantization: Callable[[QuantizationJob], dict] | None = None
     # what the conversion did, in a few lines for the export report: (manifest) -> lines

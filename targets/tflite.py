@@ -336,6 +336,14 @@ def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: La
                  [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits])
 
 
+def _check_calibration(precision: str, options: TFLiteOptions, calibration) -> None:
+    """The search's folds need two distinct calibration images: refused before any work."""
+    if precision == Precision.INT8.value and options.keep_float is None:
+        from edgekit.int8_search import folds
+
+        folds(len(calibration.data), calibration.originals)
+
+
 def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
                 progress) -> tuple[bytes, dict]:
     """The recipe search (edgekit.int8_search) on these weights: full int8; the same on the deploy form
@@ -831,6 +839,7 @@ SPEC = TargetSpec(
     runner_label="ai-edge-litert (XNNPACK)",
     options=TFLiteOptions,
     validate=_validate,
+    check_calibration=_check_calibration,
     packaging=Packaging("android", _bundle_io, _snippet),
     harness=HARNESS,
     quiet_env=QUIET_ENV,
