@@ -67,6 +67,9 @@ QDQ_PRECISIONS = ("int8", "mixed", "w8a16")
 W8A16_HEADROOM = 2.0
 AGREEMENT_DB = 25.0  # the HTP against ONNX Runtime's CPU running the same QDQ graph, on calibration samples;
 # what it catches: the HTP computing another function (m0-cls, -13 dB), not its precision (above)
+# below this on the calibration samples its ranges came from, the QDQ graph itself computes another
+# function (b0-seg 512x1024, plain stand-in: -1.0 / 12.4 dB; m0-cls, which the HTP search repairs: 22 / 25)
+QDQ_BROKEN_DB = 15.0
 AGREEMENT_ROUNDS = 8  # nodes searched for and left out before giving up (the verification then reports)
 WORKER_TIMEOUT = 1800
 
@@ -300,15 +303,41 @@ def _dynamic_matmuls(src: Path) -> list[str]:
 # CPU, -2 to 6 dB with them quantised, 36-42 dB with them fp16
 DYNAMIC_MATMUL = ("a MatMul of two activations: the QNN EP narrows its second 16-bit input to 8 bits "
                   "(onnxruntime-qnn PR #300, #793)")
+ATTENTION = ("in an attention block: with the attention quantised too, the QDQ graph itself missed the "
+             "int8 bars on the calibration samples")
 FOUND = ("the HTP's result differed from the QDQ graph's until this node was left out of the quantiser "
          "(found by bisection)")
 
 
+def _module_path(node_name: str) -> str:
+    """The qualified name of the torch module a node was exported from. The exporter names a node by
+    the modules it was called in, one segment per call, a container's child named with the container:
+    /backbone/stages.2/op_list.1/context_module/main/MatMul (a ModuleList is never called) and
+    /blocks1/blocks1.0/mixer/m/attn/MatMul (a Sequential is)."""
+    path: list[str] = []
+    for segment in node_name.strip("/").split("/")[:-1]:
+        parts = segment.split(".")
+        path = path[:-1] + parts if len(parts) > 1 and path and path[-1] == parts[0] else path + parts
+    return ".".join(path)
+
+
+def _nodes_under(src: Path, scopes: list[str]) -> list[str]:
+    """The ONNX nodes exported from inside the torch modules named in `scopes`."""
+    import onnx
+
+    found = []
+    for node in onnx.load(str(src), load_external_data=False).graph.node:
+        module = _module_path(node.name)
+        if node.op_type != "Constant" and any(module == s or module.startswith(f"{s}.") for s in scopes):
+            found.append(node.name)
+    return found
+
+
 def _agreement(model: Path, folder: Path, device: str, samples: np.ndarray) -> float:
     """The worst sample's SQNR (dB) of the HTP's output against ONNX Runtime's CPU on the same QDQ graph."""
+    compile_for(model, folder / device, device, True)
     from edgekit.metrics import sqnr_db
 
-    compile_for(model, folder / device, device, True)
     htp = QNNRunner(folder, device, True).run(samples)
     cpu = cpu_qdq(model, samples)
     return min(float(sqnr_db(c, h)) for c, h in zip(cpu, htp))
@@ -317,9 +346,11 @@ def _agreement(model: Path, folder: Path, device: str, samples: np.ndarray) -> f
 def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
     """w8a16 that the HTP computes as the QDQ graph says, judged on calibration samples: the HTP
     compiled for the first device against the QDQ graph on ONNX Runtime's CPU. Ranges once (widened
-    W8A16_HEADROOM times); every op quantised; if they differ by more than AGREEMENT_DB, the dynamic
-    MatMuls left out of the quantiser (DYNAMIC_MATMUL; they then run fp16), left_out if that agrees
-    better; while they still differ, bisect the nodes in graph order for the shortest prefix whose
+    W8A16_HEADROOM times); the QDQ graph's own fidelity on ONNX Runtime's CPU, and below the int8
+    bar's minimum, the same with the attention blocks left out (ATTENTION), kept if better (below
+    QDQ_BROKEN_DB the HTP is not searched: nothing is worth matching); every op quantised; if the HTP differs by
+    more than AGREEMENT_DB, the dynamic MatMuls left out of the quantiser (DYNAMIC_MATMUL; they then
+    run fp16), kept if that agrees better; while they still differ, bisect the nodes in graph order for the shortest prefix whose
     leaving out restores agreement and leave out its last node. A node left out still runs quantised
     where the EP sees a QDQ unit around it (its output requantised for quantised consumers):
     `op_precisions` says what runs in what. Measured, random stand-ins: b0-seg agrees with its MatMuls
@@ -328,6 +359,9 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
     the Add's: -2 dB -> 30 dB."""
     import onnx
 
+    from edgekit.deploy.attention import attention_scopes
+    from edgekit.metrics import sqnr_db
+
     device = job.options.device[0]
     samples = job.calibration[:2]
     job.progress(f"w8a16: activation ranges on {len(job.calibration)} calibration samples "
@@ -335,10 +369,17 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
     ranges = activation_ranges(src, job.calibration, job.work, W8A16_HEADROOM)
     trials = [0]
     models: dict[int, Path] = {}
+    built: dict[frozenset, Path] = {}
+
+    def build(keep: dict) -> Path:
+        if frozenset(keep) not in built:
+            built[frozenset(keep)] = qdq(src, job.work / f"w8a16_{len(built)}.onnx", job.calibration, "w8a16",
+                                         tuple(keep), ranges)
+        return built[frozenset(keep)]
 
     def agreement(keep: dict) -> float:
         trials[0] += 1
-        model = qdq(src, job.work / f"w8a16_{trials[0]}.onnx", job.calibration, "w8a16", tuple(keep), ranges)
+        model = build(keep)
         models[len(rounds)] = model
         return _agreement(model, job.work / f"agreement_{trials[0]}", device, samples)
 
@@ -350,12 +391,36 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
 
     rounds: list[dict] = []
     left_out: dict[str, str] = {}
-    db, chosen = check(left_out, "every op quantised"), 0
-    matmuls = {name: DYNAMIC_MATMUL for name in _dynamic_matmuls(src)}
+    # the QDQ graph's own fidelity first (ONNX Runtime's CPU against the float graph): where the 16-bit
+    # graph itself misses, no node the HTP is then asked to leave out can bring it back (b0-seg 512x1024,
+    # plain stand-in: -1.0 / 12.4 dB on calibration samples; the attention's inputs, 10 dB each alone)
+    reference = cpu_qdq(src, samples)
+
+    def own_fidelity(keep: dict, what: str) -> list[float]:
+        job.progress(f"w8a16: the QDQ graph against the float graph on {len(samples)} calibration samples "
+                     f"(CPU), {what}")
+        return [round(float(sqnr_db(r, q)), 1) for r, q in zip(reference, cpu_qdq(build(keep), samples))]
+
+    own = own_fidelity(left_out, "every op quantised")
+    record = {"activation_headroom": W8A16_HEADROOM, "agreement_bar_db": AGREEMENT_DB, "qdq_vs_float_db": own,
+              "qdq_broken_db": QDQ_BROKEN_DB, "agreement_device": device}
+    attention = {name: ATTENTION for name in _nodes_under(src, attention_scopes(job.deploy))}
+    if min(own) < INT8.sqnr_min_db and attention:
+        without = own_fidelity(attention, f"the {len(attention)} nodes of the attention blocks left out")
+        record["qdq_vs_float_db_attention_left_out"] = without
+        if min(without) > min(own):
+            left_out, own = attention, without
+    if min(own) < QDQ_BROKEN_DB:
+        job.progress(f"w8a16: the QDQ graph itself is at {min(own):.1f} dB on samples its ranges came from: "
+                     "the HTP is not searched")
+        return build(left_out), {**record, "agreement": [], "trials": 0, "agreed": None,
+                                 "left_out": _described(src, left_out)}
+    db, chosen = check(left_out, "every op quantised" if not left_out else f"{_ops(len(left_out))} left out"), 0
+    matmuls = {name: DYNAMIC_MATMUL for name in _dynamic_matmuls(src) if name not in left_out}
     if db < AGREEMENT_DB and matmuls:  # leaving them out can make it worse (m0-cls: -2.5 dB): take the better
         without = check(matmuls, f"the {len(matmuls)} MatMuls of two activations left out")
         if without > db:
-            left_out, db, chosen = matmuls, without, 1
+            left_out, db, chosen = {**left_out, **matmuls}, without, 1
     order = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.op_type != "Constant"]
     while db < AGREEMENT_DB and len(rounds) < AGREEMENT_ROUNDS + 2:
         rest = [n for n in order if n not in left_out]
@@ -370,11 +435,15 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
         left_out = {**left_out, rest[hi - 1]: FOUND}
         db = check(left_out, f"{_ops(len(left_out))} left out")
         chosen = len(rounds) - 1
+    return models[chosen], {**record, "agreement": rounds, "trials": trials[0], "agreed": db >= AGREEMENT_DB,
+                            "left_out": _described(src, left_out)}
+
+
+def _described(src: Path, left_out: dict[str, str]) -> list[dict]:
+    import onnx
+
     types = {n.name: n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node}
-    record = {"activation_headroom": W8A16_HEADROOM, "agreement_bar_db": AGREEMENT_DB,
-              "agreement": rounds, "agreement_device": device, "trials": trials[0], "agreed": db >= AGREEMENT_DB,
-              "left_out": [{"node": name, "op": types.get(name, "?"), "why": why} for name, why in left_out.items()]}
-    return models[chosen], record
+    return [{"node": name, "op": types.get(name, "?"), "why": why} for name, why in left_out.items()]
 
 
 def op_precisions(model_path: Path, float_label: str) -> dict[str, dict[str, int]]:
@@ -486,13 +555,25 @@ def _describe(manifest) -> list[str]:
 
 def _w8a16_lines(record: dict) -> list[str]:
     left_out = record["left_out"]
+    attention = [k for k in left_out if k["why"] == ATTENTION]
     matmuls = [k for k in left_out if k["why"] == DYNAMIC_MATMUL]
-    found = [k for k in left_out if k["why"] != DYNAMIC_MATMUL]
-    lines = [f"left out of the quantiser: {len(matmuls)} MatMuls of two activations "
-             f"({DYNAMIC_MATMUL.split(': ', 1)[1]})"] if matmuls else []
+    found = [k for k in left_out if k["why"] == FOUND]
+    lines = [f"left out of the quantiser: the {len(attention)} nodes of the attention blocks ({ATTENTION})"] \
+        if attention else []
+    if matmuls:
+        lines.append(f"left out of the quantiser: {len(matmuls)} MatMuls of two activations "
+                     f"({DYNAMIC_MATMUL.split(': ', 1)[1]})")
     if found:
         lines.append("left out of the quantiser, found by bisection (the HTP computed the graph unlike the QDQ "
                      "graph with them in it): " + ", ".join(f"{k['node']} ({k['op']})" for k in found))
+    own = record["qdq_vs_float_db"]
+    lines.append(f"the QDQ graph itself against the float graph (ONNX Runtime's CPU, calibration samples): "
+                 f"{' / '.join(f'{x:.1f}' for x in own)} dB" + (
+                     f"; with the attention blocks left out {' / '.join(f'{x:.1f}' for x in without)} dB"
+                     if (without := record.get("qdq_vs_float_db_attention_left_out")) else ""))
+    if record["agreed"] is None:
+        return lines + [f"below {record['qdq_broken_db']:g} dB there already: the HTP was not searched for nodes to "
+                        "leave out"]
     tried = "; ".join(f"{_ops(r['left_out'])} left out: {r['db']:.1f} dB" for r in record["agreement"])
     verdict = "agrees with" if record["agreed"] else "still differs from"
     lines.append(f"the HTP ({record['agreement_device']}) {verdict} the QDQ graph on ONNX Runtime's CPU, on "

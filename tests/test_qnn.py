@@ -186,6 +186,39 @@ def test_the_quantiser_leaves_constant_nodes_alone(tmp_path):
     assert min(sqnr_db(r, o) for r, o in zip(ref, out)) > 25
 
 
+def test_attention_nodes_are_found_by_module(tmp_path):
+    """What w8a16 leaves out when the attention breaks the 16-bit graph: the ONNX nodes exported from
+    inside the attention modules of the deploy form, found by their module path, for both families."""
+    import onnx
+
+    from edgekit.deploy import make_deploy_form
+    from edgekit.deploy.attention import attention_scopes
+    from edgekit.reference import source_model
+    from edgekit.registry import get_variant, parse_resolution
+    from edgekit.targets.onnx import export_onnx, simplify_onnx
+    from edgekit.targets.qnn import SPEC, _dynamic_matmuls, _module_path, _nodes_under
+
+    for name, res, blocks in (("b0-seg", "64x128", 4), ("m0-cls", "224", 6)):
+        variant = get_variant(name)
+        size = parse_resolution(res, variant)
+        model, _ = source_model(variant, size, None)
+        form = make_deploy_form(model, size, SPEC, "fp16").model
+        scopes = attention_scopes(form)
+        assert len(scopes) == blocks  # outermost only: m0's window attention holds its cascaded attention
+        src = simplify_onnx(export_onnx(form, size, tmp_path / f"{name}.onnx"), tmp_path / f"{name}.sim.onnx")
+        nodes = _nodes_under(src, scopes)
+        graph = onnx.load(str(src)).graph
+        types = {n.name: n.op_type for n in graph.node}
+        # every MatMul of two activations is attention, and no node outside the blocks is taken
+        assert set(_dynamic_matmuls(src)) <= set(nodes)
+        assert all(any(f"{_module_path(n)}.".startswith(f"{s}.") for s in scopes) for n in nodes)
+        outside = {types[n.name] for n in graph.node if n.name not in nodes}
+        assert "Conv" in {types[n] for n in nodes} and "Conv" in outside  # the FFNs and the stem stay quantised
+    assert _module_path("/blocks1/blocks1.0/mixer/m/attn/MatMul_5") == "blocks1.0.mixer.m.attn"
+    assert _module_path("/backbone/stages.2/op_list.1/context_module/main/MatMul") == \
+        "backbone.stages.2.op_list.1.context_module.main"
+
+
 def test_m0_cls_w8a16_leaves_out_the_node_the_htp_computes_wrongly(tmp_path):
     """w8a16 (16-bit activations, what AI Hub ships): on the simulator the HTP computes m0-cls's
     fully quantised graph unlike the QDQ graph itself (ONNX Runtime's CPU); the export finds the node

@@ -216,3 +216,17 @@ class StaticLocalWindowAttention(nn.Module):
         rows = [torch.cat([y[j] for j in range(i * nw, (i + 1) * nw)], dim=3) for i in range(nh)]
         out = torch.cat(rows, dim=2)
         return out[:, :, :h, :w] if pad_b or pad_r else out
+
+
+ATTENTION_TYPES = (LiteMLA, CascadedGroupAttention, LocalWindowAttention,
+                   StaticLiteMLA, StaticCascadedGroupAttention, StaticLocalWindowAttention)
+
+
+def attention_scopes(model: nn.Module) -> list[str]:
+    """The qualified names of the outermost attention modules in `model` (trained or static): what a
+    target leaves out of quantisation when the attention is what breaks it."""
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, ATTENTION_TYPES) and not any(name.startswith(f"{f}.") for f in found):
+            found.append(name)
+    return found
