@@ -91,3 +91,53 @@ def test_equalizing_the_relu_ffn_is_exact_and_undoes_the_spread():
     assert "equalize_relu_ffn" in [r.name for r in on.rewrites]
     off = make_deploy_form(model, size, get_target("tflite"), "int8", calibration=calib, options=TFLiteOptions())
     assert "equalize_relu_ffn" not in [r.name for r in off.rewrites]
+
+
+def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
+    """Deploy pass `bias_correction`: a layer with int8-rounded weights and the corrected bias has the
+    float layer's mean output on the images it was measured on (exactly for a 1x1 conv; a 3x3 conv's
+    windows do not see every pixel equally, so there the shift shrinks); on a whole model with 8-bit
+    weights it brings the held-out photos closer to the float model (b0-cls trained-like, measured
+    27.9 -> 31.4 dB median)."""
+    import copy
+
+    from edgekit.calibration.sources import calibration_set
+    from edgekit.deploy import make_deploy_form
+    from edgekit.deploy.passes import bias_correction, int8_weights
+    from edgekit.metrics import sqnr_db
+    from edgekit.reference import run_images
+    from edgekit.targets import get_target
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 8, 9, 9) * 3 + 1  # a positive mean: what makes the rounding error shift the output
+    for layer in (torch.nn.Conv2d(8, 4, 1, bias=False), torch.nn.Conv2d(8, 16, 3), torch.nn.Conv2d(8, 8, 3, groups=8)):
+        net = torch.nn.Sequential(layer)
+        corrected = bias_correction(copy.deepcopy(net), (9, 9), calibration=x.numpy())
+        with torch.no_grad():
+            want = net(x).mean(dim=(0, 2, 3))
+            corrected[0].weight.copy_(int8_weights(corrected[0].weight))
+            got, naive = corrected(x).mean(dim=(0, 2, 3)), torch.nn.functional.conv2d(
+                x, int8_weights(layer.weight), layer.bias, groups=layer.groups).mean(dim=(0, 2, 3))
+        shift, left = (naive - want).abs().max(), (got - want).abs().max()
+        assert left < (1e-5 if layer.kernel_size == (1, 1) else shift / 5), (layer, shift, left)
+
+    v = get_variant("b0-cls")
+    size = parse_resolution("224", v)
+    images = image_batch(v, size, verification_images(v.dataset))
+    calib = calibration_set(v, size).data
+    model, _ = source_model(v, size, None, "trained-like")
+    form = make_deploy_form(model, size, get_target("tflite"), "fp32").model.eval()
+    reference = run_images(form, images)
+
+    def with_int8_weights(m):
+        m = copy.deepcopy(m)
+        with torch.no_grad():
+            for layer in m.modules():
+                if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+                    layer.weight.copy_(int8_weights(layer.weight))
+        return m
+
+    plain = [sqnr_db(r, o) for r, o in zip(reference, run_images(with_int8_weights(form), images))]
+    corrected = bias_correction(copy.deepcopy(form), size, calibration=calib)
+    fixed = [sqnr_db(r, o) for r, o in zip(reference, run_images(with_int8_weights(corrected), images))]
+    assert np.median(fixed) > np.median(plain) + 2 and min(fixed) > min(plain), (plain, fixed)

@@ -85,6 +85,12 @@ REWRITES = {
             True,
         ),
         Rewrite(
+            "bias_correction",
+            "int8 weights: each layer's bias less the mean shift its int8-rounded weights cause on the calibration "
+            "images (empirical bias correction; the float graph is off by what the int8 weights put back)",
+            False,
+        ),
+        Rewrite(
             "int8_attention_floor",
             "int8: attention normaliser clamped at 2/255 of its calibrated peak (below that, int8 q/k carry no signal)",
             False,
@@ -115,7 +121,7 @@ class DeployForm:
     stages: list[tuple[Rewrite, nn.Module]] = field(default_factory=list)  # model after each rewrite
 
 
-CALIBRATED_PASSES = ("equalize_relu_ffn", "int8_attention_floor")  # passes that read the calibration images
+CALIBRATED_PASSES = ("equalize_relu_ffn", "bias_correction", "int8_attention_floor")  # passes that read the calibration images
 
 
 def plan_rewrites(plan: DeployPlan, precision: str, upsample: Upsample | None = None,
