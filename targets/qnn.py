@@ -347,9 +347,9 @@ def _nodes_under(src: Path, scopes: list[str]) -> list[str]:
 
 def _agreement(model: Path, folder: Path, device: str, samples: np.ndarray) -> float:
     """The worst sample's SQNR (dB) of the HTP's output against ONNX Runtime's CPU on the same QDQ graph."""
-    compile_for(model, folder / device, device, True)
     from edgekit.metrics import sqnr_db
 
+    compile_for(model, folder / device, device, True)
     htp = QNNRunner(folder, device, True).run(samples)
     cpu = cpu_qdq(model, samples)
     return min(float(sqnr_db(c, h)) for c, h in zip(cpu, htp))
@@ -359,11 +359,11 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
     """w8a16 that the HTP computes as the QDQ graph says, judged on calibration samples: the HTP
     compiled for the first device against the QDQ graph on ONNX Runtime's CPU. Ranges once (widened
     W8A16_HEADROOM times); the QDQ graph's own fidelity on ONNX Runtime's CPU, and below the int8
-    bar's minimum, the same with the attention blocks left out (ATTENTION), kept if better (below
-    QDQ_BROKEN_DB the HTP is not searched: nothing is worth matching); every op quantised; if the HTP differs by
-    more than AGREEMENT_DB, the dynamic MatMuls left out of the quantiser (DYNAMIC_MATMUL; they then
-    run fp16), kept if that agrees better; while they still differ, bisect the nodes in graph order for the shortest prefix whose
-    leaving out restores agreement and leave out its last node. A node left out still runs quantised
+    bar's minimum the same with the attention blocks left out (ATTENTION), kept if better (below
+    QDQ_BROKEN_DB the HTP is not searched: nothing is worth matching). Then the HTP: if it differs by
+    more than AGREEMENT_DB, the dynamic MatMuls left out of the quantiser too (DYNAMIC_MATMUL; they
+    then run fp16), kept if that agrees better; while they still differ, bisect the nodes in graph
+    order for the shortest prefix whose leaving out restores agreement and leave out its last node. A node left out still runs quantised
     where the EP sees a QDQ unit around it (its output requantised for quantised consumers):
     `op_precisions` says what runs in what. Measured, random stand-ins: b0-seg agrees with its MatMuls
     fp16; m0-cls, where that makes it worse, with the Add feeding the window partition (4 Slices,
