@@ -62,6 +62,13 @@ def option(default: Any, flag: str, help: str, choices: tuple[str, ...] | None =
     return field(default=default, metadata={"flag": flag, "help": help, "choices": choices, "type": type})
 
 
+def bias_correction_option(default: str):
+    """--bias-correction (the deploy pass bias_correction), declared alike by every target taking it."""
+    return option(default, "--bias-correction", "int8 weights: each layer's bias corrected for the mean shift its "
+                  "int8 weights cause on the calibration images (default on for QNN w8a16, off for TFLite int8) "
+                  "| off", ("on", "off"))
+
+
 # Flags that mean one thing everywhere: a target option with one of them is declared by its helper,
 # and the commands that know a phone (sweep) fill it from that phone.
 SHARED_FLAGS = {"--device": "the phone profiles an artifact is built for, declared with device_option()"}

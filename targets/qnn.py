@@ -47,9 +47,9 @@ from edgekit.targets.base import (
     NotRunnable,
     Packaging,
     TargetSpec,
+    bias_correction_option,
     device_option,
     float_io,
-    option,
 )
 
 EP_NAME = "QNNExecutionProvider"
@@ -79,8 +79,7 @@ WORKER_TIMEOUT = 1800
 class QNNOptions:
     device: tuple = device_option(("s8gen1",), htp_socs(), "phones to compile for, comma-separated "
                                   "(s8gen1, s8gen2, s8gen3, s8elite)")
-    bias_correction: str = option("on", "--bias-correction", "w8a16: each layer's bias corrected for the mean "
-                                  "shift its int8 weights cause on the calibration images | off", ("on", "off"))
+    bias_correction: str = bias_correction_option("on")
 
 
 def _option_passes(options: QNNOptions, precision: str) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from edgekit.targets.base import (
     Packaging,
     QuantizationJob,
     TargetSpec,
+    bias_correction_option,
     option,
 )
 
@@ -79,6 +80,7 @@ class TFLiteOptions:
     equalize: str = option("off", "--equalize", "int8: split each Microsoft FFN hidden channel's range between "
                            "its ReLU output and the conv reading it, before calibration (exact) | off",
                            ("off", "on"))
+    bias_correction: str = bias_correction_option("off")
 
 
 def _search_settings(options: TFLiteOptions):
@@ -100,6 +102,8 @@ def _validate(precision: str, options: TFLiteOptions) -> None:
             raise EdgekitError(f"--search-budget must be positive seconds (got {options.search_budget:g})")
     if options.equalize == "on" and precision != Precision.INT8.value:
         raise EdgekitError("--equalize needs --precision int8 (it balances ranges for int8 activations)")
+    if options.bias_correction == "on" and precision != Precision.INT8.value:
+        raise EdgekitError("--bias-correction on needs --precision int8 (it corrects for int8 weights)")
 
 
 @dataclass(frozen=True)
@@ -635,6 +639,9 @@ def _equalized_graph(job: ConvertJob):
 
     if job.options.equalize == "on":
         return "applied to the deploy form before the search (--equalize on)"
+    if job.options.bias_correction == "on":
+        return ("not with --bias-correction on: its corrections were measured for the FFN weights before any "
+                "equalisation (give --equalize on to run both, equalisation first)")
     if not relu_ffns(job.deploy):
         return ("this model has no ReLU FFN to equalise exactly (the MIT models' blocks use Hardswish or GELU, "
                 "which scales do not pass through)")
@@ -823,7 +830,10 @@ QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VE
 
 
 def _option_passes(options: TFLiteOptions, precision: str) -> tuple[str, ...]:
-    return ("equalize_relu_ffn",) if precision == "int8" and getattr(options, "equalize", "off") == "on" else ()
+    if precision != "int8":
+        return ()
+    return tuple(name for name, flag in (("equalize_relu_ffn", "equalize"), ("bias_correction", "bias_correction"))
+                 if getattr(options, flag, "off") == "on")
 
 
 SPEC = TargetSpec(

@@ -45,6 +45,8 @@ def test_keep_float_needs_int8(tmp_path):
                          (["-p", "int8", "--keep-float", "-1"], "--keep-float must be 0 or more")):
         r = runner.invoke(app, ["export", "b0-seg", "-r", "64x128", *args, "-o", str(tmp_path / "o")])
         assert r.exit_code == 1 and needle in r.stderr, r.output
+    r = runner.invoke(app, ["export", "b0-seg", "-p", "fp16", "--bias-correction", "on", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "--bias-correction on needs --precision int8" in r.stderr, r.output
     assert not (tmp_path / "o").exists()  # refused before the model is built: no output folder made
 
 
@@ -195,4 +197,6 @@ def test_search_flags_refusals(tmp_path):
                          (["--num-calibration", "1"], "at least 2 distinct calibration images")):
         r = runner.invoke(app, ["export", "b0-seg", "-p", "int8", "-r", "64x128", *args, "-o", str(tmp_path / "o")])
         assert r.exit_code == 1 and needle in r.stderr, r.output
+    r = runner.invoke(app, ["export", "b0-seg", "-p", "fp16", "--bias-correction", "on", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "--bias-correction on needs --precision int8" in r.stderr, r.output
     assert not (tmp_path / "o").exists()  # refused before the model is built: no output folder made
