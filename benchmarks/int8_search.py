@@ -24,7 +24,7 @@ from pathlib import Path
 from edgekit.export import ExportOptions, export
 from edgekit.registry import get_variant, parse_resolution
 
-CASES = [("b0-cls", "224"), ("b0-seg", "256x512"), ("m0-cls", "224")]
+CASES = [("b0-cls", "224"), ("b0-seg", "256x512"), ("m0-cls", "224"), ("b0-seg", "512x1024"), ("b1-seg-ade20k", "512x512")]
 STAND_INS = ("plain", "trained-like")
 
 
@@ -54,14 +54,17 @@ def _host() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="only b0-cls")
-    parser.add_argument("--only", help="rerun one variant's cases, keeping the file's others (say so where you cite it)")
+    parser.add_argument("--only", help="VARIANT or VARIANT@HxW: rerun those cases, keeping the file's others (say so "
+                                       "where you cite it)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_search.json")
     args = parser.parse_args()
     report = {"weights": "random stand-ins, plain and trained-like (seed 0)", "host": _host(), "cases": []}
-    cases = [CASES[0]] if args.quick else [c for c in CASES if args.only in (None, c[0])]
+    only, _, only_res = (args.only or "").partition("@")
+    cases = [CASES[0]] if args.quick else [c for c in CASES if only in ("", c[0]) and only_res in ("", c[1])]
     if args.only:
         kept = json.loads(args.out.read_text())
-        report = {**kept, "cases": [c for c in kept["cases"] if c["variant"] != get_variant(args.only).name]}
+        rerun = {(get_variant(n).name, tuple(parse_resolution(r, get_variant(n)))) for n, r in cases}
+        report = {**kept, "cases": [c for c in kept["cases"] if (c["variant"], tuple(c["resolution"])) not in rerun]}
     with tempfile.TemporaryDirectory() as tmp:
         for name, res in cases:
             for stand_in in STAND_INS:
