@@ -194,6 +194,22 @@ def int8_search_recipes() -> str:
 
 
 # qnn_precisions.py ---------------------------------------------------------------------------------
+LEFT_OUT_KINDS = {"in an attention": "attention", "a MatMul of": "MatMuls of two activations"}  # why's opening
+
+
+def _left_out(nodes: list[dict]) -> str:
+    """The nodes w8a16 left out of the quantiser: counted by kind, named when found one by one."""
+    counts: dict[str, int] = {}
+    named = []
+    for k in nodes:
+        kind = next((label for opening, label in LEFT_OUT_KINDS.items() if k["why"].startswith(opening)), None)
+        if kind is None:
+            named.append(k["node"])
+        else:
+            counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join([*(f"{n} ({kind})" for kind, n in counts.items()), *named]) or "none"
+
+
 def qnn_precisions() -> str:
     data = _load("qnn_precisions")
     header = ["case", "stand-in", "precision", "left out of the quantiser", "the HTP vs the QDQ graph (calibration)",
@@ -206,13 +222,7 @@ def qnn_precisions() -> str:
         if w is None:
             left, agree = "-", "-"
         else:
-            why: dict[str, int] = {}
-            for k in w["left_out"]:
-                label = {"in an attention": "attention", "a MatMul of": "MatMuls of two activations"}.get(
-                    next((p for p in ("in an attention", "a MatMul of") if k["why"].startswith(p)), ""), k["node"])
-                why[label] = why.get(label, 0) + 1
-            left = ", ".join(f"{n} ({label})" if label in ("attention", "MatMuls of two activations") else label
-                             for label, n in why.items()) or "none"
+            left = _left_out(w["left_out"])
             agree = "not searched (QDQ graph itself broken)" if w["agreed"] is None else \
                 " -> ".join(f"{r['db']:.1f}" for r in w["agreement"]) + " dB"
         rows.append([f"{_short(case['variant'])} {_res(case['resolution'], seg)}", case["stand_in"], case["precision"],
