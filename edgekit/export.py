@@ -94,14 +94,14 @@ def plan_export(opts: ExportOptions) -> ExportPlan:
         from edgekit.calibration.sources import calibration_set
 
         calib = calibration_set(variant, size, opts.calibration, opts.num_calibration)
-        if spec.check_calibration is not None:
-            spec.check_calibration(precision, options, calib)
     elif opts.calibration is not None:
         calibrated = [p for p in spec.precisions if spec.needs_calibration(p)]
         raise EdgekitError(f"--calibration is used only by calibrated precisions ({', '.join(calibrated) or 'none'} "
                            f"for {spec.name}); {precision} is not calibrated")
     verification = verification_set(variant, opts.verify_images, calib.images if calib else (),
                                      opts.allow_calibration_images)
+    if calib is not None and spec.check_calibration is not None:
+        spec.check_calibration(precision, options, calib)
     return ExportPlan(variant, size, spec, precision, options, calib, verification, _eval_data(opts, variant))
 
 

@@ -368,7 +368,7 @@ def test_a_sweep_on_an_s8gen3_phone_compiles_for_its_hexagon(connect, perf_test,
     assert len(rows) == 2 and all(row["latency_ms"] and row["profiled"] == "measured" for row in rows), rows
     for row in rows:
         m = read_manifest(row["artifact"])
-        assert m.target_options == {"device": ["s8gen3"]}
+        assert m.target_options == {"device": ["s8gen3"], "bias_correction": "on"}
         assert {d: info["htp_arch"] for d, info in m.target_info["devices"].items()} == {"s8gen3": 75}
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [rec["device"]["serial"] for rec in records] == [phone.serial] * 2
