@@ -176,6 +176,17 @@ def bicubic_to_bilinear(model: nn.Module, resolution: Size) -> nn.Module:
     return _swap_upsample(model, resolution, lambda m, channels: BilinearUpsample(m.factor))
 
 
+def _observe(model: nn.Module, calibration, handles: list) -> None:
+    """Run the calibration images through `model` for the hooks in `handles`, then remove them."""
+    try:
+        with torch.no_grad():
+            for image in calibration:
+                model(torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def relu_ffns(model: nn.Module) -> list[nn.Module]:
     """The folded 1x1 conv -> ReLU -> 1x1 conv blocks (the Microsoft models' FFN after fold_batchnorm)."""
     return [m for m in model.modules()
@@ -207,14 +218,7 @@ def equalize_relu_ffn(model: nn.Module, resolution: Size, calibration=None) -> n
             peaks[id(m)] = peak if peaks[id(m)] is None else torch.maximum(peaks[id(m)], peak)
         return record
 
-    handles = [m.act.register_forward_hook(hook(m)) for m in blocks]
-    try:
-        with torch.no_grad():
-            for image in calibration:
-                model(torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)))
-    finally:
-        for h in handles:
-            h.remove()
+    _observe(model, calibration, [m.act.register_forward_hook(hook(m)) for m in blocks])
     with torch.no_grad():
         for m in blocks:
             a = peaks[id(m)].double()
@@ -252,14 +256,7 @@ def bias_correction(model: nn.Module, resolution: Size, calibration=None) -> nn.
         mean = x.mean(dim=tuple(i for i in range(x.dim()) if i != (1 if x.dim() == 4 else x.dim() - 1)))
         sums[id(module)] = sums.get(id(module), 0) + mean
 
-    handles = [m.register_forward_pre_hook(hook) for m in layers]
-    try:
-        with torch.no_grad():
-            for image in calibration:
-                model(torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)))
-    finally:
-        for h in handles:
-            h.remove()
+    _observe(model, calibration, [m.register_forward_pre_hook(hook) for m in layers])
     with torch.no_grad():
         for m in layers:
             if id(m) not in sums:
