@@ -375,7 +375,9 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
     import onnx
 
     from edgekit.deploy.attention import attention_scopes
+    from edgekit.deploy.passes import without_bias_correction
     from edgekit.metrics import sqnr_db
+    from edgekit.reference import run_images
 
     device = job.options.device[0]
     samples = job.calibration[:2]
@@ -408,8 +410,9 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
     left_out: dict[str, str] = {}
     # the QDQ graph's own fidelity first (ONNX Runtime's CPU against the float graph): where the 16-bit
     # graph itself misses, no node the HTP is then asked to leave out can bring it back (b0-seg 512x1024,
-    # plain stand-in: -1.0 / 12.4 dB on calibration samples; the attention's inputs, 10 dB each alone)
-    reference = cpu_qdq(src, samples)
+    # plain stand-in: -1.0 / 12.4 dB on calibration samples; the attention's inputs, 10 dB each alone).
+    # The float graph is the deploy form without bias correction, which shifts it on purpose.
+    reference = run_images(without_bias_correction(job.deploy), samples)
 
     def own_fidelity(keep: dict, what: str) -> list[float]:
         job.progress(f"w8a16: the QDQ graph against the float graph on {len(samples)} calibration samples "

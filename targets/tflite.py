@@ -104,6 +104,9 @@ def _validate(precision: str, options: TFLiteOptions) -> None:
         raise EdgekitError("--equalize needs --precision int8 (it balances ranges for int8 activations)")
     if options.bias_correction == "on" and precision != Precision.INT8.value:
         raise EdgekitError("--bias-correction on needs --precision int8 (it corrects for int8 weights)")
+    if options.bias_correction == "on" and options.keep_float is None:
+        raise EdgekitError("--bias-correction on needs --keep-float N: the int8 recipe search judges against the "
+                           "float graph, which bias correction shifts on purpose")
 
 
 @dataclass(frozen=True)
@@ -639,9 +642,6 @@ def _equalized_graph(job: ConvertJob):
 
     if job.options.equalize == "on":
         return "applied to the deploy form before the search (--equalize on)"
-    if job.options.bias_correction == "on":
-        return ("not with --bias-correction on: its corrections were measured for the FFN weights before any "
-                "equalisation (give --equalize on to run both, equalisation first)")
     if not relu_ffns(job.deploy):
         return ("this model has no ReLU FFN to equalise exactly (the MIT models' blocks use Hardswish or GELU, "
                 "which scales do not pass through)")

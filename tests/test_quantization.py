@@ -47,6 +47,8 @@ def test_keep_float_needs_int8(tmp_path):
         assert r.exit_code == 1 and needle in r.stderr, r.output
     r = runner.invoke(app, ["export", "b0-seg", "-p", "fp16", "--bias-correction", "on", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "--bias-correction on needs --precision int8" in r.stderr, r.output
+    r = runner.invoke(app, ["export", "b0-seg", "-p", "int8", "--bias-correction", "on", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "--bias-correction on needs --keep-float N" in r.stderr, r.output
     assert not (tmp_path / "o").exists()  # refused before the model is built: no output folder made
 
 
@@ -199,4 +201,6 @@ def test_search_flags_refusals(tmp_path):
         assert r.exit_code == 1 and needle in r.stderr, r.output
     r = runner.invoke(app, ["export", "b0-seg", "-p", "fp16", "--bias-correction", "on", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "--bias-correction on needs --precision int8" in r.stderr, r.output
+    r = runner.invoke(app, ["export", "b0-seg", "-p", "int8", "--bias-correction", "on", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "--bias-correction on needs --keep-float N" in r.stderr, r.output
     assert not (tmp_path / "o").exists()  # refused before the model is built: no output folder made

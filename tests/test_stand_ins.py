@@ -103,7 +103,7 @@ def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
 
     from edgekit.calibration.sources import calibration_set
     from edgekit.deploy import make_deploy_form
-    from edgekit.deploy.passes import bias_correction, int8_weights
+    from edgekit.deploy.passes import bias_correction, int8_weights, without_bias_correction
     from edgekit.metrics import sqnr_db
     from edgekit.reference import run_images
     from edgekit.targets import get_target
@@ -141,3 +141,7 @@ def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
     corrected = bias_correction(copy.deepcopy(form), size, calibration=calib)
     fixed = [sqnr_db(r, o) for r, o in zip(reference, run_images(with_int8_weights(corrected), images))]
     assert np.median(fixed) > np.median(plain) + 2 and min(fixed) > min(plain), (plain, fixed)
+    # the reference an export judges the corrected model against: the float function, restored exactly
+    shifted = run_images(corrected, images)
+    assert np.abs(shifted - reference).max() > 1e-3  # the corrected float graph is off, on purpose
+    np.testing.assert_allclose(run_images(without_bias_correction(corrected), images), reference, atol=1e-5)

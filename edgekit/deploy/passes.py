@@ -272,6 +272,23 @@ def bias_correction(model: nn.Module, resolution: Size, calibration=None) -> nn.
             if m.bias is None:
                 m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype))
             m.bias.sub_(shift)
+            m.bias_correction = shift  # what `without_bias_correction` adds back
+    return model
+
+
+def without_bias_correction(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every `bias_correction` undone: the float function the int8 weights with
+    corrected biases stand for (the reference to judge them against; the corrected float graph is,
+    on purpose, off from it)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in model.modules():
+            shift = getattr(m, "bias_correction", None)
+            if shift is not None:
+                m.bias.add_(shift)
+                del m.bias_correction
     return model
 
 
