@@ -259,8 +259,10 @@ def qdq(src: Path, dst: Path, calibration: np.ndarray, precision: str, keep_fp16
 
     overrides = None
     if precision == "w8a16":
+        if ranges is None:
+            raise ValueError("w8a16 QDQ takes its activation ranges (activation_ranges), widened")
         overrides = {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
-                     for name, (lo, hi) in (ranges or {}).items()}
+                     for name, (lo, hi) in ranges.items()}
         calibration = calibration[:1]  # the ranges are given: the quantiser's own pass only has to run
     config = get_qnn_qdq_config(str(src), _Calibration(INPUT_NAME, calibration),
                                 activation_type=QuantType.QUInt16 if precision == "w8a16" else QuantType.QUInt8,
