@@ -24,6 +24,7 @@ from edgekit.errors import EdgekitError
 
 DEFAULT_GOAL = "25,20"
 DEFAULT_BUDGET_S = 900.0
+EQUALIZED = "the Microsoft FFNs equalised (exact), "  # the equalisation recipe's name prefix, every target
 MAX_FOLDS = 4  # cross-validation folds over the calibration images (each fold holds out 1/4 of them)
 
 
@@ -77,7 +78,7 @@ def parse_goal(text: str) -> Goal:
     return Goal(median, minimum)
 
 
-def folds(samples: int, originals: int) -> list[tuple[list[int], list[int]]]:
+def folds(samples: int, originals: int, most: int = MAX_FOLDS) -> list[tuple[list[int], list[int]]]:
     """Leave-images-out cross-validation: (calibrate-on, judge-on) sample indices per fold. Sample j was
     made from original image j % originals (calibration/sources.py: the originals first, then seeded crops
     and flips of them in turn); the originals are dealt into min(originals, MAX_FOLDS) folds (image i into
@@ -87,9 +88,21 @@ def folds(samples: int, originals: int) -> list[tuple[list[int], list[int]]]:
         raise EdgekitError(f"the int8 recipe search holds calibration photos out to judge the recipes and needs "
                            f"at least 2 distinct calibration images (got {originals}): give more "
                            f"(--calibration, --num-calibration) or choose the recipe yourself with --keep-float N")
-    n = min(originals, MAX_FOLDS)
+    n = min(originals, most)
     return [([j for j in range(samples) if j % originals % n != f], [j for j in range(samples) if j % originals % n == f])
             for f in range(n)]
+
+
+def holdout(samples: int, originals: int) -> tuple[list[int], list[int]]:
+    """One split instead of folds, for a target whose every build is long (ExecuTorch lowers each recipe
+    to XNNPACK: about a minute at 128x256 here): (calibrate-on, judge-on), the images dealt into two
+    halves, the odd ones judged by a model calibrated on the even ones'."""
+    return folds(samples, originals, most=2)[1]
+
+
+class RecipeFailed(EdgekitError):
+    """A recipe the target could build but its runtime could not run (or the converter refused): the
+    search records why and goes on, as if it missed the goal."""
 
 
 @dataclass
@@ -118,13 +131,17 @@ class Search:
         self.progress(f"int8 search: {recipe}: skipped ({why})")
 
     def try_recipe(self, recipe: str, options: dict, build: Callable[[], object]) -> dict | None:
-        """Build and measure one recipe; None (and recorded as skipped) once the budget is spent."""
+        """Build and measure one recipe; None (and recorded as skipped) once the budget is spent; a
+        recipe that fails (RecipeFailed) is recorded as skipped with why and counts as missing the goal."""
         if self.out_of_time():
             self.skip(recipe, f"the {self.budget_s:g} s search budget was spent")
             return None
         t0 = time.perf_counter()
-        model = build()
-        m = self.measure(model)
+        try:
+            m = self.measure(build())
+        except RecipeFailed as e:
+            self.skip(recipe, f"failed: {e}")
+            return {"recipe": recipe, "options": options, "failed": str(e), "meets_goal": False}
         trial = {"recipe": recipe, "options": options, **m,
                  "speedup_over_float": round(self.float_ms / m["median_ms"], 3) if m["median_ms"] else None,
                  "seconds": round(time.perf_counter() - t0, 1)}
@@ -138,8 +155,12 @@ class Search:
     def bisect(self, n: int, recipe_of: Callable[[int], str], options_of: Callable[[int], dict],
                build: Callable[[int], object]) -> dict | None:
         """The smallest k in 1..n whose recipe meets the goal, assuming k = 0 did not: k = n first
-        (if that fails, no k will), then halving the bracket. Returns that trial, or None."""
+        (if that misses, no k will; if it does not run, n halved until one runs), then halving the
+        bracket. Returns that trial, or None."""
         top = self.try_recipe(recipe_of(n), options_of(n), lambda: build(n))
+        while top is not None and top.get("failed") and n > 1:  # the runtime refused it: a shorter prefix
+            n //= 2
+            top = self.try_recipe(recipe_of(n), options_of(n), lambda k=n: build(k))
         if top is None or not top["meets_goal"]:
             return None
         lo, hi, best = 0, n, top
@@ -158,7 +179,9 @@ class Search:
         """The first recipe (in the target's order: fastest expected first) that met the goal; when none
         did, the most faithful one tried (worst photo first), so verification reports what it costs."""
         if not self.trials:
-            raise EdgekitError("the int8 recipe search tried no recipe within its budget; raise --search-budget")
+            why = "; ".join(f"{s['recipe']}: {s['why']}" for s in self.skipped[:2])
+            raise EdgekitError(f"the int8 recipe search ran no recipe within its budget ({why}); raise "
+                               "--search-budget or choose one with --keep-float N")
         meeting = [i for i, t in enumerate(self.trials) if t["meets_goal"]]
         if meeting:
             # bisection tries larger k before smaller: among those meeting, the fewest ops kept float

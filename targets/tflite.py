@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, first_line
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
+from edgekit.errors import EdgekitError, first_line
+from edgekit.int8_search import EQUALIZED
 from edgekit.targets.base import (
     FP16,
     FP32_EXACT,
@@ -36,7 +37,12 @@ from edgekit.targets.base import (
     QuantizationJob,
     TargetSpec,
     bias_correction_option,
+    check_search_calibration,
+    int8_goal_option,
+    keep_float_option,
     option,
+    search_budget_option,
+    validate_int8_search,
 )
 
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -70,13 +76,9 @@ VERIFY = {
 class TFLiteOptions:
     layout: str = option("nhwc", "--layout", "input layout: nhwc (camera order) | nchw", ("nhwc", "nchw"))
     io: str = option("float", "--io", "input/output type: float | int8 (needs --precision int8)", ("float", "int8"))
-    keep_float: int | None = option(None, "--keep-float", "int8: keep float the N ops whose quantisation costs most "
-                                    "on the calibration photos (slower, closer to fp32); default: chosen by the "
-                                    "recipe search on these weights", None, int)
-    int8_goal: str = option("25,20", "--int8-goal", "int8 recipe search: SQNR MEDIAN,MIN in dB the recipe must meet "
-                            "on held-out calibration photos (against the float graph)")
-    search_budget: float = option(900.0, "--search-budget", "int8 recipe search: seconds it may spend (checked "
-                                  "between builds)", None, float)
+    keep_float: int | None = keep_float_option()
+    int8_goal: str = int8_goal_option()
+    search_budget: float = search_budget_option()
     equalize: str = option("off", "--equalize", "int8: split each Microsoft FFN hidden channel's range between "
                            "its ReLU output and the conv reading it, before calibration (exact) | off",
                            ("off", "on"))
@@ -92,14 +94,7 @@ def _search_settings(options: TFLiteOptions):
 def _validate(precision: str, options: TFLiteOptions) -> None:
     if options.io == "int8" and precision != Precision.INT8.value:
         raise EdgekitError("--io int8 needs --precision int8 (integer inputs exist only in a full-integer model)")
-    if options.keep_float is not None and precision != Precision.INT8.value:
-        raise EdgekitError("--keep-float needs --precision int8 (it chooses which int8 ops stay float)")
-    if options.keep_float is not None and options.keep_float < 0:
-        raise EdgekitError(f"--keep-float must be 0 or more (got {options.keep_float})")
-    if precision == Precision.INT8.value:
-        _search_settings(options)
-        if options.search_budget <= 0:
-            raise EdgekitError(f"--search-budget must be positive seconds (got {options.search_budget:g})")
+    validate_int8_search(precision, options)
     if options.equalize == "on" and precision != Precision.INT8.value:
         raise EdgekitError("--equalize needs --precision int8 (it balances ranges for int8 activations)")
     if options.bias_correction == "on" and precision != Precision.INT8.value:
@@ -326,7 +321,6 @@ def _fixed_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
 NO_INT16_HERE = "XNNPACK, this target's CPU runtime, has no 16-bit activation kernels (w8a16 is the NPU's: --target qnn)"
 
 
-EQUALIZED = "the Microsoft FFNs equalised (exact), "  # the equalisation recipe's name prefix
 
 
 @dataclass
@@ -341,14 +335,6 @@ class _Base:
 def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, splits, prefix: str) -> _Base:
     return _Base(prefix, calibrate(saved_model, calibration_nchw, layout),
                  [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits])
-
-
-def _check_calibration(precision: str, options: TFLiteOptions, calibration) -> None:
-    """The search's folds need two distinct calibration images: refused before any work."""
-    if precision == Precision.INT8.value and options.keep_float is None:
-        from edgekit.int8_search import folds
-
-        folds(len(calibration.data), calibration.originals)
 
 
 def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
@@ -588,9 +574,8 @@ def io_description(path: Path, classes: int) -> dict:
 
 def _sample_nhwc01(dataset: str, size) -> np.ndarray:
     """onnx2tf's sample images, from the calibration photos (never the verification ones)."""
-    from PIL import Image
-
     from edgekit.calibration.images import calibration_images, load_rgb
+    from PIL import Image
 
     images = [load_rgb(p) for p in calibration_images(dataset)]
     return np.stack([np.asarray(im.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32) / 255
@@ -692,8 +677,9 @@ ANALYSIS_KEEP_FLOAT = (10, 30, 60)  # what keeping the most costly ops float buy
 def _quantization(job: QuantizationJob) -> dict:
     """The int8 sensitivity of every quantised op on held-out photos, the full-int8 cost, and what
     keeping the most costly ops float buys (each measured, not added up)."""
-    from edgekit.metrics import compare
     from edgekit.targets.onnx import INPUT_NAME, export_onnx, simplify_onnx
+
+    from edgekit.metrics import compare
 
     job.progress("exporting the int8 deploy form (ONNX, onnx2tf)")
     onnx_path = simplify_onnx(export_onnx(job.deploy, job.size, job.work / "deploy.onnx"), job.work / "deploy.sim.onnx")
@@ -849,7 +835,7 @@ SPEC = TargetSpec(
     runner_label="ai-edge-litert (XNNPACK)",
     options=TFLiteOptions,
     validate=_validate,
-    check_calibration=_check_calibration,
+    check_calibration=check_search_calibration,
     packaging=Packaging("android", _bundle_io, _snippet),
     harness=HARNESS,
     quiet_env=QUIET_ENV,

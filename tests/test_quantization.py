@@ -45,6 +45,8 @@ def test_keep_float_needs_int8(tmp_path):
                          (["-p", "int8", "--keep-float", "-1"], "--keep-float must be 0 or more")):
         r = runner.invoke(app, ["export", "b0-seg", "-r", "64x128", *args, "-o", str(tmp_path / "o")])
         assert r.exit_code == 1 and needle in r.stderr, r.output
+    r = runner.invoke(app, ["export", "b0-seg", "-t", "executorch", "--keep-float", "3", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "--keep-float needs --precision int8" in r.stderr, r.output  # one check, both targets
     r = runner.invoke(app, ["export", "b0-seg", "-p", "fp16", "--bias-correction", "on", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "--bias-correction on needs --precision int8" in r.stderr, r.output
     r = runner.invoke(app, ["export", "b0-seg", "-p", "int8", "--bias-correction", "on", "-o", str(tmp_path / "o")])
@@ -124,6 +126,32 @@ def test_bisection_finds_the_fewest_ops_kept_float():
     assert len(s.trials) == 2 and not chosen["meets_goal"]
     s, _ = _search(lambda k: 10 + k, budget=-1)  # out of time before the first build
     assert not s.trials and s.skipped[0]["recipe"] == "full int8"
+
+
+def test_a_recipe_the_runtime_refuses_is_recorded_and_the_bisection_goes_shorter():
+    """RecipeFailed (ExecuTorch: XNNPACK refuses some float/int8 mixes at run time): the recipe is
+    listed as skipped with why, counts as missing the goal, and a refused top of the bisection is
+    halved until one runs."""
+    from edgekit.errors import EdgekitError
+    from edgekit.int8_search import Goal, RecipeFailed, Search
+
+    def measure(k):
+        if k > 30:
+            raise RecipeFailed("the runtime did not run it")
+        q = 10 + k
+        return {"sqnr_db_median": q, "sqnr_db_min": q - 1, "agreement": 1.0, "agreement_min": 1.0,
+                "agreement_kind": "x", "median_ms": 1.0}
+
+    s = Search(Goal(25, 20), 1e9, measure, float_ms=2.0)
+    s.try_recipe("full int8", {"keep_float": 0}, lambda: 0)
+    s.bisect(100, lambda k: f"k={k}", lambda k: {"keep_float": k}, lambda k: k)
+    assert [t["recipe"] for t in s.skipped] == ["k=100", "k=50"]
+    assert "failed: the runtime did not run it" in s.skipped[0]["why"]
+    assert s.choice()["options"] == {"keep_float": 15}  # meets from k = 15 (median 25, min 24)
+    refused = Search(Goal(25, 20), 1e9, lambda k: measure(99), float_ms=2.0)
+    refused.try_recipe("full int8", {"keep_float": 0}, lambda: 0)
+    with pytest.raises(EdgekitError, match="ran no recipe within its budget .*full int8: failed"):
+        refused.choice()
 
 
 def test_export_searches_the_int8_recipe_on_held_out_calibration_photos(tmp_path):
