@@ -4,20 +4,38 @@ run on the host by `executorch.runtime` (the same C++ runtime an app links, thro
 bindings) and on phones by ExecuTorch's `executor_runner` (examples/portable/executor_runner).
 
 `int8` is PyTorch's PT2E quantisation with ExecuTorch's XNNPACK quantizer (symmetric, per-channel
-weights, int8 activations), calibrated on the calibration set, then lowered the same way. The manifest
-records what XNNPACK took (delegate partitions, the ops inside them) and every op left to ExecuTorch's
-portable kernels.
+weights, int8 activations), calibrated on the calibration set, then lowered the same way; its recipe is
+chosen at export time on the weights being exported (edgekit.int8_search: full int8, the Microsoft
+FFNs equalised, the most costly blocks kept float), each recipe lowered and run by ExecuTorch's
+own runtime on held-out calibration photos. The manifest records what XNNPACK took (delegate
+partitions, the ops inside them) and every op left to ExecuTorch's portable kernels.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
-from edgekit.targets.base import FP32_EXACT, INT8, Converted, ConvertJob, DeployPlan, Packaging, TargetSpec, float_io
+from edgekit.int8_search import EQUALIZED
+from edgekit.targets.base import (
+    FP32_EXACT,
+    INT8,
+    Converted,
+    ConvertJob,
+    DeployPlan,
+    Packaging,
+    TargetSpec,
+    check_search_calibration,
+    float_io,
+    int8_goal_option,
+    keep_float_option,
+    search_budget_option,
+    validate_int8_search,
+)
 
 MODEL_FILE = "model.pte"
 DELEGATE_CALL = "executorch_call_delegate"
@@ -37,8 +55,37 @@ def _op_counts(graph) -> Counter:
     return Counter(_op_name(n) for n in graph.nodes if n.op == "call_function" and n.target is not operator.getitem)
 
 
-def export_program(model, size, calibration: np.ndarray | None = None):
-    """(the exported program, before lowering); int8: PT2E-quantised with the XNNPACK quantizer."""
+@dataclass(frozen=True)
+class ExecuTorchOptions:
+    keep_float: int | None = keep_float_option()
+    int8_goal: str = int8_goal_option()
+    search_budget: float = search_budget_option()
+
+
+def _validate(precision: str, options: ExecuTorchOptions) -> None:
+    validate_int8_search(precision, options)
+
+
+def quantizer(keep_float: tuple[str, ...] = ()):
+    """ExecuTorch's XNNPACK quantizer (int8 symmetric, per-channel weights); the modules named in
+    `keep_float` (and everything inside them) left unannotated, so they stay float (fp32 XNNPACK ops)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if keep_float:
+        from torchao.quantization.pt2e.quantizer import get_module_name_filter
+
+        kept = [get_module_name_filter(name) for name in keep_float]
+        q.set_filter_function(lambda node: not any(f(node) for f in kept))
+    return q
+
+
+def export_program(model, size, calibration: np.ndarray | None = None, keep_float: tuple[str, ...] = ()):
+    """(the exported program, before lowering); int8: PT2E-quantised with the XNNPACK quantizer,
+    the modules in `keep_float` left float."""
     import torch
 
     x = torch.zeros(1, 3, *size)
@@ -46,14 +93,9 @@ def export_program(model, size, calibration: np.ndarray | None = None):
         exported = torch.export.export(model.eval(), (x,))
         if calibration is None:
             return exported
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        prepared = prepare_pt2e(exported.module(), quantizer)
+        prepared = prepare_pt2e(exported.module(), quantizer(keep_float))
         for sample in calibration:
             prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
         return torch.export.export(convert_pt2e(prepared), (x,))
@@ -117,28 +159,303 @@ def _runner(model_file: Path, manifest, threads: int = 2) -> ExecuTorchRunner:
     return ExecuTorchRunner(model_file, threads)
 
 
+RANKING_SAMPLES = 4  # calibration samples the keep-float ranking is measured on
+RANKING_RECORDED = 20  # the most costly modules listed in the manifest
+NO_INT16_HERE = ("ExecuTorch's XNNPACK quantizer and kernels take 8-bit activations only "
+                 "(w8a16 is the NPU's: --target qnn)")
+
+
+def _int8_input(x, lo: float, hi: float):
+    """`x` through int8 per-tensor affine quantisation over [lo, hi] (PT2E's min/max observer, XNNPACK's
+    int8 activations)."""
+    import torch
+
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-12) / 255.0
+    return torch.clamp(torch.round((x - lo) / scale), 0, 255) * scale + lo
+
+
+def _int8_weight(w):
+    """`w` through int8 symmetric quantisation per output channel."""
+    import torch
+
+    scale = (w.abs().flatten(1).amax(dim=1) / 127).clamp_min(1e-12).view(-1, *([1] * (w.dim() - 1)))
+    return torch.clamp(torch.round(w / scale), -127, 127) * scale
+
+
+def _layer(m, x, w):
+    """Layer `m` (a Conv2d with zero padding or a Linear) on input `x` with weights `w`."""
+    import torch
+    import torch.nn.functional as F
+
+    if isinstance(m, torch.nn.Linear):
+        return F.linear(x, w, m.bias)
+    return F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+
+def ranking(model, photos: np.ndarray) -> list[dict]:
+    """Every convolution and linear layer, the most costly to quantise first: by the SQNR of its own
+    output with its input through int8 per tensor (ranges from these photos, min/max as the
+    quantizer's observers) and its weights through int8 per output channel, against its float output,
+    on its worst photo. One pass to find the ranges, one to measure. The output, not the input, is
+    judged because the per-channel spread that breaks trained EfficientViT hides in the input's SQNR
+    (the wide channels carry its energy) and shows once the layer's weights amplify the narrow
+    channels' rounding. A ranking only orders the layers; which prefix is enough, the search judges on
+    the runtime."""
+    import torch
+
+    layers = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) or (isinstance(m, torch.nn.Conv2d) and m.padding_mode == "zeros")]
+    lo, hi = {n: float("inf") for n, _ in layers}, {n: float("-inf") for n, _ in layers}
+    worst = {n: float("inf") for n, _ in layers}
+
+    def observe(name, _m):
+        def hook(_m, inputs, _out):
+            x = inputs[0].detach()
+            lo[name], hi[name] = min(lo[name], float(x.min())), max(hi[name], float(x.max()))
+        return hook
+
+    def measure(name, m):
+        w = _int8_weight(m.weight.detach())
+
+        def hook(_m, inputs, out):
+            y = out.detach()
+            noise = float(((y - _layer(m, _int8_input(inputs[0].detach(), lo[name], hi[name]), w)) ** 2).sum())
+            db = float(10 * np.log10(float((y ** 2).sum()) / noise)) if noise > 0 else float("inf")
+            worst[name] = min(worst[name], db)
+        return hook
+
+    for make in (observe, measure):
+        hooks = [m.register_forward_hook(make(n, m)) for n, m in layers]
+        try:
+            with torch.no_grad():
+                for x in photos:
+                    model(torch.from_numpy(np.ascontiguousarray(x[None])))
+        finally:
+            for h in hooks:
+                h.remove()
+    # exact (a zero output, say): no finite SQNR, recorded as null and ranked last
+    return [{"node": name, "op": type(m).__name__,
+             "sqnr_db_min": round(worst[name], 2) if np.isfinite(worst[name]) else None}
+            for name, m in sorted(layers, key=lambda layer: worst[layer[0]])]
+
+
+# the residual units of both families (edgekit.models): MIT ResidualBlock and EfficientViTBlock,
+# Microsoft Residual and EfficientViTBlock
+BLOCK_CLASSES = ("ResidualBlock", "EfficientViTBlock", "Residual")
+
+
+def _indexed_prefixes(name: str) -> list[str]:
+    """The module paths above `name` that end in an index (a ModuleList's or Sequential's child)."""
+    parts = name.split(".")
+    return [".".join(parts[:i + 1]) for i, p in enumerate(parts[:-1]) if p.isdigit()]
+
+
+def block_ranking(model, layers: list[dict]) -> list[dict]:
+    """`ranking`'s layers grouped into the blocks they are kept float with, each block as costly as
+    its most costly layer, most costly first. A layer's block is the outermost residual unit holding
+    it (MIT: backbone.stages.2.op_list.0, an MBConv or LiteMLA block; Microsoft: blocks1.0), or the
+    layer itself outside any (stems, heads). Whole blocks, because XNNPACK refuses to run most graphs
+    with many single float convolutions between int8 ops (b0-seg 64x128: 9 or more did not run; whole
+    blocks did), and a block's own adds and concats then go float with it."""
+    units = [name for name, m in model.named_modules() if type(m).__name__ in BLOCK_CLASSES]
+    held = Counter(p for layer in layers for p in _indexed_prefixes(layer["node"]))
+
+    def unit(layer: str) -> str:
+        above = [u for u in units if layer.startswith(u + ".")]
+        if above:
+            return min(above, key=len)
+        # outside the residual units: the deepest indexed module holding more than one layer (a
+        # patch merging, an exact upsample's phases), or the layer itself
+        shared = [p for p in _indexed_prefixes(layer) if held[p] > 1]
+        return shared[-1] if shared else layer
+
+    blocks: dict[str, dict] = {}
+    for layer in layers:  # most costly first, so a block's first layer is its worst
+        u = unit(layer["node"])
+        if u not in blocks:
+            blocks[u] = {"node": u, "sqnr_db_min": layer["sqnr_db_min"], "worst_layer": layer["node"], "layers": 0}
+        blocks[u]["layers"] += 1
+    return list(blocks.values())
+
+
+def _equalized(job: ConvertJob):
+    """The equalisation recipe: a function of the calibration samples making the deploy form with the
+    Microsoft FFNs equalised (exact), or why it is not offered."""
+    import copy
+
+    from edgekit.deploy.passes import PASSES, relu_ffns
+
+    if not relu_ffns(job.deploy):
+        return ("this model has no ReLU FFN to equalise exactly (the MIT models' blocks use Hardswish or GELU, "
+                "which scales do not pass through)")
+    return lambda samples: PASSES["equalize_relu_ffn"](copy.deepcopy(job.deploy), job.size, calibration=samples)
+
+
+def _int8_recipe(k: int, kept: list[dict], order: list[dict] | None, chosen_by: str, measured_on: str) -> dict:
+    return {"activations": "int8 per tensor, PT2E min/max observers", "weights": "int8 per channel, symmetric",
+            "quantizer": "PT2E, XNNPACKQuantizer (get_symmetric_quantization_config(is_per_channel=True))",
+            "keep_float": k, "kept_float": kept, "chosen_by": chosen_by,
+            "ranking": None if order is None else {
+                "measured_on": measured_on, "how": "each conv/linear's output SQNR with its own input (per tensor) "
+                "and weights (per channel) in int8, in PyTorch; blocks (block_ranking) by their worst layer, worst "
+                "first", "most_costly": order[:RANKING_RECORDED]}}
+
+
+def _fixed_int8(job: ConvertJob):
+    k = job.options.keep_float
+    photos = job.calibration[:RANKING_SAMPLES]
+    order = block_ranking(job.deploy, ranking(job.deploy, photos)) if k else None
+    kept = order[:k] if order else []
+    exported = export_program(job.deploy, job.size, job.calibration, tuple(n["node"] for n in kept))
+    return exported, _int8_recipe(k, kept, order, "--keep-float", f"the first {len(photos)} calibration samples")
+
+
+def _search_int8(job: ConvertJob):
+    """The recipe search (edgekit.int8_search) on these weights: full int8; with the Microsoft FFNs
+    equalised (exact; where the model has them); then, on whichever did better, the fewest most costly
+    blocks kept float (bisection on `block_ranking`). Each recipe is calibrated on half the calibration
+    images, lowered to XNNPACK and run by ExecuTorch's runtime on the other half's samples against
+    the float deploy form (one split, not folds: each lowering takes about a minute at 128x256 here),
+    and timed beside the float program; the artifact is the chosen recipe calibrated on all samples."""
+    import tempfile
+
+    from edgekit.errors import first_line
+    from edgekit.int8_search import RecipeFailed, Search, holdout, median_ms, parse_goal
+    from edgekit.metrics import compare
+    from edgekit.reference import run_images
+
+    calibration, task, judge = job.calibration, job.variant.task, job.task_judge
+    fit, judged = holdout(len(calibration), job.calibration_originals)
+    reference = run_images(job.deploy, calibration[judged])
+    scratch = Path(tempfile.mkdtemp(dir=job.work))
+
+    def runner(buffer: bytes) -> ExecuTorchRunner:
+        path = scratch / f"trial_{len(list(scratch.iterdir()))}.pte"
+        path.write_bytes(buffer)
+        return ExecuTorchRunner(path)
+
+    job.progress("int8 search: lowering the float program (the speed reference)")
+    float_runner = runner(lower(export_program(job.deploy, job.size))[0])
+    float_ms = median_ms(lambda: float_runner.run(calibration[:1]))
+    if judge is not None:
+        job.progress(f"int8 search: scoring the float program on the {judge.goal.images} labelled images")
+        float_metric = judge.score(float_runner.run).value()
+
+    equalize = _equalized(job)
+    models = {"": lambda _samples: job.deploy}
+    if not isinstance(equalize, str):
+        models[EQUALIZED] = equalize
+
+    def build(prefix: str, keep: tuple[str, ...]) -> bytes:
+        samples = calibration[fit]
+        job.progress(f"int8 search: PT2E on {len(samples)} samples, lowering to XNNPACK")
+        return lower(export_program(models[prefix](samples), job.size, samples, keep))[0]
+
+    def measure(buffer: bytes) -> dict:
+        trial = runner(buffer)
+        try:
+            outputs = trial.run(calibration[judged], reference.shape)
+        except RuntimeError as e:  # measured: some float/int8 mixes lower but do not execute
+            raise RecipeFailed(f"ExecuTorch's runtime did not run it ({first_line(e)})") from None
+        c = compare(reference, outputs, task)
+        m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min", "agreement_kind")}
+        m["median_ms"] = median_ms(lambda: trial.run(calibration[:1]))
+        if judge is not None:
+            value = judge.score(trial.run).value()
+            m |= {"metric_name": judge.goal.metric, "metric": value, "metric_float": float_metric,
+                  "metric_drop": round(100 * (float_metric - value), 3)}
+        return m
+
+    goal = parse_goal(job.options.int8_goal) if judge is None else judge.goal
+    search = Search(goal, job.options.search_budget, measure, float_ms, job.progress)
+    order: dict[str, list[dict]] = {}
+    full = search.try_recipe("full int8", {"keep_float": 0, "equalized": False}, lambda: build("", ()))
+    if full is not None and not full["meets_goal"]:
+        if isinstance(equalize, str):
+            search.skip(EQUALIZED + "full int8", equalize)
+        else:
+            search.try_recipe(EQUALIZED + "full int8", {"keep_float": 0, "equalized": True},
+                              lambda: build(EQUALIZED, ()))
+        if search.trials and not any(t["meets_goal"] for t in search.trials) and not search.out_of_time():
+            best = max(search.trials, key=lambda t: (-t["metric_drop"], 0) if judge is not None
+                       else (t["sqnr_db_min"], t["sqnr_db_median"]))
+            prefix = EQUALIZED if best["options"]["equalized"] else ""
+            job.progress("int8 search: ranking the blocks by the cost of their layers' own int8 input and weights")
+            photos = calibration[fit][:RANKING_SAMPLES]
+            base = models[prefix](calibration[fit])
+            ranked = order[prefix] = block_ranking(base, ranking(base, photos))
+            search.bisect(len(ranked), lambda k: f"{prefix}the {k} most costly blocks float",
+                          lambda k: {"keep_float": k, "equalized": bool(prefix)},
+                          lambda k: build(prefix, tuple(n["node"] for n in ranked[:k])))
+        elif not any(t["meets_goal"] for t in search.trials) and search.out_of_time():
+            search.skip("the most costly blocks kept float", f"the {search.budget_s:g} s search budget was spent")
+        search.skip("16-bit activations", NO_INT16_HERE)
+    chosen = search.choice()
+    k, equalized = chosen["options"]["keep_float"], chosen["options"]["equalized"]
+    prefix = EQUALIZED if equalized else ""
+    kept = order[prefix][:k] if prefix in order else []
+    job.progress(f"int8: {chosen['recipe']}, calibrated on all {len(calibration)} samples")
+    exported = export_program(models[prefix](calibration), job.size, calibration, tuple(n["node"] for n in kept))
+    recipe = _int8_recipe(k, kept, order.get(prefix), "the recipe search",
+                          f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on")
+    recipe["equalized"] = (f"equalize_relu_ffn applied by the search (exact; its scales from all {len(calibration)} "
+                           "calibration samples)") if equalized else None
+    split = (f"the {len(judged)} samples of every second calibration image (of {job.calibration_originals}), each "
+             f"recipe calibrated on the other images' {len(fit)} (one split, not folds: every recipe is lowered)")
+    recipe["search"] = search.record(
+        chosen, judged_on=split if judge is None else
+        f"the {judge.goal.images} labelled images of --eval-data (the set the export then evaluates on: not an "
+        f"independent judge; SQNR: {split})",
+        reference="the float deploy form in PyTorch", calibrated_on=[len(fit)],
+        artifact=f"the chosen recipe calibrated on all {len(calibration)} samples (its verification on the "
+        "verification photos follows)")
+    return exported, recipe
+
+
 def _convert(job: ConvertJob) -> Converted:
     from importlib import metadata
 
     from edgekit.targets.onnx import io_description
 
     quantised = job.precision == "int8"
-    job.progress("torch.export" + (f", PT2E int8 calibrated on {len(job.calibration)} samples" if quantised else ""))
-    exported = export_program(job.deploy, job.size, job.calibration if quantised else None)
+    recipe = None
+    if not quantised:
+        job.progress("torch.export")
+        exported = export_program(job.deploy, job.size)
+    elif job.options.keep_float is None:
+        exported, recipe = _search_int8(job)
+    else:
+        job.progress(f"torch.export, PT2E int8 calibrated on {len(job.calibration)} samples")
+        exported, recipe = _fixed_int8(job)
     job.progress("lowering to ExecuTorch with the XNNPACK partitioner")
     buffer, ops, delegation = lower(exported)
     model_file = job.out / MODEL_FILE
     model_file.write_bytes(buffer)
     info = {"executorch": metadata.version("executorch"), "delegation": delegation,
             "quantization": "PT2E, XNNPACKQuantizer: int8 symmetric, per-channel weights" if quantised else None}
+    if recipe is not None:
+        info["int8"] = recipe
     return Converted(model_file, ops, io_description(job.size), target_info=info)
 
 
 def _describe(manifest) -> list[str]:
+    from edgekit.int8_search import summary_lines
+
     d = manifest.target_info["delegation"]
     left = ", ".join(f"{n} {op}" for op, n in sorted(d["ops_left_to_portable_kernels"].items())) or "none"
-    return [f"XNNPACK: {d['ops_in_xnnpack']}/{d['ops_total']} ops in {d['partitions']} partition(s); "
-            f"left to portable kernels: {left}"]
+    lines = [f"XNNPACK: {d['ops_in_xnnpack']}/{d['ops_total']} ops in {d['partitions']} partition(s); "
+             f"left to portable kernels: {left}"]
+    recipe = manifest.target_info.get("int8")
+    if recipe:
+        n = recipe["keep_float"]
+        lines.append(f"int8: {f'the {n} most costly blocks kept float' if n else 'full int8'} "
+                     f"({recipe['chosen_by']})")
+        if recipe.get("equalized"):
+            lines.append(f"int8: {recipe['equalized']}")
+        if recipe.get("search"):
+            lines += summary_lines(recipe["search"])
+    return lines
 
 
 def _kotlin_runtime(manifest):
@@ -217,6 +534,9 @@ SPEC = TargetSpec(
     tolerances={"fp32": FP32_EXACT, "int8": INT8},
     runner=_runner,
     runner_label="executorch.runtime (XNNPACK)",
+    options=ExecuTorchOptions,
+    validate=_validate,
+    check_calibration=check_search_calibration,
     packaging=Packaging("android", float_io, _snippet),
     harness=HARNESS,
     tools=("executorch", "torchao"),

@@ -83,13 +83,70 @@ def test_eval_runs_on_the_m0_pte(shared_artifact, tmp_path):
     eval_data.check_m0_eval(shared_artifact("m0-cls", "executorch", "fp32"), tmp_path)
 
 
+def test_int8_ranking_orders_every_layer_and_kept_ones_stay_float():
+    """The keep-float recipe's pieces, without lowering: `ranking` lists every conv/linear, worst
+    first, by its own int8 input and weights; `block_ranking` groups them into residual blocks; the
+    quantizer leaves the kept modules (a block, single layers) unannotated (float input, float
+    weights) and quantises the others."""
+    import torch
+
+    from edgekit.calibration.sources import calibration_set
+    from edgekit.deploy import make_deploy_form
+    from edgekit.reference import source_model
+    from edgekit.registry import get_variant, parse_resolution
+    from edgekit.targets import get_target
+    from edgekit.targets.executorch import block_ranking, export_program, ranking
+
+    v = get_variant("b0-seg")
+    size = parse_resolution("64x128", v)
+    calib = calibration_set(v, size).data
+    model, _ = source_model(v, size, None, "trained-like")
+    form = make_deploy_form(model, size, get_target("executorch"), "int8", calibration=calib)
+    order = ranking(form.model, calib[:4])
+    layers = [n for n, m in form.model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert sorted(n["node"] for n in order) == sorted(layers)
+    finite = [n["sqnr_db_min"] for n in order if n["sqnr_db_min"] is not None]
+    assert finite == sorted(finite) and 10 < finite[0] < 40, finite[:3]
+    blocks = block_ranking(form.model, order)  # the search keeps whole residual blocks float
+    assert sum(b["layers"] for b in blocks) == len(layers) and "backbone.stages.1.op_list.0" in [b["node"] for b in blocks]
+    keep = (blocks[0]["node"], *(n["node"] for n in order[:3] if not n["node"].startswith(blocks[0]["node"] + ".")))
+    graph = export_program(form.model, size, calib[:2], keep).graph_module.graph
+
+    def fed_by_dequantize(node) -> bool:
+        return all("dequantize" in str(getattr(a, "target", "")) for a in node.args[:2])
+
+    convs = [n for n in graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    kept = [n for n in convs if any(path in keep for path, _ in n.meta["nn_module_stack"].values())]
+    assert len(kept) >= blocks[0]["layers"] + 2 and not any(fed_by_dequantize(n) for n in kept)
+    assert all(fed_by_dequantize(n) for n in convs if n not in kept)  # the rest: int8 input and weights
+
+
 @pytest.mark.slow  # 65-86 s here; the default run exports ExecuTorch fp32 (conformance, the tests above)
 def test_int8_pte_through_pt2e(tmp_path):
-    m = export(ExportOptions("b0-seg", "executorch", "int8", "64x128", num_calibration=4, output=tmp_path))
+    m = export(ExportOptions("b0-seg", "executorch", "int8", "64x128", num_calibration=4, output=tmp_path,
+                             target_options={"keep_float": 0}))
     assert "PT2E" in m.target_info["quantization"] and m.calibration["samples"] == 4
+    assert m.target_info["int8"]["chosen_by"] == "--keep-float"
     v = m.verification
     assert v["finite"] and v["passed"] == (not v["failures"])  # reported on held-out photos, whatever it is
     assert not set(i["name"] for i in m.calibration["images"]) & set(i["name"] for i in v["images"])
+
+
+@pytest.mark.slow  # every recipe is lowered to XNNPACK: minutes even at 64x128
+def test_int8_recipe_search_runs_each_recipe_on_executorch(tmp_path):
+    """The default int8: the recipe search, each recipe lowered and run by ExecuTorch's runtime on the
+    odd calibration images' samples, calibrated on the even ones'; the artifact is the chosen recipe
+    and keeps float exactly the layers the recipe names."""
+    m = export(ExportOptions("b0-seg", "executorch", "int8", "64x128", output=tmp_path))
+    recipe = m.target_info["int8"]
+    search = recipe["search"]
+    assert recipe["chosen_by"] == "the recipe search" and search["tried"][0]["recipe"] == "full int8"
+    assert "one split, not folds" in search["judged_on"] and search["calibrated_on"] == [4]
+    assert search["chosen"] in [t["recipe"] for t in search["tried"]]
+    assert all(t.get("speedup_over_float") for t in search["tried"])
+    assert any("16-bit activations" == s["recipe"] for s in search["skipped"]) or search["tried"][0]["meets_goal"]
+    assert len(recipe["kept_float"]) == recipe["keep_float"]
+    assert m.verification["finite"] and m.verification["passed"] == (not m.verification["failures"])
 
 
 @pytest.mark.slow
