@@ -137,8 +137,8 @@ def test_int8_pte_through_pt2e(tmp_path):
 @pytest.mark.slow  # every recipe is lowered to XNNPACK: minutes even at 64x128
 def test_int8_recipe_search_runs_each_recipe_on_executorch(tmp_path):
     """The default int8: the recipe search, each recipe lowered and run by ExecuTorch's runtime on the
-    odd calibration images' samples, calibrated on the even ones'; the artifact is the chosen recipe
-    and keeps float exactly the layers the recipe names."""
+    odd calibration images' samples, calibrated on the even ones'; the artifact is the chosen recipe,
+    which names as many kept blocks as it says it keeps."""
     m = export(ExportOptions("b0-seg", "executorch", "int8", "64x128", output=tmp_path))
     recipe = m.target_info["int8"]
     search = recipe["search"]
