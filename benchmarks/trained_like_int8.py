@@ -4,8 +4,10 @@ EfficientViT fails, where the plain one does not?
 For each case and each stand-in (`--stand-in plain|trained-like`, edgekit/models/init.py), through
 `edgekit export` itself: full int8 with nothing kept float beyond the attention core and XNNPACK-less
 ops (`--keep-float 0`: the naive W8A8), the same after the exact equalisation pass (`--equalize on`:
-each Microsoft FFN hidden channel's range split between its ReLU output and the conv reading it; the
-MIT models have no ReLU FFN, so it changes nothing there), the same with bias correction of the int8
+deploy pass cross_layer_equalization, on every conv pair the traced graph lets a scale through: in the
+Microsoft models the FFNs, patch embedding, squeeze-excite and PatchMerging across ReLU and each head's
+q into its depthwise conv; in the MIT models only the attention's aggregation and the exact upsample's
+separable convs, linear boundaries), the same with bias correction of the int8
 weights (`--bias-correction on`, the deploy pass bias_correction), int8-dynamic (int8
 weights; TFLite quantises each matmul/conv input on the fly, per run) and fp16 for scale. Fidelity is each artifact's own held-out verification against
 its own stand-in's PyTorch model (SQNR median/min over the verification photos, pixel or top-1
@@ -28,7 +30,7 @@ from edgekit.registry import get_variant, parse_resolution
 CASES = [("b0-cls", "224"), ("m0-cls", "224"), ("b0-seg", "256x512")]
 STAND_INS = ("plain", "trained-like")
 RECIPES = [("int8 (naive W8A8)", "int8", {"keep_float": 0}),
-           ("int8 + equalize (exact, Microsoft FFN)", "int8", {"keep_float": 0, "equalize": "on"}),
+           ("int8 + equalize (exact, cross-layer)", "int8", {"keep_float": 0, "equalize": "on"}),
            ("int8 + bias correction", "int8", {"keep_float": 0, "bias_correction": "on"}),
            ("int8-dynamic (W8, activations int8 per run)", "int8-dynamic", {}), ("fp16", "fp16", {})]
 

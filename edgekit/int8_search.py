@@ -24,7 +24,7 @@ from edgekit.errors import EdgekitError
 
 DEFAULT_GOAL = "25,20"
 DEFAULT_BUDGET_S = 900.0
-EQUALIZED = "the Microsoft FFNs equalised (exact), "  # the equalisation recipe's name prefix, every target
+EQUALIZED = "cross-layer equalised (exact), "  # the equalisation recipe's name prefix, every target
 MAX_FOLDS = 4  # cross-validation folds over the calibration images (each fold holds out 1/4 of them)
 
 

@@ -5,8 +5,8 @@ bindings) and on phones by ExecuTorch's `executor_runner` (examples/portable/exe
 
 `int8` is PyTorch's PT2E quantisation with ExecuTorch's XNNPACK quantizer (symmetric, per-channel
 weights, int8 activations), calibrated on the calibration set, then lowered the same way; its recipe is
-chosen at export time on the weights being exported (edgekit.int8_search: full int8, the Microsoft
-FFNs equalised, the most costly blocks kept float), each recipe lowered and run by ExecuTorch's
+chosen at export time on the weights being exported (edgekit.int8_search: full int8, cross-layer
+equalised (exact), the most costly blocks kept float), each recipe lowered and run by ExecuTorch's
 own runtime on held-out calibration photos. The manifest records what XNNPACK took (delegate
 partitions, the ops inside them) and every op left to ExecuTorch's portable kernels.
 """
@@ -281,15 +281,15 @@ def block_ranking(model, layers: list[dict]) -> list[dict]:
 
 def _equalized(job: ConvertJob):
     """The equalisation recipe: a function of the calibration samples making the deploy form with the
-    Microsoft FFNs equalised (exact), or why it is not offered."""
+    exact cross-layer equalisation, or why it is not offered."""
     import copy
 
-    from edgekit.deploy.passes import PASSES, relu_ffns
+    from edgekit.deploy.equalization import NO_PAIR, equalization_pairs
+    from edgekit.deploy.passes import PASSES
 
-    if not relu_ffns(job.deploy):
-        return ("this model has no ReLU FFN to equalise exactly (the MIT models' blocks use Hardswish or GELU, "
-                "which scales do not pass through)")
-    return lambda samples: PASSES["equalize_relu_ffn"](copy.deepcopy(job.deploy), job.size, calibration=samples)
+    if not equalization_pairs(job.deploy):
+        return NO_PAIR
+    return lambda samples: PASSES["cross_layer_equalization"](copy.deepcopy(job.deploy), job.size, calibration=samples)
 
 
 def _int8_recipe(k: int, kept: list[dict], order: list[dict] | None, chosen_by: str, measured_on: str) -> dict:
@@ -312,8 +312,8 @@ def _fixed_int8(job: ConvertJob):
 
 
 def _search_int8(job: ConvertJob):
-    """The recipe search (edgekit.int8_search) on these weights: full int8; with the Microsoft FFNs
-    equalised (exact; where the model has them); then, on whichever did better, the fewest most costly
+    """The recipe search (edgekit.int8_search) on these weights: full int8; cross-layer
+    equalised (exact; where the graph allows a pair); then, on whichever did better, the fewest most costly
     blocks kept float (bisection on `block_ranking`). Each recipe is calibrated on half the calibration
     images, lowered to XNNPACK and run by ExecuTorch's runtime on the other half's samples against
     the float deploy form (one split, not folds: each lowering takes about a minute at 128x256 here),
@@ -399,7 +399,7 @@ def _search_int8(job: ConvertJob):
     exported = export_program(models[prefix](calibration), job.size, calibration, tuple(n["node"] for n in kept))
     recipe = _int8_recipe(k, kept, order.get(prefix), "the recipe search",
                           f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on")
-    recipe["equalized"] = (f"equalize_relu_ffn applied by the search (exact; its scales from all {len(calibration)} "
+    recipe["equalized"] = (f"cross_layer_equalization applied by the search (exact; its scales from all {len(calibration)} "
                            "calibration samples)") if equalized else None
     split = (f"the {len(judged)} samples of every second calibration image (of {job.calibration_originals}), each "
              f"recipe calibrated on the other images' {len(fit)} (one split, not folds: every recipe is lowered)")

@@ -79,8 +79,8 @@ class TFLiteOptions:
     keep_float: int | None = keep_float_option()
     int8_goal: str = int8_goal_option()
     search_budget: float = search_budget_option()
-    equalize: str = option("off", "--equalize", "int8: split each Microsoft FFN hidden channel's range between "
-                           "its ReLU output and the conv reading it, before calibration (exact) | off",
+    equalize: str = option("off", "--equalize", "int8: cross-layer equalisation before calibration, on every conv "
+                           "pair a scale passes exactly (nothing or a ReLU between) | off",
                            ("off", "on"))
     bias_correction: str = bias_correction_option("off")
 
@@ -340,7 +340,7 @@ def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: La
 def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
                 progress) -> tuple[bytes, dict]:
     """The recipe search (edgekit.int8_search) on these weights: full int8; the same on the deploy form
-    with the Microsoft FFNs equalised (exact; where the model has them); then, on whichever of the two
+    cross-layer equalised (exact; where the graph allows a pair); then, on whichever of the two
     did better, the fewest most-costly ops kept float (bisection on the sensitivity ranking). Each recipe
     is judged by leave-images-out cross-validation over the calibration images (int8_search.folds)
     against the float graph, or with a labelled set by its task metric; the artifact is the chosen
@@ -391,7 +391,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
         elif search.out_of_time():
             search.skip(EQUALIZED + "full int8", f"the {search.budget_s:g} s search budget was spent")
         else:
-            progress("int8 search: converting the deploy form with the Microsoft FFNs equalised")
+            progress("int8 search: converting the deploy form cross-layer equalised")
             bases[EQUALIZED] = _calibrated_base(request.equalized(), calibration_nchw, layout, splits, EQUALIZED)
             search.try_recipe(EQUALIZED + "full int8", {"keep_float": 0, "equalized": True},
                               lambda: build(bases[EQUALIZED], ()))
@@ -424,7 +424,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     recipe = _recipe(k, kept, order, f"the first {min(len(calibration_nchw), SENSITIVITY_SAMPLES)} calibration "
                      f"samples (the photos themselves), on the model calibrated on all of them")
     recipe["chosen_by"] = "the recipe search"
-    recipe["equalized"] = (f"equalize_relu_ffn applied by the search (exact; its scales from all "
+    recipe["equalized"] = (f"cross_layer_equalization applied by the search (exact; its scales from all "
                            f"{len(calibration_nchw)} calibration samples)") if equalized else None
     folds_text = (f"all {len(calibration_nchw)} calibration samples of {request.originals} images, "
                   f"{len(splits)}-fold: each judged by a model calibrated without its image")
@@ -621,22 +621,22 @@ def parse_gpu_analysis(text: str) -> dict:
 
 
 def _equalized_graph(job: ConvertJob):
-    """The int8 search's equalisation recipe: a callable converting the deploy form with the exact FFN
-    equalisation (deploy pass equalize_relu_ffn) to a SavedModel, or why it is not offered."""
-    from edgekit.deploy.passes import PASSES, relu_ffns
+    """The int8 search's equalisation recipe: a callable converting the deploy form with the exact
+    cross-layer equalisation (deploy pass cross_layer_equalization) to a SavedModel, or why it is not offered."""
+    from edgekit.deploy.equalization import NO_PAIR, equalization_pairs
+    from edgekit.deploy.passes import PASSES
 
     if job.options.equalize == "on":
         return "applied to the deploy form before the search (--equalize on)"
-    if not relu_ffns(job.deploy):
-        return ("this model has no ReLU FFN to equalise exactly (the MIT models' blocks use Hardswish or GELU, "
-                "which scales do not pass through)")
+    if not equalization_pairs(job.deploy):
+        return NO_PAIR
 
     def convert_equalized() -> Path:
         import copy
 
         from edgekit.targets.onnx import INPUT_NAME, export_onnx, simplify_onnx
 
-        model = PASSES["equalize_relu_ffn"](copy.deepcopy(job.deploy), job.size, calibration=job.calibration)
+        model = PASSES["cross_layer_equalization"](copy.deepcopy(job.deploy), job.size, calibration=job.calibration)
         work = job.work / "equalized"
         work.mkdir()
         onnx_path = simplify_onnx(export_onnx(model, job.size, work / "deploy.onnx"), work / "deploy.sim.onnx")
@@ -818,7 +818,7 @@ QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VE
 def _option_passes(options: TFLiteOptions, precision: str) -> tuple[str, ...]:
     if precision != "int8":
         return ()
-    return tuple(name for name, flag in (("equalize_relu_ffn", "equalize"), ("bias_correction", "bias_correction"))
+    return tuple(name for name, flag in (("cross_layer_equalization", "equalize"), ("bias_correction", "bias_correction"))
                  if getattr(options, flag, "off") == "on")
 
 

@@ -28,7 +28,7 @@ def pytest_configure(config):
     """Under pytest-xdist, each worker's share of the cores for PyTorch's intra-op (OpenMP) threads, in
     this process and (OMP_NUM_THREADS) in the edgekit processes its tests start. PyTorch's default, one
     thread per core in every worker, oversubscribes the cores: measured on this 2-core host, one
-    equalize_relu_ffn call on m0-cls took 8.5 s beside a 2-thread load instead of 0.17 s alone (0.28 s
+    FFN equalisation call on m0-cls took 8.5 s beside a 2-thread load instead of 0.17 s alone (0.28 s
     with one thread), which made single tests 10-35x slower in the suite than alone."""
     workers = getattr(config, "workerinput", {}).get("workercount")
     if workers:

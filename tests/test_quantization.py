@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
+from edgekit.int8_search import EQUALIZED
 
 runner = CliRunner()
 
@@ -162,9 +163,8 @@ def test_export_searches_the_int8_recipe_on_held_out_calibration_photos(tmp_path
     assert search["judged_on"].startswith("all 8 calibration samples of 4 images, 4-fold")
     tried = {t["recipe"]: t for t in search["tried"]}
     assert tried["full int8"]["options"] == {"keep_float": 0, "equalized": False}
-    if not tried["full int8"]["meets_goal"]:  # the MIT models have no ReLU FFN: no exact equalisation
-        skipped = {s["recipe"]: s["why"] for s in search["skipped"]}
-        assert "no ReLU FFN" in skipped["the Microsoft FFNs equalised (exact), full int8"]
+    if not tried["full int8"]["meets_goal"]:  # b0-seg's exact pairs: the aggregation's dw -> grouped 1x1, the upsample's
+        assert tried[EQUALIZED + "full int8"]["options"] == {"keep_float": 0, "equalized": True}
     meeting = [t for t in search["tried"] if t["meets_goal"]]
     chosen = tried[search["chosen"]]
     if meeting:  # where any tried recipe meets the goal, the chosen one does, with the fewest ops float
@@ -207,13 +207,13 @@ def test_with_a_labelled_set_the_search_is_judged_by_the_task_metric(tmp_path):
 
 
 @pytest.mark.slow  # m0-cls: two onnx2tf conversions (strict mode, 2-4 min each) and the ranking
-def test_the_search_tries_the_exact_ffn_equalisation_on_the_microsoft_models(tmp_path):
+def test_the_search_tries_the_exact_equalisation_on_the_microsoft_models(tmp_path):
     m = export(ExportOptions("m0-cls", "tflite", "int8", stand_in="trained-like", output=tmp_path))
     recipe = m.target_info["int8"]
     search = recipe["search"]
     tried = {t["recipe"]: t for t in search["tried"]}
     assert not tried["full int8"]["meets_goal"]  # 14 dB here: the search goes on
-    eq = tried["the Microsoft FFNs equalised (exact), full int8"]
+    eq = tried[EQUALIZED + "full int8"]
     assert eq["options"] == {"keep_float": 0, "equalized": True} and eq["sqnr_db_median"] > 0
     chosen = tried[search["chosen"]]
     assert bool(recipe["equalized"]) == chosen["options"]["equalized"]

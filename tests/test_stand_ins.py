@@ -50,12 +50,15 @@ def test_a_checkpoint_takes_no_stand_in(tmp_path):
         plan_export(ExportOptions("m0-cls", "onnx", stand_in="trained"))
 
 
-def test_equalizing_the_relu_ffn_is_exact_and_undoes_the_spread():
-    """The exact pass against per-channel spread (deploy pass `equalize_relu_ffn`): the function is
-    unchanged and the FFN hidden ranges the int8 activations see come back together."""
+def test_cross_layer_equalization_is_exact_and_undoes_the_spread():
+    """The exact pass against per-channel spread (deploy pass `cross_layer_equalization`) on the
+    Microsoft model: every pair the traced graph allows is found (the FFNs, the patch embedding's
+    chain and the squeeze-excite across ReLU; PatchMerging's 1x1 into its depthwise conv; each head's q
+    into its depthwise conv, a linear boundary), the function is unchanged and the FFN hidden ranges
+    the int8 activations see come back together."""
     from edgekit.calibration.sources import calibration_set
     from edgekit.deploy import make_deploy_form
-    from edgekit.deploy.passes import equalize_relu_ffn, relu_ffns
+    from edgekit.deploy.equalization import cross_layer_equalization, equalization_pairs
     from edgekit.reference import run_images
     from edgekit.targets import get_target
     from edgekit.targets.tflite import TFLiteOptions
@@ -66,11 +69,22 @@ def test_equalizing_the_relu_ffn_is_exact_and_undoes_the_spread():
     calib = calibration_set(v, size).data
     model, _ = source_model(v, size, None, "trained-like")
     form = make_deploy_form(model, size, get_target("tflite"), "fp32")
+    pairs = equalization_pairs(form.model)
+    kinds: dict[str, int] = {}
+    for p in pairs:
+        kind = ("patch_embed" if p.consumer.startswith("patch_embed") else "q -> dw" if ".dws." in p.consumer
+                else p.consumer.rsplit(".", 1)[-1])
+        kinds[kind] = kinds.get(kind, 0) + 1
+    # m0: (6 blocks + 2 subsamples) x 2 FFNs; 3 patch-embed pairs; 2 PatchMerging x (SE fc1 -> fc2, conv1 ->
+    # depthwise conv2); 6 blocks x 4 heads' q -> depthwise
+    assert kinds == {"pw2": 16, "patch_embed": 3, "fc2": 2, "conv2": 2, "q -> dw": 24}
+    assert all(p.through_relu == ("dws" not in p.consumer) for p in pairs)
+    ffns = [p for p in pairs if p.consumer.endswith(".pw2")]
 
     def spreads(m):
         seen = []
-        hooks = [b.act.register_forward_hook(lambda _m, _i, out: seen.append(out.amax(dim=(0, 2, 3))))
-                 for b in relu_ffns(m)]
+        hooks = [dict(m.named_modules())[p.consumer].register_forward_pre_hook(
+            lambda _m, inp: seen.append(inp[0].amax(dim=(0, 2, 3)))) for p in ffns]
         with torch.no_grad():
             m(torch.from_numpy(images))
         for h in hooks:
@@ -79,7 +93,7 @@ def test_equalizing_the_relu_ffn_is_exact_and_undoes_the_spread():
 
     before = spreads(form.model)
     reference = run_images(form.model, images)
-    equalized = equalize_relu_ffn(form.model, size, calibration=calib)
+    equalized = cross_layer_equalization(form.model, size, calibration=calib)
     after = spreads(equalized)
     got = run_images(equalized, images)
     assert len(before) == len(after) == 16
@@ -88,9 +102,9 @@ def test_equalizing_the_relu_ffn_is_exact_and_undoes_the_spread():
     # asked for through the target's option, the export's deploy form runs it (and records it)
     on = make_deploy_form(model, size, get_target("tflite"), "int8", calibration=calib,
                           options=TFLiteOptions(equalize="on"))
-    assert "equalize_relu_ffn" in [r.name for r in on.rewrites]
+    assert "cross_layer_equalization" in [r.name for r in on.rewrites]
     off = make_deploy_form(model, size, get_target("tflite"), "int8", calibration=calib, options=TFLiteOptions())
-    assert "equalize_relu_ffn" not in [r.name for r in off.rewrites]
+    assert "cross_layer_equalization" not in [r.name for r in off.rewrites]
 
 
 def test_bias_correction_cancels_the_mean_shift_of_int8_weights():

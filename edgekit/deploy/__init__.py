@@ -79,9 +79,9 @@ REWRITES = {
             True,
         ),
         Rewrite(
-            "equalize_relu_ffn",
-            "int8: each FFN hidden channel's range split evenly between the ReLU output and the 1x1 conv reading it "
-            "(cross-layer equalisation, exact across ReLU); nothing to do in models without a ReLU FFN",
+            "cross_layer_equalization",
+            "int8: each channel's range split evenly between a conv's output and the conv reading it, wherever the "
+            "traced graph lets a scale through exactly (nothing or a ReLU between them, no other reader)",
             True,
         ),
         Rewrite(
@@ -121,7 +121,7 @@ class DeployForm:
     stages: list[tuple[Rewrite, nn.Module]] = field(default_factory=list)  # model after each rewrite
 
 
-CALIBRATED_PASSES = ("equalize_relu_ffn", "bias_correction", "int8_attention_floor")  # passes that read the calibration images
+CALIBRATED_PASSES = ("cross_layer_equalization", "bias_correction", "int8_attention_floor")  # passes that read the calibration images
 
 
 def plan_rewrites(plan: DeployPlan, precision: str, upsample: Upsample | None = None,

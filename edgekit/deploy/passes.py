@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from edgekit.deploy.attention import StaticLiteMLA, StaticLocalWindowAttention
+from edgekit.deploy.equalization import cross_layer_equalization, observe
 from edgekit.deploy.upsample import BilinearUpsample, ExactBicubicUpsample
 from edgekit.models.efficientvit_mit import LiteMLA, UpSampleLayer
 from edgekit.models.efficientvit_msra import LocalWindowAttention
@@ -176,62 +177,6 @@ def bicubic_to_bilinear(model: nn.Module, resolution: Size) -> nn.Module:
     return _swap_upsample(model, resolution, lambda m, channels: BilinearUpsample(m.factor))
 
 
-def _observe(model: nn.Module, calibration, handles: list) -> None:
-    """Run the calibration images through `model` for the hooks in `handles`, then remove them."""
-    try:
-        with torch.no_grad():
-            for image in calibration:
-                model(torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)))
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def relu_ffns(model: nn.Module) -> list[nn.Module]:
-    """The folded 1x1 conv -> ReLU -> 1x1 conv blocks (the Microsoft models' FFN after fold_batchnorm)."""
-    return [m for m in model.modules()
-            if isinstance(getattr(m, "pw1", None), nn.Conv2d) and isinstance(getattr(m, "act", None), nn.ReLU)
-            and isinstance(getattr(m, "pw2", None), nn.Conv2d) and m.pw1.groups == 1 and m.pw2.groups == 1]
-
-
-def equalize_relu_ffn(model: nn.Module, resolution: Size, calibration=None) -> nn.Module:
-    """Migrate each hidden channel's range between the FFN's ReLU output and the 1x1 conv reading it.
-
-    ReLU(x / s) = ReLU(x) / s for s > 0, so dividing pw1's output channel c (weights and bias) by s_c
-    and multiplying pw2's input channel c by s_c leaves the function unchanged, exactly (Nagel et al.,
-    "Data-Free Quantization Through Weight Equalization and Bias Correction", ICCV 2019; the migration
-    of SmoothQuant, Xiao et al. 2023). With one int8 scale per activation tensor, a hidden channel whose
-    range is 100x below its neighbours' is quantised to a few levels; with s_c = sqrt(a_c / w_c) (a_c:
-    channel c's largest ReLU output on the calibration images, w_c: the largest |weight| pw2 applies to
-    it) both the activation range and pw2's weight column become sqrt(a_c w_c): the spread is split
-    evenly between the activations (per-tensor scales) and the weights (per-output-channel scales). A
-    channel never active on the calibration images is left alone.
-    """
-    if calibration is None:
-        raise ValueError("equalize_relu_ffn needs calibration images")
-    blocks = relu_ffns(model)
-    peaks = {id(m): None for m in blocks}
-
-    def hook(m):
-        def record(_module, _inputs, out):
-            peak = out.detach().amax(dim=(0, 2, 3))
-            peaks[id(m)] = peak if peaks[id(m)] is None else torch.maximum(peaks[id(m)], peak)
-        return record
-
-    _observe(model, calibration, [m.act.register_forward_hook(hook(m)) for m in blocks])
-    with torch.no_grad():
-        for m in blocks:
-            a = peaks[id(m)].double()
-            w = m.pw2.weight.detach().abs().amax(dim=(0, 2, 3)).double()
-            s = torch.where((a > 0) & (w > 0), torch.sqrt(a / w.clamp_min(1e-30)), torch.ones_like(a))
-            s = (s / torch.exp(torch.log(s).mean())).float()  # geometric mean 1: the overall scale unchanged
-            m.pw1.weight.div_(s.view(-1, 1, 1, 1))
-            if m.pw1.bias is not None:
-                m.pw1.bias.div_(s)
-            m.pw2.weight.mul_(s.view(1, -1, 1, 1))
-    return model
-
-
 def int8_weights(weight: torch.Tensor) -> torch.Tensor:
     """`weight` as the int8 weight quantisers of TFLite and ONNX Runtime (QInt8, symmetric) store it:
     per output channel, symmetric, scale max|w| / 127, rounded to the nearest of [-127, 127]."""
@@ -256,7 +201,7 @@ def bias_correction(model: nn.Module, resolution: Size, calibration=None) -> nn.
         mean = x.mean(dim=tuple(i for i in range(x.dim()) if i != (1 if x.dim() == 4 else x.dim() - 1)))
         sums[id(module)] = sums.get(id(module), 0) + mean
 
-    _observe(model, calibration, [m.register_forward_pre_hook(hook) for m in layers])
+    observe(model, calibration, [m.register_forward_pre_hook(hook) for m in layers])
     with torch.no_grad():
         for m in layers:
             if id(m) not in sums:
@@ -303,6 +248,6 @@ PASSES: dict[str, Pass] = {
     "int8_attention_floor": int8_attention_floor,
     "bmm_attention": bmm_attention,
     "explicit_tanh_gelu": explicit_tanh_gelu,
-    "equalize_relu_ffn": equalize_relu_ffn,
+    "cross_layer_equalization": cross_layer_equalization,
     "bias_correction": bias_correction,
 }
