@@ -71,10 +71,10 @@ AGREEMENT_DB = 25.0  # the HTP against ONNX Runtime's CPU running the same QDQ g
 # below this on the calibration samples its ranges came from, the QDQ graph itself computes another
 # function (b0-seg 512x1024, plain stand-in: -1.0 / 12.4 dB; m0-cls, which the HTP search repairs: 22 / 25)
 QDQ_BROKEN_DB = 15.0
-AGREEMENT_ROUNDS = 8
+AGREEMENT_ROUNDS = 8  # nodes searched for and left out before giving up (the verification then reports)
 # a bisection round whose node gains less than this ends the search: what is left is the HTP computing
 # less precisely everywhere (b1-seg-ade20k trained-like: 20.1 -> 20.4 dB per round), not one wrong op
-AGREEMENT_STEP_DB = 3.0  # nodes searched for and left out before giving up (the verification then reports)
+AGREEMENT_STEP_DB = 3.0
 WORKER_TIMEOUT = 1800
 
 
@@ -442,23 +442,38 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
         if without > db:
             left_out, db, chosen = {**left_out, **matmuls}, without, 1
     order = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.op_type != "Constant"]
-    while db < AGREEMENT_DB and len(rounds) < AGREEMENT_ROUNDS + 2:
+    left_out, db, checks = bisect_nodes(order, left_out, db, agreement,
+                                        lambda keep: check(keep, f"{_ops(len(keep))} left out"),
+                                        AGREEMENT_ROUNDS + 2 - len(rounds), job.progress)
+    chosen = len(rounds) - 1 if checks else chosen
+    return models[chosen], {**record, "agreement": rounds, "trials": trials[0], "agreed": db >= AGREEMENT_DB,
+                            "left_out": _described(src, left_out)}
+
+
+def bisect_nodes(order: list[str], left_out: dict[str, str], db: float, agreement, check, rounds: int,
+                 progress) -> tuple[dict[str, str], float, int]:
+    """While the HTP disagrees (`db` below AGREEMENT_DB), one round: bisect `order`, less what is
+    already left out, for the shortest prefix whose leaving out makes `agreement` reach the bar, and
+    leave out its last node; `check` measures the result. Stops after `rounds` rounds or at a round
+    gaining less than AGREEMENT_STEP_DB (then no one node is the difference: the HTP's precision, not
+    a wrong op). Returns (left out, its dB, the rounds run)."""
+    done = 0
+    while db < AGREEMENT_DB and done < rounds:
         rest = [n for n in order if n not in left_out]
         lo, hi = 0, len(rest)  # leaving out rest[:hi] agrees (all of it: an fp16 graph), rest[:lo] does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            job.progress(f"w8a16: {db:.1f} dB, below {AGREEMENT_DB:g}: bisecting for the node ({hi - lo} candidates)")
+            progress(f"w8a16: {db:.1f} dB, below {AGREEMENT_DB:g}: bisecting for the node ({hi - lo} candidates)")
             if agreement({**left_out, **dict.fromkeys(rest[:mid], FOUND)}) >= AGREEMENT_DB:
                 hi = mid
             else:
                 lo = mid
         left_out = {**left_out, rest[hi - 1]: FOUND}
-        before, db = db, check(left_out, f"{_ops(len(left_out))} left out")
-        chosen = len(rounds) - 1
-        if db < before + AGREEMENT_STEP_DB:  # no one node is the difference: the HTP's precision, not a wrong op
+        before, db = db, check(left_out)
+        done += 1
+        if db < before + AGREEMENT_STEP_DB:
             break
-    return models[chosen], {**record, "agreement": rounds, "trials": trials[0], "agreed": db >= AGREEMENT_DB,
-                            "left_out": _described(src, left_out)}
+    return left_out, db, done
 
 
 def _described(src: Path, left_out: dict[str, str]) -> list[dict]:

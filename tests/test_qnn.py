@@ -219,6 +219,39 @@ def test_attention_nodes_are_found_by_module(tmp_path):
         "backbone.stages.2.op_list.1.context_module.main"
 
 
+def _htp(culprits: dict[str, float], base: float = 10.0):
+    """A stand-in for the simulator's agreement: `base` dB plus each culprit's gain when it is left out."""
+    return lambda keep: base + sum(gain for node, gain in culprits.items() if node in keep)
+
+
+@pytest.mark.parametrize("culprits,expected,agreed", [
+    ({"n37": 30.0}, ["n37"], True),  # one node the HTP computes wrongly: found in one round
+    ({"n37": 12.0, "n60": 12.0}, ["n60", "n37"], True),  # two: the later first, then the other
+    ({"n99": 2.0}, ["n99"], False),  # only the whole graph in fp16 agrees: one round gains < 3 dB, stop
+])
+def test_the_htp_bisection_finds_the_nodes_to_leave_out(culprits, expected, agreed):
+    """The node search of w8a16 (`bisect_nodes`), on a stand-in agreement: the shortest prefix whose
+    leaving out agrees, its last node left out, round after round while a round gains."""
+    from edgekit.targets.qnn import AGREEMENT_DB, FOUND, bisect_nodes
+
+    order = [f"n{i}" for i in range(100)]
+    measure = _htp(culprits) if agreed else (lambda keep: 40.0 if len(keep) == 100 else _htp(culprits)(keep))
+    checks = []
+
+    def check(keep):
+        checks.append(dict(keep))
+        return measure(keep)
+
+    left_out, db, rounds = bisect_nodes(order, {}, measure({}), measure, check, 8, lambda _m: None)
+    assert list(left_out) == expected and set(left_out.values()) == {FOUND}
+    assert rounds == len(checks) == len(expected) and (db >= AGREEMENT_DB) == agreed
+    already = {"n37": "kept out before"}  # what is already left out is not searched again
+    left_out, _, _ = bisect_nodes(order, already, 10.0, _htp({"n37": 12.0, "n60": 12.0}),
+                                  _htp({"n37": 12.0, "n60": 12.0}), 8, lambda _m: None)
+    assert left_out == {"n37": "kept out before", "n60": FOUND}
+
+
+@pytest.mark.slow  # the m0-cls export on the simulator, 2-3 min (the bisection itself: the test above)
 def test_m0_cls_w8a16_leaves_out_the_node_the_htp_computes_wrongly(tmp_path):
     """w8a16 (16-bit activations, what AI Hub ships): on the simulator the HTP computes m0-cls's
     fully quantised graph unlike the QDQ graph itself (ONNX Runtime's CPU); the export finds the node
