@@ -18,7 +18,7 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.artifacts import atomic_directory, check_writable, sha256, size_bytes, tool_versions
-from edgekit.deploy import Upsample, make_deploy_form
+from edgekit.deploy import REWRITES, Upsample, make_deploy_form
 from edgekit.errors import EdgekitError
 from edgekit.manifest import SCHEMA, Manifest, write_manifest
 from edgekit.registry import Size, Variant, get_variant, parse_resolution
@@ -160,7 +160,8 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
                   plan_rewrites(plan.spec.plan, plan.precision, opts.upsample, plan.spec.name,
                                 plan.spec.option_passes(plan.options, plan.precision) if plan.spec.option_passes
                                 else ()), new_calib, opts.stand_in)
-    was = _inputs(old.source.get("sha256"), old.target_options, [r["name"] for r in old.rewrites], old.calibration,
+    was = _inputs(old.source.get("sha256"), old.target_options, [r["name"] for r in old.rewrites if "chosen_by" not in r],
+                  old.calibration,
                   stand_in_kind(old.source))
     differ = [k for k in new if new[k] != was[k]]
     if differ:
@@ -270,7 +271,9 @@ def _manifest(plan: ExportPlan, form, source: dict, converted) -> Manifest:
         output_semantics=variant.output_semantics,
         output_stride=variant.output_stride,
         labels="labels.txt",
-        rewrites=[{"name": r.name, "exact": r.exact, "summary": r.summary} for r in form.rewrites],
+        rewrites=[{"name": r.name, "exact": r.exact, "summary": r.summary} for r in form.rewrites]
+        + [{"name": r.name, "exact": r.exact, "summary": r.summary, "chosen_by": "the int8 recipe search"}
+           for r in (REWRITES[n] for n in converted.searched_rewrites)],
         source=source,
         calibration=plan.calibration.record() if plan.calibration is not None else None,
         ops=converted.ops,

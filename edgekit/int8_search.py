@@ -25,8 +25,14 @@ from edgekit.errors import EdgekitError
 DEFAULT_GOAL = "25,20"
 DEFAULT_BUDGET_S = 900.0
 EQUALIZED = "cross-layer equalised (exact), "  # the equalisation recipe's name prefix, every target
+EQUALIZATION_PASS = "cross_layer_equalization"  # the deploy pass behind EQUALIZED
 MAX_FOLDS = 4  # cross-validation folds over the calibration images (each fold holds out 1/4 of them)
 
+
+
+def searched_rewrites(recipe: dict | None) -> tuple[str, ...]:
+    """The deploy passes a target's int8 search ran for its chosen recipe (Converted.searched_rewrites)."""
+    return (EQUALIZATION_PASS,) if recipe and recipe.get("equalized") else ()
 
 @dataclass(frozen=True)
 class Goal:

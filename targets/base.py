@@ -173,6 +173,9 @@ class Converted:
     io: dict
     target_info: dict = field(default_factory=dict)
     torch_model: Any = None
+    # deploy passes the converter itself ran on the deploy form (the int8 search's chosen recipe):
+    # the manifest's rewrites list them after the planned ones, marked as chosen by the search
+    searched_rewrites: tuple[str, ...] = ()
 
 
 def float_io(manifest, model_path: Path) -> tuple[dict, dict]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
-from edgekit.int8_search import EQUALIZED
+from edgekit.int8_search import EQUALIZED, searched_rewrites
 from edgekit.targets.base import (
     FP32_EXACT,
     INT8,
@@ -436,7 +436,8 @@ def _convert(job: ConvertJob) -> Converted:
             "quantization": "PT2E, XNNPACKQuantizer: int8 symmetric, per-channel weights" if quantised else None}
     if recipe is not None:
         info["int8"] = recipe
-    return Converted(model_file, ops, io_description(job.size), target_info=info)
+    return Converted(model_file, ops, io_description(job.size), target_info=info,
+                     searched_rewrites=searched_rewrites(recipe))
 
 
 def _describe(manifest) -> list[str]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
 from edgekit.errors import EdgekitError, first_line
-from edgekit.int8_search import EQUALIZED
+from edgekit.int8_search import EQUALIZED, searched_rewrites
 from edgekit.targets.base import (
     FP16,
     FP32_EXACT,
@@ -668,7 +668,8 @@ def _convert(job: ConvertJob) -> Converted:
     info = {"int8": result.recipe} if result.recipe else {}
     job.progress("checking GPU delegate compatibility (LiteRT's model analyzer)")
     info["gpu_delegate"] = gpu_compatibility(model_file)
-    return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes), target_info=info)
+    return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes), target_info=info,
+                     searched_rewrites=searched_rewrites(result.recipe))
 
 
 ANALYSIS_KEEP_FLOAT = (10, 30, 60)  # what keeping the most costly ops float buys, measured in the analysis

@@ -171,6 +171,8 @@ def test_export_searches_the_int8_recipe_on_held_out_calibration_photos(tmp_path
         assert chosen["meets_goal"] and chosen["options"]["keep_float"] == min(t["options"]["keep_float"]
                                                                                  for t in meeting)
     assert recipe["keep_float"] == chosen["options"]["keep_float"] == len(recipe["kept_float"])
+    searched = [r["name"] for r in m.rewrites if r.get("chosen_by")]  # what the search ran is in the rewrites
+    assert searched == (["cross_layer_equalization"] if chosen["options"]["equalized"] else [])
     assert {k["node"] for k in recipe["kept_float"]} <= _float_outputs(m.model_path)
     assert all(t["speedup_over_float"] > 0 and 0 <= t["agreement_min"] <= 1 for t in search["tried"])
     # a goal full int8 meets ends the search at once, and the printed search says so

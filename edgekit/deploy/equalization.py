@@ -22,8 +22,9 @@ into its depthwise conv (a linear boundary).
 The scale: s_c = sqrt(a_c / w_c), a_c the largest |value| of channel c where the consumer reads it
 (on the calibration images), w_c the largest |weight| the consumer applies to it: both the activation
 range and the consumer's weights for c become sqrt(a_c w_c), the spread split evenly between the
-activations (one int8 scale per tensor) and the weights (one per output channel). Normalised to a
-geometric mean of 1; a channel never seen non-zero is left alone.
+activations (one int8 scale per tensor) and the weights (one per output channel). Normalised so the
+equalised channels' largest range stays what it was (so a tensor that is quantised as a whole, the
+qkv output around a q slice, keeps its step); a channel never seen non-zero is left alone.
 """
 
 from __future__ import annotations
@@ -161,7 +162,10 @@ def cross_layer_equalization(model: nn.Module, resolution=None, calibration=None
             a = peaks[p.consumer].double()
             w = cols.abs().amax(dim=(1, 3, 4)).reshape(-1).double()
             s = torch.where((a > 0) & (w > 0), torch.sqrt(a / w.clamp_min(1e-30)), torch.ones_like(a))
-            s = (s / torch.exp(torch.log(s).mean())).float()  # geometric mean 1: the overall scale unchanged
+            # the equalised channels' peak where it was: a tensor quantised as a whole (the q of a qkv
+            # tensor, split after it) keeps its int8 step; where the pair is the whole tensor, a common
+            # factor changes nothing int8 sees (one activation scale per tensor, one weight scale per row)
+            s = (s * (a / s).max() / a.max()).float() if a.max() > 0 else s.float()
             start, stop = p.channels
             producer.weight[start:stop].div_(s.view(-1, *[1] * (producer.weight.dim() - 1)))
             if producer.bias is not None:
