@@ -205,6 +205,69 @@ class Search:
                 "chosen": chosen["recipe"], "met": chosen["meets_goal"]}
 
 
+def run_recipes(search: Search, build: Callable[[str, tuple[str, ...]], object],
+                equalized: str | Callable[[], object], rank: Callable[[str], list[dict] | None], unit: str,
+                no_int16: str) -> tuple[dict, str, list[dict] | None]:
+    """The recipes every target searches, in order: full int8; if that misses the goal, the deploy form
+    cross-layer equalised (`equalized`: why it is not offered, or a callable preparing that graph);
+    if neither meets it, on the better of the two the fewest most costly `unit` kept float (bisection
+    on `rank(prefix)`, each entry's "node" what the target keeps float; None: the budget ran out
+    while ranking); 16-bit activations skipped with `no_int16`. `build(prefix, kept)` makes one
+    recipe for `search` to measure. Returns (the chosen trial, its prefix, the ranking it used)."""
+    order: dict[str, list[dict]] = {}
+    full = search.try_recipe("full int8", {"keep_float": 0, "equalized": False}, lambda: build("", ()))
+    if full is not None and not full["meets_goal"]:
+        if isinstance(equalized, str):
+            search.skip(EQUALIZED + "full int8", equalized)
+        elif search.out_of_time():
+            search.skip(EQUALIZED + "full int8", f"the {search.budget_s:g} s search budget was spent")
+        else:
+            equalized()
+            search.try_recipe(EQUALIZED + "full int8", {"keep_float": 0, "equalized": True},
+                              lambda: build(EQUALIZED, ()))
+        if search.trials and not any(t["meets_goal"] for t in search.trials):
+            by_metric = isinstance(search.goal, MetricGoal)
+            best = max(search.trials, key=lambda t: (-t["metric_drop"], 0) if by_metric
+                       else (t["sqnr_db_min"], t["sqnr_db_median"]))
+            prefix = EQUALIZED if best["options"]["equalized"] else ""
+            ranked = None if search.out_of_time() else rank(prefix)
+            if ranked is None:
+                search.skip(f"{prefix}the most costly {unit} kept float",
+                            f"the {search.budget_s:g} s search budget was spent (before or while ranking)")
+            else:
+                order[prefix] = ranked
+                search.bisect(len(ranked), lambda k: f"{prefix}the {k} most costly {unit} float",
+                              lambda k: {"keep_float": k, "equalized": bool(prefix)},
+                              lambda k: build(prefix, tuple(n["node"] for n in ranked[:k])))
+        search.skip("16-bit activations", no_int16)
+    chosen = search.choice()
+    prefix = EQUALIZED if chosen["options"]["equalized"] else ""
+    return chosen, prefix, order.get(prefix)
+
+
+def task_fields(judge, run: Callable, float_metric: float) -> dict:
+    """A trial's task metric on the labelled set (`judge`, a TaskJudge) against the
+    float graph's; nothing without a labelled set."""
+    if judge is None:
+        return {}
+    value = judge.score(run).value()
+    return {"metric_name": judge.goal.metric, "metric": value, "metric_float": float_metric,
+            "metric_drop": round(100 * (float_metric - value), 3)}
+
+
+def judged_on(judge, split: str) -> str:
+    """What the recipes were judged on, for the record: `split` (the held-out calibration samples) or
+    the labelled set."""
+    if judge is None:
+        return split
+    return (f"the {judge.goal.images} labelled images of --eval-data (the set the export then evaluates on: not an "
+            f"independent judge; SQNR: {split})")
+
+
+def equalized_text(samples: int) -> str:
+    return f"{EQUALIZATION_PASS} applied by the search (exact; its scales from all {samples} calibration samples)"
+
+
 def median_ms(run: Callable[[], object], repeats: int = 5) -> float:
     """Median wall time of `run` after one warm-up call, in ms."""
     run()

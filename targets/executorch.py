@@ -321,7 +321,17 @@ def _search_int8(job: ConvertJob):
     import tempfile
 
     from edgekit.errors import first_line
-    from edgekit.int8_search import RecipeFailed, Search, holdout, median_ms, parse_goal
+    from edgekit.int8_search import (
+        RecipeFailed,
+        Search,
+        equalized_text,
+        holdout,
+        judged_on,
+        median_ms,
+        parse_goal,
+        run_recipes,
+        task_fields,
+    )
     from edgekit.metrics import compare
     from edgekit.reference import run_images
 
@@ -361,52 +371,29 @@ def _search_int8(job: ConvertJob):
         c = compare(reference, outputs, task)
         m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min", "agreement_kind")}
         m["median_ms"] = median_ms(lambda: trial.run(calibration[:1]))
-        if judge is not None:
-            value = judge.score(trial.run).value()
-            m |= {"metric_name": judge.goal.metric, "metric": value, "metric_float": float_metric,
-                  "metric_drop": round(100 * (float_metric - value), 3)}
-        return m
+        return m | (task_fields(judge, trial.run, float_metric) if judge else {})
 
     goal = parse_goal(job.options.int8_goal) if judge is None else judge.goal
     search = Search(goal, job.options.search_budget, measure, float_ms, job.progress)
-    order: dict[str, list[dict]] = {}
-    full = search.try_recipe("full int8", {"keep_float": 0, "equalized": False}, lambda: build("", ()))
-    if full is not None and not full["meets_goal"]:
-        if isinstance(equalize, str):
-            search.skip(EQUALIZED + "full int8", equalize)
-        else:
-            search.try_recipe(EQUALIZED + "full int8", {"keep_float": 0, "equalized": True},
-                              lambda: build(EQUALIZED, ()))
-        if search.trials and not any(t["meets_goal"] for t in search.trials) and not search.out_of_time():
-            best = max(search.trials, key=lambda t: (-t["metric_drop"], 0) if judge is not None
-                       else (t["sqnr_db_min"], t["sqnr_db_median"]))
-            prefix = EQUALIZED if best["options"]["equalized"] else ""
-            job.progress("int8 search: ranking the blocks by the cost of their layers' own int8 input and weights")
-            photos = calibration[fit][:RANKING_SAMPLES]
-            base = models[prefix](calibration[fit])
-            ranked = order[prefix] = block_ranking(base, ranking(base, photos))
-            search.bisect(len(ranked), lambda k: f"{prefix}the {k} most costly blocks float",
-                          lambda k: {"keep_float": k, "equalized": bool(prefix)},
-                          lambda k: build(prefix, tuple(n["node"] for n in ranked[:k])))
-        elif not any(t["meets_goal"] for t in search.trials) and search.out_of_time():
-            search.skip("the most costly blocks kept float", f"the {search.budget_s:g} s search budget was spent")
-        search.skip("16-bit activations", NO_INT16_HERE)
-    chosen = search.choice()
-    k, equalized = chosen["options"]["keep_float"], chosen["options"]["equalized"]
-    prefix = EQUALIZED if equalized else ""
-    kept = order[prefix][:k] if prefix in order else []
+
+    def rank(prefix: str) -> list[dict]:
+        job.progress("int8 search: ranking the blocks by the cost of their layers' own int8 input and weights")
+        base = models[prefix](calibration[fit])
+        return block_ranking(base, ranking(base, calibration[fit][:RANKING_SAMPLES]))
+
+    chosen, prefix, order = run_recipes(search, build, equalize if isinstance(equalize, str) else lambda: None,
+                                        rank, "blocks", NO_INT16_HERE)
+    k = chosen["options"]["keep_float"]
+    kept = order[:k] if order else []
     job.progress(f"int8: {chosen['recipe']}, calibrated on all {len(calibration)} samples")
     exported = export_program(models[prefix](calibration), job.size, calibration, tuple(n["node"] for n in kept))
-    recipe = _int8_recipe(k, kept, order.get(prefix), "the recipe search",
+    recipe = _int8_recipe(k, kept, order, "the recipe search",
                           f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on")
-    recipe["equalized"] = (f"cross_layer_equalization applied by the search (exact; its scales from all {len(calibration)} "
-                           "calibration samples)") if equalized else None
+    recipe["equalized"] = equalized_text(len(calibration)) if prefix else None
     split = (f"the {len(judged)} samples of every second calibration image (of {job.calibration_originals}), each "
              f"recipe calibrated on the other images' {len(fit)} (one split, not folds: every recipe is lowered)")
     recipe["search"] = search.record(
-        chosen, judged_on=split if judge is None else
-        f"the {judge.goal.images} labelled images of --eval-data (the set the export then evaluates on: not an "
-        f"independent judge; SQNR: {split})",
+        chosen, judged_on=judged_on(judge, split),
         reference="the float deploy form in PyTorch", calibrated_on=[len(fit)],
         artifact=f"the chosen recipe calibrated on all {len(calibration)} samples (its verification on the "
         "verification photos follows)")

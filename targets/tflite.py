@@ -345,7 +345,15 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     is judged by leave-images-out cross-validation over the calibration images (int8_search.folds)
     against the float graph, or with a labelled set by its task metric; the artifact is the chosen
     recipe calibrated on all the samples."""
-    from edgekit.int8_search import Search, folds, median_ms
+    from edgekit.int8_search import (
+        Search,
+        equalized_text,
+        folds,
+        judged_on,
+        median_ms,
+        run_recipes,
+        task_fields,
+    )
     from edgekit.metrics import compare
 
     splits = folds(len(calibration_nchw), request.originals)
@@ -374,64 +382,37 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
         ms = median_ms(lambda: timed.run(calibration_nchw[:1], reference.shape))
         m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min",
                                "agreement_kind")} | {"median_ms": ms}
-        if judge is not None:
-            value = judge.score(TFLiteRunner(content=whole).run).value()
-            m |= {"metric_name": judge.goal.metric, "metric": value, "metric_float": float_metric,
-                  "metric_drop": round(100 * (float_metric - value), 3)}
-        return m
+        return m | (task_fields(judge, TFLiteRunner(content=whole).run, float_metric) if judge else {})
 
     search = Search(request.goal if judge is None else judge.goal, request.budget_s, measure,
                     median_ms(lambda: float_runner.run(calibration_nchw[:1], reference.shape)), progress)
     bases = {"": plain}
-    ranked: dict[str, list[dict]] = {}
-    full = search.try_recipe("full int8", {"keep_float": 0, "equalized": False}, lambda: build(plain, ()))
-    if full is not None and not full["meets_goal"]:
-        if isinstance(request.equalized, str):
-            search.skip(EQUALIZED + "full int8", request.equalized)
-        elif search.out_of_time():
-            search.skip(EQUALIZED + "full int8", f"the {search.budget_s:g} s search budget was spent")
-        else:
-            progress("int8 search: converting the deploy form cross-layer equalised")
-            bases[EQUALIZED] = _calibrated_base(request.equalized(), calibration_nchw, layout, splits, EQUALIZED)
-            search.try_recipe(EQUALIZED + "full int8", {"keep_float": 0, "equalized": True},
-                              lambda: build(bases[EQUALIZED], ()))
-        met = [t for t in search.trials if t["meets_goal"]]
-        if not met:
-            # keep ops float on whichever graph full int8 did better on
-            best = max(search.trials, key=lambda t: (-t["metric_drop"], 0) if judge is not None
-                       else (t["sqnr_db_min"], t["sqnr_db_median"]))
-            base = bases[EQUALIZED if best["options"]["equalized"] else ""]
-            progress("int8 search: ranking the ops by the cost of their quantisation")
-            photos = calibration_nchw[:SENSITIVITY_SAMPLES]
-            order = sensitivity(base.calibrated, photos, request.task, progress, stop=search.out_of_time)
-            if order is None:
-                search.skip(base.prefix + "the most costly ops kept float",
-                            f"the {search.budget_s:g} s budget ran out while ranking")
-            else:
-                ranked[base.prefix] = order
-                search.bisect(len(order), lambda k: f"{base.prefix}the {k} most costly ops float",
-                              lambda k: {"keep_float": k, "equalized": bool(base.prefix)},
-                              lambda k: build(base, tuple(n["node"] for n in order[:k])))
-        search.skip("16-bit activations", NO_INT16_HERE)
-    chosen = search.choice()
-    k, equalized = chosen["options"]["keep_float"], chosen["options"]["equalized"]
-    base = bases[EQUALIZED if equalized else ""]
-    order = ranked.get(base.prefix)
+
+    def prepare_equalized() -> None:
+        progress("int8 search: converting the deploy form cross-layer equalised")
+        bases[EQUALIZED] = _calibrated_base(request.equalized(), calibration_nchw, layout, splits, EQUALIZED)
+
+    def rank(prefix: str) -> list[dict] | None:
+        progress("int8 search: ranking the ops by the cost of their quantisation")
+        return sensitivity(bases[prefix].calibrated, calibration_nchw[:SENSITIVITY_SAMPLES], request.task, progress,
+                           stop=search.out_of_time)
+
+    chosen, prefix, order = run_recipes(
+        search, lambda prefix, keep: build(bases[prefix], keep),
+        request.equalized if isinstance(request.equalized, str) else prepare_equalized, rank, "ops", NO_INT16_HERE)
+    k = chosen["options"]["keep_float"]
     kept = [] if order is None else order[:k]
-    model = quantize_calibrated(base.calibrated, tuple(n["node"] for n in kept))
+    model = quantize_calibrated(bases[prefix].calibrated, tuple(n["node"] for n in kept))
     # the ranking only orders the ops (measured on the model calibrated on all images); which k is
     # enough is judged by the folds
     recipe = _recipe(k, kept, order, f"the first {min(len(calibration_nchw), SENSITIVITY_SAMPLES)} calibration "
                      f"samples (the photos themselves), on the model calibrated on all of them")
     recipe["chosen_by"] = "the recipe search"
-    recipe["equalized"] = (f"cross_layer_equalization applied by the search (exact; its scales from all "
-                           f"{len(calibration_nchw)} calibration samples)") if equalized else None
+    recipe["equalized"] = equalized_text(len(calibration_nchw)) if prefix else None
     folds_text = (f"all {len(calibration_nchw)} calibration samples of {request.originals} images, "
                   f"{len(splits)}-fold: each judged by a model calibrated without its image")
     recipe["search"] = search.record(
-        chosen, judged_on=folds_text if judge is None else
-        f"the {judge.goal.images} labelled images of --eval-data (the set the export then evaluates on: not an "
-        f"independent judge; SQNR: {folds_text})",
+        chosen, judged_on=judged_on(judge, folds_text),
         reference="the float graph without equalisation (the calibrated model)",
         calibrated_on=[len(fit) for fit, _ in splits],
         artifact=f"the chosen recipe calibrated on all {len(calibration_nchw)} samples (its verification "
