@@ -115,12 +115,13 @@ class RecipeFailed(EdgekitError):
 class Search:
     """One search: `measure(built)` returns what `build()` made's SQNR (median/min) and agreement against
     the float graph on the held-out samples and its host latency; `float_ms` is the float graph's, timed
-    in the same run. Only the trials are kept: the target builds the chosen recipe's artifact itself."""
+    in the same run (None where this host cannot run the target's runtime: then no speed is recorded).
+    Only the trials are kept: the target builds the chosen recipe's artifact itself."""
 
     goal: Goal
     budget_s: float
     measure: Callable[[object], dict]
-    float_ms: float
+    float_ms: float | None
     progress: Callable[[str], None] = lambda _m: None
     trials: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
@@ -149,12 +150,13 @@ class Search:
             self.skip(recipe, f"failed: {e}")
             return {"recipe": recipe, "options": options, "failed": str(e), "meets_goal": False}
         trial = {"recipe": recipe, "options": options, **m,
-                 "speedup_over_float": round(self.float_ms / m["median_ms"], 3) if m["median_ms"] else None,
+                 "speedup_over_float": round(self.float_ms / m["median_ms"], 3)
+                 if m.get("median_ms") and self.float_ms else None,
                  "seconds": round(time.perf_counter() - t0, 1)}
         trial["meets_goal"] = self.goal.met(trial)
         self.trials.append(trial)
         self.progress(f"int8 search: {recipe}: {trial['sqnr_db_median']:.1f}/{trial['sqnr_db_min']:.1f} dB, "
-                      f"{_metric_text(trial)}{trial['speedup_over_float']:.2f}x float on this host -> "
+                      f"{_metric_text(trial)}{_speed_text(trial)} -> "
                       f"{'meets' if trial['meets_goal'] else 'below'} the goal ({self.goal})")
         return trial
 
@@ -279,6 +281,11 @@ def median_ms(run: Callable[[], object], repeats: int = 5) -> float:
     return round(statistics.median(times), 3)
 
 
+def _speed_text(trial: dict) -> str:
+    speed = trial.get("speedup_over_float")
+    return "speed not measured here" if speed is None else f"{speed:.2f}x float on this host"
+
+
 def _metric_text(trial: dict) -> str:
     if trial.get("metric_drop") is None:
         return ""
@@ -294,8 +301,7 @@ def summary_lines(search: dict) -> list[str]:
         mark = "*" if t["recipe"] == search["chosen"] else " "
         lines.append(f" {mark} {t['recipe']}: {t['sqnr_db_median']:.1f}/{t['sqnr_db_min']:.1f} dB, "
                      f"{t['agreement_kind']} {t['agreement_min']:.3f} (worst), {_metric_text(t)}"
-                     f"{t['speedup_over_float']:.2f}x float on this host"
-                     f"{'' if t['meets_goal'] else ' (below the goal)'}")
+                     f"{_speed_text(t)}{'' if t['meets_goal'] else ' (below the goal)'}")
     lines += [f"   {s['recipe']}: skipped ({s['why']})" for s in search["skipped"]]
     lines.append(f"   chosen: {search['chosen']}" + ("" if search["met"] else
                  " - no recipe tried met the goal: the most faithful one was kept"))

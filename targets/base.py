@@ -71,7 +71,7 @@ def bias_correction_option(default: str):
 
 def keep_float_option():
     """--keep-float (None: the int8 recipe search chooses), declared alike by every target that searches."""
-    return option(None, "--keep-float", "int8: keep float the N ops (TFLite; ExecuTorch: residual blocks) whose "
+    return option(None, "--keep-float", "int8: keep float the N ops (TFLite; ExecuTorch, CoreML: residual blocks) whose "
                   "quantisation costs most on the calibration photos (slower, closer to fp32); default: chosen "
                   "by the recipe search on these weights", None, int)
 

@@ -7,6 +7,12 @@ zero-padded borders). Classifiers carry their labels (Xcode generates `classLabe
 
 CoreML prediction runs only on macOS: on Linux the package is checked structurally (it loads, its
 I/O and MIL ops are as expected) and the numbers say "needs macOS", never a pass.
+
+`int8` (weights and activations, iOS 17+) is quantised on the torch side by coremltools'
+LinearQuantizer and chooses its recipe at export time (edgekit.torch_int8.search_torch_model: full
+int8, cross-layer equalised, the most costly residual blocks kept float), each recipe judged in
+PyTorch on the quantised model coremltools then converts: the CoreML runtime's own int8 needs macOS,
+so neither its numbers nor its speed are measured here, and the record says so.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
+from edgekit.int8_search import searched_rewrites
 from edgekit.targets.base import (
     FP16,
     INT8,
@@ -35,7 +42,12 @@ from edgekit.targets.base import (
     Packaging,
     TargetSpec,
     Tolerance,
+    check_search_calibration,
+    int8_goal_option,
+    keep_float_option,
     option,
+    search_budget_option,
+    validate_int8_search,
 )
 
 if TYPE_CHECKING:
@@ -61,9 +73,20 @@ class CoreMLOptions:
     ios: int = option(16, "--ios", "CoreML minimum iOS: 16 | 17 | 18 (int8 activations need 17)", IOS_TARGETS, int)
     input: str = option("image", "--input", "CoreML input: image (CVPixelBuffer) | tensor (normalised float)",
                         ("image", "tensor"))
+    keep_float: int | None = keep_float_option()
+    int8_goal: str = int8_goal_option()
+    search_budget: float = search_budget_option()
+
+
+RANKING_SAMPLES = 4  # calibration samples the keep-float ranking is measured on
+NO_INT16_HERE = "coremltools quantises activations to 8 bits only (its 16-bit path is fp16: --precision fp16)"
+JUDGED_IN_TORCH = ("each recipe judged in PyTorch on coremltools' quantised model (what it converts to CoreML's "
+                   "int8 ops); the CoreML runtime's own int8 runs on macOS/iOS only: its numbers and speed are not "
+                   "measured here")
 
 
 def _validate(precision: str, options: CoreMLOptions) -> None:
+    validate_int8_search(precision, options)
     if precision == "int8" and options.ios < 17:
         raise EdgekitError("--precision int8 quantises activations, which CoreML runs from iOS 17: add --ios 17")
 
@@ -87,10 +110,11 @@ def normalized(model: nn.Module, mean, std) -> nn.Module:
     return Normalize()
 
 
-def calibrated_int8(deploy: nn.Module, calibration: np.ndarray) -> nn.Module:
+def calibrated_int8(deploy: nn.Module, calibration: np.ndarray, keep_float: tuple[str, ...] = ()) -> nn.Module:
     """Weights and activations int8 on the torch side (coremltools.optimize.torch), calibrated on
     `calibration` (N, 3, H, W) normalised images: observers only, no training, then finalised into
-    quantize/dequantize pairs that coremltools turns into CoreML int8 ops (iOS 17+)."""
+    quantize/dequantize pairs that coremltools turns into CoreML int8 ops (iOS 17+). The modules
+    named in `keep_float` (and everything inside them) are left float (module_name_configs None)."""
     import torch
     from coremltools.optimize.torch.quantization import (
         LinearQuantizer,
@@ -102,7 +126,8 @@ def calibrated_int8(deploy: nn.Module, calibration: np.ndarray) -> nn.Module:
     # milestones: observers on from step 0; fake quantisation and observer freezing only after the
     # calibration batches; BN is already folded.
     config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
-        quantization_scheme="symmetric", milestones=[0, steps, steps, 0]))
+        quantization_scheme="symmetric", milestones=[0, steps, steps, 0]),
+        module_name_configs=dict.fromkeys(keep_float))
     x = torch.from_numpy(np.ascontiguousarray(calibration, dtype=np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -341,16 +366,63 @@ def _convert(job: ConvertJob) -> Converted:
         "edgekit_version": __version__,
     }
     labels = class_names(variant) if variant.task == "cls" else None
-    deploy = job.deploy
+    deploy, recipe = job.deploy, None
     if job.precision == "int8":
-        job.progress(f"calibrating int8 activations on {len(job.calibration)} images (coremltools.optimize.torch)")
-        deploy = calibrated_int8(deploy, job.calibration)
+        deploy, recipe = _int8(job)
     with _temp_packages_in(job.work):
         ml = convert(deploy, job.size, job.precision, opts.ios, opts.input == "image", variant.mean, variant.std,
                      labels, metadata)
         model_file = job.out / SPEC.model_file
         ml.save(str(model_file))
-        return Converted(model_file, mil_ops(ml), describe_io(ml), torch_model=deploy)
+        return Converted(model_file, mil_ops(ml), describe_io(ml), target_info={"int8": recipe} if recipe else {},
+                         torch_model=deploy, searched_rewrites=searched_rewrites(recipe))
+
+
+def _int8_recipe(k: int, kept: list[dict], order: list[dict] | None, chosen_by: str, measured_on: str) -> dict:
+    return {"activations": "int8 per tensor, symmetric (coremltools LinearQuantizer)",
+            "weights": "int8 per channel, symmetric", "keep_float": k, "kept_float": kept, "chosen_by": chosen_by,
+            "judged_by": JUDGED_IN_TORCH,
+            "ranking": None if order is None else {
+                "measured_on": measured_on, "how": "each conv/linear's output SQNR with its own input (per tensor) "
+                "and weights (per channel) in int8, in PyTorch; blocks (block_ranking) by their worst layer, worst "
+                "first", "most_costly": order[:20]}}
+
+
+def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
+    """The calibrated int8 torch model coremltools converts, and its recipe: --keep-float N fixed, or
+    the recipe search on these weights (judged in PyTorch: JUDGED_IN_TORCH)."""
+    from edgekit.int8_search import parse_goal
+    from edgekit.torch_int8 import block_ranking, ranking, search_torch_model
+
+    calibration, k = job.calibration, job.options.keep_float
+    if k is not None:
+        photos = calibration[:RANKING_SAMPLES]
+        order = block_ranking(job.deploy, ranking(job.deploy, photos)) if k else None
+        kept = order[:k] if order else []
+        job.progress(f"calibrating int8 activations on {len(calibration)} images (coremltools.optimize.torch)")
+        model = calibrated_int8(job.deploy, calibration, tuple(n["node"] for n in kept))
+        return model, _int8_recipe(k, kept, order, "--keep-float", f"the first {len(photos)} calibration samples")
+
+    def quantize(model, samples: np.ndarray, keep: tuple[str, ...]) -> nn.Module:
+        job.progress(f"int8 search: coremltools' quantiser calibrated on {len(samples)} samples")
+        return calibrated_int8(model, samples, keep)
+
+    def run(model):
+        from edgekit.reference import run_images
+
+        return lambda images: run_images(model, images)
+
+    judge = job.task_judge
+    found = search_torch_model(
+        job.deploy, job.size, calibration, job.calibration_originals, job.variant.task, judge,
+        parse_goal(job.options.int8_goal) if judge is None else judge.goal, job.options.search_budget, job.progress,
+        quantize, run, None, NO_INT16_HERE)
+    job.progress(f"int8: {found.fields['search']['chosen']}, calibrated on all {len(calibration)} samples")
+    f = found.fields
+    recipe = _int8_recipe(f["keep_float"], f["kept_float"], f["order"], "the recipe search",
+                          f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on")
+    return calibrated_int8(found.model, calibration, found.keep), recipe | {"equalized": f["equalized"],
+                                                                           "search": f["search"]}
 
 
 @contextlib.contextmanager
@@ -381,7 +453,14 @@ def _proxy(manifest, reference: nn.Module) -> nn.Module:
     calib = calibration_from_record(get_variant(manifest.variant), manifest.size, manifest.calibration)
     deploy = make_deploy_form(reference, manifest.size, SPEC, manifest.precision, upsample,
                               calibration=calib.data if calib is not None else None).model
-    return deploy if manifest.precision != "int8" else calibrated_int8(deploy, calib.data)
+    if manifest.precision != "int8":
+        return deploy
+    recipe = manifest.target_info.get("int8") or {}  # the recipe the export chose (none: before the search)
+    if recipe.get("equalized"):
+        from edgekit.deploy.equalization import cross_layer_equalization
+
+        deploy = cross_layer_equalization(deploy, manifest.size, calibration=calib.data)
+    return calibrated_int8(deploy, calib.data, tuple(n["node"] for n in recipe.get("kept_float", [])))
 
 
 def _checks(model_file: Path, manifest, converted: nn.Module, images=None, expected=None) -> dict:
@@ -450,6 +529,22 @@ def _compile_mlmodelc(package: Path, folder: Path) -> str:
     return f"{package.stem}.mlmodelc"
 
 
+def _describe(manifest) -> list[str]:
+    from edgekit.int8_search import summary_lines
+
+    recipe = manifest.target_info.get("int8")
+    if not recipe:
+        return []
+    n = recipe["keep_float"]
+    lines = [f"int8: {f'the {n} most costly blocks kept float' if n else 'full int8'} ({recipe['chosen_by']}; "
+             f"{recipe['judged_by']})"]
+    if recipe.get("equalized"):
+        lines.append(f"int8: {recipe['equalized']}")
+    if recipe.get("search"):
+        lines += summary_lines(recipe["search"])
+    return lines
+
+
 def _check_lines(checks: dict) -> list[str]:
     st, w = checks["structure"], checks["weights"]
     casts = ", ".join(st["unexpected_casts"]) or "none"
@@ -471,8 +566,10 @@ SPEC = TargetSpec(
     runner_label="CoreML predict (macOS)",
     options=CoreMLOptions,
     validate=_validate,
+    check_calibration=check_search_calibration,
     proxy=_proxy,
     checks=_checks,
+    describe=_describe,
     check_lines=_check_lines,
     packaging=Packaging("ios", _bundle_io, _snippet, _compile_mlmodelc),
     not_profiled="CoreML runs on an iPhone (Xcode's performance report); edgekit profiles Android phones",

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
-from edgekit.int8_search import EQUALIZED, searched_rewrites
+from edgekit.torch_int8 import RANKING_SAMPLES, block_ranking, ranking
+from edgekit.int8_search import searched_rewrites
 from edgekit.targets.base import (
     FP32_EXACT,
     INT8,
@@ -159,137 +160,9 @@ def _runner(model_file: Path, manifest, threads: int = 2) -> ExecuTorchRunner:
     return ExecuTorchRunner(model_file, threads)
 
 
-RANKING_SAMPLES = 4  # calibration samples the keep-float ranking is measured on
 RANKING_RECORDED = 20  # the most costly modules listed in the manifest
 NO_INT16_HERE = ("ExecuTorch's XNNPACK quantizer and kernels take 8-bit activations only "
                  "(w8a16 is the NPU's: --target qnn)")
-
-
-def _int8_input(x, lo: float, hi: float):
-    """`x` through int8 per-tensor affine quantisation over [lo, hi] (PT2E's min/max observer, XNNPACK's
-    int8 activations)."""
-    import torch
-
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = max(hi - lo, 1e-12) / 255.0
-    return torch.clamp(torch.round((x - lo) / scale), 0, 255) * scale + lo
-
-
-def _int8_weight(w):
-    """`w` through int8 symmetric quantisation per output channel."""
-    import torch
-
-    scale = (w.abs().flatten(1).amax(dim=1) / 127).clamp_min(1e-12).view(-1, *([1] * (w.dim() - 1)))
-    return torch.clamp(torch.round(w / scale), -127, 127) * scale
-
-
-def _layer(m, x, w):
-    """Layer `m` (a Conv2d with zero padding or a Linear) on input `x` with weights `w`."""
-    import torch
-    import torch.nn.functional as F
-
-    if isinstance(m, torch.nn.Linear):
-        return F.linear(x, w, m.bias)
-    return F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
-
-
-def ranking(model, photos: np.ndarray) -> list[dict]:
-    """Every convolution and linear layer, the most costly to quantise first: by the SQNR of its own
-    output with its input through int8 per tensor (ranges from these photos, min/max as the
-    quantizer's observers) and its weights through int8 per output channel, against its float output,
-    on its worst photo. One pass to find the ranges, one to measure. The output, not the input, is
-    judged because the per-channel spread that breaks trained EfficientViT hides in the input's SQNR
-    (the wide channels carry its energy) and shows once the layer's weights amplify the narrow
-    channels' rounding. A ranking only orders the layers; which prefix is enough, the search judges on
-    the runtime."""
-    import torch
-
-    layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear) or (isinstance(m, torch.nn.Conv2d) and m.padding_mode == "zeros")]
-    lo, hi = {n: float("inf") for n, _ in layers}, {n: float("-inf") for n, _ in layers}
-    worst = {n: float("inf") for n, _ in layers}
-
-    def observe(name, _m):
-        def hook(_m, inputs, _out):
-            x = inputs[0].detach()
-            lo[name], hi[name] = min(lo[name], float(x.min())), max(hi[name], float(x.max()))
-        return hook
-
-    def measure(name, m):
-        w = _int8_weight(m.weight.detach())
-
-        def hook(_m, inputs, out):
-            y = out.detach()
-            noise = float(((y - _layer(m, _int8_input(inputs[0].detach(), lo[name], hi[name]), w)) ** 2).sum())
-            db = float(10 * np.log10(float((y ** 2).sum()) / noise)) if noise > 0 else float("inf")
-            worst[name] = min(worst[name], db)
-        return hook
-
-    for make in (observe, measure):
-        hooks = [m.register_forward_hook(make(n, m)) for n, m in layers]
-        try:
-            with torch.no_grad():
-                for x in photos:
-                    model(torch.from_numpy(np.ascontiguousarray(x[None])))
-        finally:
-            for h in hooks:
-                h.remove()
-    # exact (a zero output, say): no finite SQNR, recorded as null and ranked last
-    return [{"node": name, "op": type(m).__name__,
-             "sqnr_db_min": round(worst[name], 2) if np.isfinite(worst[name]) else None}
-            for name, m in sorted(layers, key=lambda layer: worst[layer[0]])]
-
-
-# the residual units of both families (edgekit.models): MIT ResidualBlock and EfficientViTBlock,
-# Microsoft Residual and EfficientViTBlock
-BLOCK_CLASSES = ("ResidualBlock", "EfficientViTBlock", "Residual")
-
-
-def _indexed_prefixes(name: str) -> list[str]:
-    """The module paths above `name` that end in an index (a ModuleList's or Sequential's child)."""
-    parts = name.split(".")
-    return [".".join(parts[:i + 1]) for i, p in enumerate(parts[:-1]) if p.isdigit()]
-
-
-def block_ranking(model, layers: list[dict]) -> list[dict]:
-    """`ranking`'s layers grouped into the blocks they are kept float with, each block as costly as
-    its most costly layer, most costly first. A layer's block is the outermost residual unit holding
-    it (MIT: backbone.stages.2.op_list.0, an MBConv or LiteMLA block; Microsoft: blocks1.0), or the
-    layer itself outside any (stems, heads). Whole blocks, because XNNPACK refuses to run most graphs
-    with many single float convolutions between int8 ops (b0-seg 64x128: 9 or more did not run; whole
-    blocks did), and a block's own adds and concats then go float with it."""
-    units = [name for name, m in model.named_modules() if type(m).__name__ in BLOCK_CLASSES]
-    held = Counter(p for layer in layers for p in _indexed_prefixes(layer["node"]))
-
-    def unit(layer: str) -> str:
-        above = [u for u in units if layer.startswith(u + ".")]
-        if above:
-            return min(above, key=len)
-        # outside the residual units: the deepest indexed module holding more than one layer (a
-        # patch merging, an exact upsample's phases), or the layer itself
-        shared = [p for p in _indexed_prefixes(layer) if held[p] > 1]
-        return shared[-1] if shared else layer
-
-    blocks: dict[str, dict] = {}
-    for layer in layers:  # most costly first, so a block's first layer is its worst
-        u = unit(layer["node"])
-        if u not in blocks:
-            blocks[u] = {"node": u, "sqnr_db_min": layer["sqnr_db_min"], "worst_layer": layer["node"], "layers": 0}
-        blocks[u]["layers"] += 1
-    return list(blocks.values())
-
-
-def _equalized(job: ConvertJob):
-    """The equalisation recipe: a function of the calibration samples making the deploy form with the
-    exact cross-layer equalisation, or why it is not offered."""
-    import copy
-
-    from edgekit.deploy.equalization import NO_PAIR, equalization_pairs
-    from edgekit.deploy.passes import PASSES
-
-    if not equalization_pairs(job.deploy):
-        return NO_PAIR
-    return lambda samples: PASSES["cross_layer_equalization"](copy.deepcopy(job.deploy), job.size, calibration=samples)
 
 
 def _int8_recipe(k: int, kept: list[dict], order: list[dict] | None, chosen_by: str, measured_on: str) -> dict:
@@ -312,32 +185,17 @@ def _fixed_int8(job: ConvertJob):
 
 
 def _search_int8(job: ConvertJob):
-    """The recipe search (edgekit.int8_search) on these weights: full int8; cross-layer
-    equalised (exact; where the graph allows a pair); then, on whichever did better, the fewest most costly
-    blocks kept float (bisection on `block_ranking`). Each recipe is calibrated on half the calibration
-    images, lowered to XNNPACK and run by ExecuTorch's runtime on the other half's samples against
-    the float deploy form (one split, not folds: each lowering takes about a minute at 128x256 here),
-    and timed beside the float program; the artifact is the chosen recipe calibrated on all samples."""
+    """The recipe search (edgekit.torch_int8.search_torch_model) on these weights: each recipe
+    PT2E-quantised, lowered to XNNPACK and run by ExecuTorch's runtime (the PT2E graph run in PyTorch
+    is another function: 15-20 dB from the .pte, b0-seg 128x256), timed beside the float program;
+    one held-out split, not folds, since each lowering takes 20-120 s here."""
     import tempfile
 
     from edgekit.errors import first_line
-    from edgekit.int8_search import (
-        RecipeFailed,
-        Search,
-        equalized_text,
-        holdout,
-        judged_on,
-        median_ms,
-        parse_goal,
-        run_recipes,
-        task_fields,
-    )
-    from edgekit.metrics import compare
-    from edgekit.reference import run_images
+    from edgekit.int8_search import RecipeFailed, median_ms, parse_goal
+    from edgekit.torch_int8 import search_torch_model
 
-    calibration, task, judge = job.calibration, job.variant.task, job.task_judge
-    fit, judged = holdout(len(calibration), job.calibration_originals)
-    reference = run_images(job.deploy, calibration[judged])
+    calibration, judge = job.calibration, job.task_judge
     scratch = Path(tempfile.mkdtemp(dir=job.work))
 
     def runner(buffer: bytes) -> ExecuTorchRunner:
@@ -345,59 +203,32 @@ def _search_int8(job: ConvertJob):
         path.write_bytes(buffer)
         return ExecuTorchRunner(path)
 
+    def quantize(model, samples: np.ndarray, keep: tuple[str, ...]) -> bytes:
+        job.progress(f"int8 search: PT2E on {len(samples)} samples, lowering to XNNPACK")
+        return lower(export_program(model, job.size, samples, keep))[0]
+
+    def run(buffer: bytes):
+        trial = runner(buffer)
+
+        def outputs(images: np.ndarray) -> np.ndarray:
+            try:
+                return trial.run(images)
+            except RuntimeError as e:  # measured: some float/int8 mixes lower but do not execute
+                raise RecipeFailed(f"ExecuTorch's runtime did not run it ({first_line(e)})") from None
+        return outputs
+
     job.progress("int8 search: lowering the float program (the speed reference)")
     float_runner = runner(lower(export_program(job.deploy, job.size))[0])
-    float_ms = median_ms(lambda: float_runner.run(calibration[:1]))
-    if judge is not None:
-        job.progress(f"int8 search: scoring the float program on the {judge.goal.images} labelled images")
-        float_metric = judge.score(float_runner.run).value()
-
-    equalize = _equalized(job)
-    models = {"": lambda _samples: job.deploy}
-    if not isinstance(equalize, str):
-        models[EQUALIZED] = equalize
-
-    def build(prefix: str, keep: tuple[str, ...]) -> bytes:
-        samples = calibration[fit]
-        job.progress(f"int8 search: PT2E on {len(samples)} samples, lowering to XNNPACK")
-        return lower(export_program(models[prefix](samples), job.size, samples, keep))[0]
-
-    def measure(buffer: bytes) -> dict:
-        trial = runner(buffer)
-        try:
-            outputs = trial.run(calibration[judged], reference.shape)
-        except RuntimeError as e:  # measured: some float/int8 mixes lower but do not execute
-            raise RecipeFailed(f"ExecuTorch's runtime did not run it ({first_line(e)})") from None
-        c = compare(reference, outputs, task)
-        m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min", "agreement_kind")}
-        m["median_ms"] = median_ms(lambda: trial.run(calibration[:1]))
-        return m | (task_fields(judge, trial.run, float_metric) if judge else {})
-
-    goal = parse_goal(job.options.int8_goal) if judge is None else judge.goal
-    search = Search(goal, job.options.search_budget, measure, float_ms, job.progress)
-
-    def rank(prefix: str) -> list[dict]:
-        job.progress("int8 search: ranking the blocks by the cost of their layers' own int8 input and weights")
-        base = models[prefix](calibration[fit])
-        return block_ranking(base, ranking(base, calibration[fit][:RANKING_SAMPLES]))
-
-    chosen, prefix, order = run_recipes(search, build, equalize if isinstance(equalize, str) else lambda: None,
-                                        rank, "blocks", NO_INT16_HERE)
-    k = chosen["options"]["keep_float"]
-    kept = order[:k] if order else []
-    job.progress(f"int8: {chosen['recipe']}, calibrated on all {len(calibration)} samples")
-    exported = export_program(models[prefix](calibration), job.size, calibration, tuple(n["node"] for n in kept))
-    recipe = _int8_recipe(k, kept, order, "the recipe search",
+    found = search_torch_model(
+        job.deploy, job.size, calibration, job.calibration_originals, job.variant.task, judge,
+        parse_goal(job.options.int8_goal) if judge is None else judge.goal, job.options.search_budget, job.progress,
+        quantize, run, median_ms(lambda: float_runner.run(calibration[:1])), NO_INT16_HERE)
+    job.progress(f"int8: {found.fields['search']['chosen']}, calibrated on all {len(calibration)} samples")
+    exported = export_program(found.model, job.size, calibration, found.keep)
+    f = found.fields
+    recipe = _int8_recipe(f["keep_float"], f["kept_float"], f["order"], "the recipe search",
                           f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on")
-    recipe["equalized"] = equalized_text(len(calibration)) if prefix else None
-    split = (f"the {len(judged)} samples of every second calibration image (of {job.calibration_originals}), each "
-             f"recipe calibrated on the other images' {len(fit)} (one split, not folds: every recipe is lowered)")
-    recipe["search"] = search.record(
-        chosen, judged_on=judged_on(judge, split),
-        reference="the float deploy form in PyTorch", calibrated_on=[len(fit)],
-        artifact=f"the chosen recipe calibrated on all {len(calibration)} samples (its verification on the "
-        "verification photos follows)")
-    return exported, recipe
+    return exported, recipe | {"equalized": f["equalized"], "search": f["search"]}
 
 
 def _convert(job: ConvertJob) -> Converted:

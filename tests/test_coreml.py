@@ -41,7 +41,8 @@ def test_b0_seg_fp16_image_input(tmp_path):
     meta = spec.user_defined_metadata
     assert meta["variant"] == "b0-seg-cityscapes" and meta["resolution"] == "128x256"
     assert spec.get_spec().specificationVersion >= 7  # iOS 16 mlprogram
-    assert json.loads((art / "edgekit.json").read_text())["target_options"] == {"ios": 16, "input": "image"}
+    assert json.loads((art / "edgekit.json").read_text())["target_options"] == {"ios": 16, "input": "image", "keep_float": None,
+                                                                      "int8_goal": "25,20", "search_budget": 900.0}
 
 
 def test_m0_cls_int8_weights_is_a_classifier(tmp_path):
@@ -73,18 +74,61 @@ def test_weight_check_catches_a_changed_weight(tmp_path):
     assert not result["passed"] and result["mismatched"] == [name]
 
 
-def test_int8_calibrates_activations_on_the_torch_side(tmp_path):
-    m = export(ExportOptions("b0-seg", "coreml", "int8", "128x256", target_options={"ios": 17}, output=tmp_path))
+def test_int8_searches_its_recipe_on_the_torch_side(tmp_path):
+    """CoreML int8 chooses its recipe at export time (edgekit.torch_int8.search_torch_model), each recipe
+    judged in PyTorch on coremltools' quantised model, and says so; the artifact is the chosen recipe
+    (its kept blocks hold no quantiser), and `edgekit verify` rebuilds that same recipe."""
+    m = export(ExportOptions("b0-seg", "coreml", "int8", "64x128", target_options={"ios": 17}, output=tmp_path))
     assert m.ops["quantize"] > 0 and m.ops["dequantize"] > 0  # activations int8 in the package
     assert m.calibration["source"] == "builtin" and m.calibration["samples"] == 8
+    recipe = m.target_info["int8"]
+    search = recipe["search"]
+    assert "judged in PyTorch" in recipe["judged_by"] and "macOS" in recipe["judged_by"]
+    tried = {t["recipe"]: t for t in search["tried"]}
+    assert tried["full int8"]["options"] == {"keep_float": 0, "equalized": False}
+    assert all(t["speedup_over_float"] is None for t in tried.values())  # no CoreML runtime here: no speed
+    chosen = tried[search["chosen"]]
+    meeting = [t for t in tried.values() if t["meets_goal"]]
+    if meeting:
+        assert chosen["meets_goal"] and chosen["options"]["keep_float"] == min(t["options"]["keep_float"]
+                                                                                 for t in meeting)
+    assert recipe["keep_float"] == chosen["options"]["keep_float"] == len(recipe["kept_float"])
+    searched = [r["name"] for r in m.rewrites if r.get("chosen_by")]
+    assert searched == (["cross_layer_equalization"] if chosen["options"]["equalized"] else [])
+    assert {s["recipe"]: s["why"] for s in search["skipped"]}["16-bit activations"].startswith("coremltools")
     v = m.verification
     assert v["compared"] == PROXY_INT8  # the calibrated int8 torch model, labelled as what it is
     assert v["tolerance"] == {"sqnr_min_db": 20.0, "sqnr_median_db": 25.0, "pixel_agreement": 0.95}
     assert v["checks"]["weights"]["compared"] > 0 and v["passed"] == (not v["failures"])
     assert all(0 <= i["agreement"] <= 1 and i["sqnr_db"] > 0 for i in v["images"])
-    # `edgekit verify` recalibrates from the recorded source and gets the same numbers
-    again = verify_artifact(tmp_path / "b0-seg-cityscapes-128x256-coreml-int8")["verification"]
+    # `edgekit verify` rebuilds the chosen recipe (equalised or not, the same blocks float) from the
+    # recorded calibration source and gets the same numbers
+    again = verify_artifact(tmp_path / "b0-seg-cityscapes-64x128-coreml-int8")["verification"]
     assert [i["sqnr_db"] for i in again["images"]] == pytest.approx([i["sqnr_db"] for i in v["images"]], abs=1e-6)
+
+
+def test_kept_blocks_hold_no_quantiser():
+    """calibrated_int8(keep_float=...): the named block and everything in it stay float modules."""
+    from edgekit.calibration.sources import calibration_set
+    from edgekit.deploy import make_deploy_form
+    from edgekit.reference import source_model
+    from edgekit.registry import get_variant, parse_resolution
+    from edgekit.targets import get_target
+    from edgekit.targets.coreml import calibrated_int8
+
+    v = get_variant("b0-seg")
+    size = parse_resolution("64x128", v)
+    calib = calibration_set(v, size, num=2).data
+    model, _ = source_model(v, size, None, "plain")
+    form = make_deploy_form(model, size, get_target("coreml"), "int8", calibration=calib)
+    kept = "backbone.stages.3.op_list.1"
+    q = calibrated_int8(form.model, calib, (kept,))
+
+    def quantised(block: str) -> int:
+        return sum(1 for name, m in q.named_modules() if name.startswith(block + ".")
+                   and "quantized" in type(m).__module__)
+
+    assert quantised(kept) == 0 and quantised("backbone.stages.3.op_list.2") >= 7  # its neighbour is int8
 
 
 def test_mit_classifier_family(tmp_path):
@@ -109,6 +153,7 @@ def test_tensor_input(tmp_path):
     "args,needle",
     [
         (["-p", "int8"], "from iOS 17: add --ios 17"),
+        (["--keep-float", "2"], "--keep-float needs --precision int8"),
         (["-p", "int8", "--ios", "17", "--calibration", "/nonexistent"], "/nonexistent"),
         (["--ios", "15"], "--ios 15 is not one of"),
         (["--input", "video"], "--input 'video' is not one of"),

@@ -97,7 +97,8 @@ def test_int8_ranking_orders_every_layer_and_kept_ones_stay_float():
     from edgekit.reference import source_model
     from edgekit.registry import get_variant, parse_resolution
     from edgekit.targets import get_target
-    from edgekit.targets.executorch import block_ranking, export_program, ranking
+    from edgekit.torch_int8 import block_ranking, ranking
+    from edgekit.targets.executorch import export_program
 
     v = get_variant("b0-seg")
     size = parse_resolution("64x128", v)

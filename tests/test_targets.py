@@ -257,6 +257,7 @@ def test_targets_command_lists_the_table():
     assert rows["tflite"]["options"] == ["--layout", "--io", "--keep-float", "--int8-goal",
                                              "--search-budget", "--equalize", "--bias-correction"] and rows["tflite"]["profiler"] == "benchmark_model"
     assert rows["executorch"]["options"] == ["--keep-float", "--int8-goal", "--search-budget"]  # the same helpers
+    assert rows["coreml"]["options"] == ["--ios", "--input", "--keep-float", "--int8-goal", "--search-budget"]
     assert rows["coreml"]["platform"] == "ios" and rows["onnx"]["platform"] == "android"
     assert rows["onnx"]["profiler"] == rows["qnn"]["profiler"] == "onnxruntime_perf_test"  # one program, two EPs
     assert rows["onnx"]["delegates"] == ["cpu"] and rows["qnn"]["delegates"] == ["npu"]

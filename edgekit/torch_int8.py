@@ -1,0 +1,203 @@
+"""Which layers and blocks of a model cost most when quantised to int8, measured in PyTorch: the
+ranking the int8 searches of the targets quantising a torch model (ExecuTorch, CoreML) bisect on to
+keep the fewest most costly units float. Target-free: each layer's own int8 input (per tensor,
+min/max ranges) and int8 weights (per output channel), judged at its output. Imports no torch at
+module level (the target table imports this)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+RANKING_SAMPLES = 4  # calibration samples the keep-float ranking is measured on
+
+
+def _int8_input(x, lo: float, hi: float):
+    """`x` through int8 per-tensor affine quantisation over [lo, hi] (PT2E's min/max observer, XNNPACK's
+    int8 activations)."""
+    import torch
+
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-12) / 255.0
+    return torch.clamp(torch.round((x - lo) / scale), 0, 255) * scale + lo
+
+
+def _layer(m, x, w):
+    """Layer `m` (a Conv2d with zero padding or a Linear) on input `x` with weights `w`."""
+    import torch
+    import torch.nn.functional as F
+
+    if isinstance(m, torch.nn.Linear):
+        return F.linear(x, w, m.bias)
+    return F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+
+def ranking(model, photos: np.ndarray) -> list[dict]:
+    """Every convolution and linear layer, the most costly to quantise first: by the SQNR of its own
+    output with its input through int8 per tensor (ranges from these photos, min/max as the
+    quantizer's observers) and its weights through int8 per output channel, against its float output,
+    on its worst photo. One pass to find the ranges, one to measure. The output, not the input, is
+    judged because the per-channel spread that breaks trained EfficientViT hides in the input's SQNR
+    (the wide channels carry its energy) and shows once the layer's weights amplify the narrow
+    channels' rounding. A ranking only orders the layers; which prefix is enough, the search judges on
+    the runtime."""
+    import torch
+
+    from edgekit.deploy.passes import int8_weights
+
+    layers = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) or (isinstance(m, torch.nn.Conv2d) and m.padding_mode == "zeros")]
+    lo, hi = {n: float("inf") for n, _ in layers}, {n: float("-inf") for n, _ in layers}
+    worst = {n: float("inf") for n, _ in layers}
+
+    def observe(name, _m):
+        def hook(_m, inputs, _out):
+            x = inputs[0].detach()
+            lo[name], hi[name] = min(lo[name], float(x.min())), max(hi[name], float(x.max()))
+        return hook
+
+    def measure(name, m):
+        w = int8_weights(m.weight.detach())
+
+        def hook(_m, inputs, out):
+            y = out.detach()
+            noise = float(((y - _layer(m, _int8_input(inputs[0].detach(), lo[name], hi[name]), w)) ** 2).sum())
+            db = float(10 * np.log10(float((y ** 2).sum()) / noise)) if noise > 0 else float("inf")
+            worst[name] = min(worst[name], db)
+        return hook
+
+    for make in (observe, measure):
+        hooks = [m.register_forward_hook(make(n, m)) for n, m in layers]
+        try:
+            with torch.no_grad():
+                for x in photos:
+                    model(torch.from_numpy(np.ascontiguousarray(x[None])))
+        finally:
+            for h in hooks:
+                h.remove()
+    # exact (a zero output, say): no finite SQNR, recorded as null and ranked last
+    return [{"node": name, "op": type(m).__name__,
+             "sqnr_db_min": round(worst[name], 2) if np.isfinite(worst[name]) else None}
+            for name, m in sorted(layers, key=lambda layer: worst[layer[0]])]
+
+
+# the residual units of both families (edgekit.models): MIT ResidualBlock and EfficientViTBlock,
+# Microsoft Residual and EfficientViTBlock
+BLOCK_CLASSES = ("ResidualBlock", "EfficientViTBlock", "Residual")
+
+
+def _indexed_prefixes(name: str) -> list[str]:
+    """The module paths above `name` that end in an index (a ModuleList's or Sequential's child)."""
+    parts = name.split(".")
+    return [".".join(parts[:i + 1]) for i, p in enumerate(parts[:-1]) if p.isdigit()]
+
+
+def block_ranking(model, layers: list[dict]) -> list[dict]:
+    """`ranking`'s layers grouped into the blocks they are kept float with, each block as costly as
+    its most costly layer, most costly first. A layer's block is the outermost residual unit holding
+    it (MIT: backbone.stages.2.op_list.0, an MBConv or LiteMLA block; Microsoft: blocks1.0), or the
+    layer itself outside any (stems, heads). Whole blocks, because XNNPACK refuses to run most graphs
+    with many single float convolutions between int8 ops (b0-seg 64x128: 9 or more did not run; whole
+    blocks did), and a block's own adds and concats then go float with it."""
+    units = [name for name, m in model.named_modules() if type(m).__name__ in BLOCK_CLASSES]
+    held = Counter(p for layer in layers for p in _indexed_prefixes(layer["node"]))
+
+    def unit(layer: str) -> str:
+        above = [u for u in units if layer.startswith(u + ".")]
+        if above:
+            return min(above, key=len)
+        # outside the residual units: the deepest indexed module holding more than one layer (a
+        # patch merging, an exact upsample's phases), or the layer itself
+        shared = [p for p in _indexed_prefixes(layer) if held[p] > 1]
+        return shared[-1] if shared else layer
+
+    blocks: dict[str, dict] = {}
+    for layer in layers:  # most costly first, so a block's first layer is its worst
+        u = unit(layer["node"])
+        if u not in blocks:
+            blocks[u] = {"node": u, "sqnr_db_min": layer["sqnr_db_min"], "worst_layer": layer["node"], "layers": 0}
+        blocks[u]["layers"] += 1
+    return list(blocks.values())
+
+
+def equalized_form(deploy, size):
+    """The equalisation recipe of a target quantising in PyTorch: a function of the calibration samples
+    making `deploy` cross-layer equalised (exact), or why it is not offered."""
+    import copy
+
+    from edgekit.deploy.equalization import NO_PAIR, cross_layer_equalization, equalization_pairs
+
+    if not equalization_pairs(deploy):
+        return NO_PAIR
+    return lambda samples: cross_layer_equalization(copy.deepcopy(deploy), size, calibration=samples)
+
+
+@dataclass
+class TorchSearch:
+    """What `search_torch_model` chose: the deploy form to quantise for the artifact (equalised or
+    not, on all calibration samples), the blocks to keep float, and the recipe's record fields."""
+
+    model: object
+    keep: tuple[str, ...]
+    fields: dict
+
+
+def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, task: str, judge, goal, budget_s: float,
+                       progress, quantize, run, float_ms: float | None, no_int16: str) -> TorchSearch:
+    """The int8 recipe search (edgekit.int8_search.run_recipes) of a target quantising a torch model:
+    each recipe is `quantize(model, samples, keep)` calibrated on every second calibration image and
+    judged on the others' samples (one split: `holdout`) against the float deploy form, through
+    `run(built)` (a function of images to outputs; it raises RecipeFailed where the runtime refuses);
+    timed beside `float_ms` unless that is None (no runtime here). The keep-float unit is the residual
+    block (`block_ranking`), the ranking measured on the calibration half's samples."""
+    from edgekit.int8_search import (
+        EQUALIZED,
+        Search,
+        equalized_text,
+        holdout,
+        judged_on,
+        median_ms,
+        run_recipes,
+        task_fields,
+    )
+    from edgekit.metrics import compare
+    from edgekit.reference import run_images
+
+    fit, judged = holdout(len(calibration), originals)
+    reference = run_images(deploy, calibration[judged])
+    if judge is not None:
+        progress(f"int8 search: scoring the float model on the {judge.goal.images} labelled images")
+        float_metric = judge.score(lambda x: run_images(deploy, x)).value()
+    equalize = equalized_form(deploy, size)
+    models = {"": lambda _samples: deploy}
+    if not isinstance(equalize, str):
+        models[EQUALIZED] = equalize
+
+    def measure(built) -> dict:
+        outputs = run(built)
+        c = compare(reference, outputs(calibration[judged]), task)
+        m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min", "agreement_kind")}
+        m["median_ms"] = median_ms(lambda: outputs(calibration[:1])) if float_ms is not None else None
+        return m | (task_fields(judge, outputs, float_metric) if judge else {})
+
+    def rank(prefix: str) -> list[dict]:
+        progress("int8 search: ranking the blocks by the cost of their layers' own int8 input and weights")
+        base = models[prefix](calibration[fit])
+        return block_ranking(base, ranking(base, calibration[fit][:RANKING_SAMPLES]))
+
+    search = Search(goal, budget_s, measure, float_ms, progress)
+    chosen, prefix, order = run_recipes(
+        search, lambda prefix, keep: quantize(models[prefix](calibration[fit]), calibration[fit], keep),
+        equalize if isinstance(equalize, str) else lambda: None, rank, "blocks", no_int16)
+    k = chosen["options"]["keep_float"]
+    kept = order[:k] if order else []
+    split = (f"the {len(judged)} samples of every second calibration image (of {originals}), each recipe "
+             f"calibrated on the other images' {len(fit)} (one split, not folds)")
+    record = search.record(chosen, judged_on=judged_on(judge, split), reference="the float deploy form in PyTorch",
+                           calibrated_on=[len(fit)], artifact=f"the chosen recipe calibrated on all {len(calibration)} "
+                           "samples (its verification on the verification photos follows)")
+    fields = {"keep_float": k, "kept_float": kept, "order": order, "chosen_by": "the recipe search",
+              "equalized": equalized_text(len(calibration)) if prefix else None, "search": record}
+    return TorchSearch(models[prefix](calibration), tuple(n["node"] for n in kept), fields)
