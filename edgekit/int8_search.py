@@ -29,10 +29,10 @@ EQUALIZATION_PASS = "cross_layer_equalization"  # the deploy pass behind EQUALIZ
 MAX_FOLDS = 4  # cross-validation folds over the calibration images (each fold holds out 1/4 of them)
 
 
-
 def searched_rewrites(recipe: dict | None) -> tuple[str, ...]:
     """The deploy passes a target's int8 search ran for its chosen recipe (Converted.searched_rewrites)."""
     return (EQUALIZATION_PASS,) if recipe and recipe.get("equalized") else ()
+
 
 @dataclass(frozen=True)
 class Goal:

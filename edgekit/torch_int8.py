@@ -1,8 +1,10 @@
-"""Which layers and blocks of a model cost most when quantised to int8, measured in PyTorch: the
-ranking the int8 searches of the targets quantising a torch model (ExecuTorch, CoreML) bisect on to
-keep the fewest most costly units float. Target-free: each layer's own int8 input (per tensor,
-min/max ranges) and int8 weights (per output channel), judged at its output. Imports no torch at
-module level (the target table imports this)."""
+"""int8 of a torch model, for the targets that quantise one (ExecuTorch's PT2E, coremltools'
+LinearQuantizer): which layers and blocks cost most when quantised (`ranking`: each layer's own int8
+input, per tensor with min/max ranges, and int8 weights, per output channel, judged at its output;
+`block_ranking`: grouped into the residual blocks kept float together), and the recipe search those
+targets run on it (`search_torch_model`, the recipe order of edgekit.int8_search.run_recipes). The
+target supplies only how to quantise and how to run. Imports no torch at module level (the target
+table imports this)."""
 
 from __future__ import annotations
 

@@ -58,6 +58,22 @@ def test_pairs_follow_the_algebra(act, second, expected):
     assert [p.describe().replace("[0:8]", "") for p in pairs] == expected
 
 
+class Reused(nn.Module):
+    """The same ReLU -> conv pair called twice: a scale moved into it would reach both call sites."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x))) + self.b(torch.relu(self.a(x * 2)))
+
+
+def test_a_module_called_twice_is_left_alone():
+    assert equalization_pairs(Reused()) == []
+
+
 @pytest.mark.parametrize("slice_form", [False, True])
 def test_a_channel_range_read_only_by_a_conv_is_a_pair(slice_form):
     model = Split(slice_form).eval()

@@ -190,8 +190,10 @@ def test_with_a_labelled_set_the_search_is_judged_by_the_task_metric(tmp_path):
 
     data = tmp_path / "cs"
     eval_data.cityscapes(data, noise=0.0)  # labels are PyTorch's predictions: every changed pixel is a loss
+    # 4 calibration samples (one per image) and the equalisation applied up front: fewer calibrations and
+    # one onnx2tf conversion (what is tested here is the judge, not the recipes)
     m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", output=tmp_path / "a", eval_data=data,
-                             max_drop=3.0))
+                             max_drop=3.0, num_calibration=4, target_options={"equalize": "on"}))
     search = m.target_info["int8"]["search"]
     assert search["goal"] == {"metric": "mIoU", "max_drop": 3.0, "images": 4}
     assert search["judged_on"].startswith("the 4 labelled images of --eval-data")

@@ -11,13 +11,15 @@ depthwise conv, this is the per-channel scale migration into the depthwise conv 
 folded into the weights, so any int8 runtime runs it.
 
 The pairs are found on the traced graph (torch.fx), not by module names: a producer qualifies only if
-its output, or a channel range of it (a split or a slice), reaches nothing but the consumer. What
-the graph forbids is left alone and said: in the MIT models every conv pair has a Hardswish or GELU
-between them (not scale-invariant: hswish(x / s) != hswish(x) / s), a residual add, or a second
-reader (LiteMLA's qkv feeds the attention and its aggregation), so the pass finds nothing there;
-in the Microsoft models it finds the FFNs (across ReLU), the patch embedding's conv chain (across
-ReLU), PatchMerging's 1x1 conv into its depthwise conv (across ReLU) and each attention head's q
-into its depthwise conv (a linear boundary).
+its output, or a channel range of it (a split or a slice), reaches nothing but the consumer, and
+each is called once. What the graph forbids is left alone: in the MIT models almost every conv pair
+has a Hardswish or GELU between them (not scale-invariant: hswish(x / s) != hswish(x) / s), a
+residual add, or a second reader (LiteMLA's qkv feeds the attention and its aggregation), so the
+pass finds only linear boundaries there (the aggregation's depthwise 5x5 -> grouped 1x1, the exact
+upsample's separable convs), none where the trained models spread; in the Microsoft models it finds
+the FFNs, the patch embedding's conv chain and the squeeze-excite (across ReLU), PatchMerging's 1x1
+conv into its depthwise conv (across ReLU) and each attention head's q into its depthwise conv (a
+linear boundary).
 
 The scale: s_c = sqrt(a_c / w_c), a_c the largest |value| of channel c where the consumer reads it
 (on the calibration images), w_c the largest |weight| the consumer applies to it: both the activation
@@ -30,6 +32,7 @@ qkv output around a q slice, keeps its step); a channel never seen non-zero is l
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,9 +106,10 @@ def equalization_pairs(model: nn.Module) -> list[Pair]:
     output, directly or through a ReLU that only it reads."""
     graph = torch.fx.symbolic_trace(model).graph
     modules = dict(model.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     pairs = []
     for node in graph.nodes:
-        producer = _conv(node, modules)
+        producer = _conv(node, modules) if calls[node.target] == 1 else None  # a module called twice: no
         carriers = _carriers(node, producer.out_channels) if producer is not None else None
         for carrier, channels in carriers or ():
             readers = [c for _, c in carriers if c[0] < channels[1] and channels[0] < c[1]]
@@ -115,7 +119,8 @@ def equalization_pairs(model: nn.Module) -> list[Pair]:
             relu = _is_relu(user, modules) and len(user.users) == 1
             consumer_node = next(iter(user.users)) if relu else user
             consumer = _conv(consumer_node, modules)
-            if (consumer is not None and consumer_node.args[0] is (user if relu else carrier)
+            if (consumer is not None and calls[consumer_node.target] == 1
+                    and consumer_node.args[0] is (user if relu else carrier)
                     and consumer.in_channels == channels[1] - channels[0]):
                 pairs.append(Pair(node.target, consumer_node.target, channels, relu))
     return pairs
