@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 RANKING_SAMPLES = 4  # calibration samples the keep-float ranking is measured on
+RANKING_RECORDED = 20  # the most costly blocks listed in the manifest
+RANKING_HOW = ("each conv/linear's output SQNR with its own input (per tensor) and weights (per channel) in int8, "
+               "in PyTorch; blocks (block_ranking) by their worst layer, worst first")
 
 
 def _int8_input(x, lo: float, hi: float):
@@ -136,14 +139,38 @@ def equalized_form(deploy, size):
     return lambda samples: cross_layer_equalization(copy.deepcopy(deploy), size, calibration=samples)
 
 
+def int8_recipe(quantiser: dict, k: int, kept: list[dict], order: list[dict] | None, chosen_by: str,
+                measured_on: str) -> dict:
+    """The manifest's record of a torch-side int8 recipe (`target_info.int8`): the target's
+    `quantiser` facts, the blocks kept float and the ranking they came from."""
+    return {**quantiser, "keep_float": k, "kept_float": kept, "chosen_by": chosen_by,
+            "ranking": None if order is None else {"measured_on": measured_on, "how": RANKING_HOW,
+                                                   "most_costly": order[:RANKING_RECORDED]}}
+
+
+def fixed_recipe(deploy, calibration: np.ndarray, k: int, quantiser: dict) -> tuple[tuple[str, ...], dict]:
+    """--keep-float N: the N most costly blocks (none for 0) and the recipe's record."""
+    photos = calibration[:RANKING_SAMPLES]
+    order = block_ranking(deploy, ranking(deploy, photos)) if k else None
+    kept = order[:k] if order else []
+    return tuple(n["node"] for n in kept), int8_recipe(quantiser, k, kept, order, "--keep-float",
+                                                       f"the first {len(photos)} calibration samples")
+
+
 @dataclass
 class TorchSearch:
     """What `search_torch_model` chose: the deploy form to quantise for the artifact (equalised or
-    not, on all calibration samples), the blocks to keep float, and the recipe's record fields."""
+    not, on all calibration samples), the blocks to keep float, and the recipe's record."""
 
     model: object
     keep: tuple[str, ...]
     fields: dict
+
+    def recipe(self, quantiser: dict) -> dict:
+        f = self.fields
+        return int8_recipe(quantiser, f["keep_float"], f["kept_float"], f["order"], "the recipe search",
+                           f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on") | {
+            "equalized": f["equalized"], "search": f["search"]}
 
 
 def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, task: str, judge, goal, budget_s: float,

@@ -78,11 +78,12 @@ class CoreMLOptions:
     search_budget: float = search_budget_option()
 
 
-RANKING_SAMPLES = 4  # calibration samples the keep-float ranking is measured on
 NO_INT16_HERE = "coremltools quantises activations to 8 bits only (its 16-bit path is fp16: --precision fp16)"
 JUDGED_IN_TORCH = ("each recipe judged in PyTorch on coremltools' quantised model (what it converts to CoreML's "
                    "int8 ops); the CoreML runtime's own int8 runs on macOS/iOS only: its numbers and speed are not "
                    "measured here")
+QUANTISER = {"activations": "int8 per tensor, symmetric (coremltools LinearQuantizer)",
+             "weights": "int8 per channel, symmetric", "judged_by": JUDGED_IN_TORCH}
 
 
 def _validate(precision: str, options: CoreMLOptions) -> None:
@@ -378,30 +379,17 @@ def _convert(job: ConvertJob) -> Converted:
                          torch_model=deploy, searched_rewrites=searched_rewrites(recipe))
 
 
-def _int8_recipe(k: int, kept: list[dict], order: list[dict] | None, chosen_by: str, measured_on: str) -> dict:
-    return {"activations": "int8 per tensor, symmetric (coremltools LinearQuantizer)",
-            "weights": "int8 per channel, symmetric", "keep_float": k, "kept_float": kept, "chosen_by": chosen_by,
-            "judged_by": JUDGED_IN_TORCH,
-            "ranking": None if order is None else {
-                "measured_on": measured_on, "how": "each conv/linear's output SQNR with its own input (per tensor) "
-                "and weights (per channel) in int8, in PyTorch; blocks (block_ranking) by their worst layer, worst "
-                "first", "most_costly": order[:20]}}
-
-
 def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
     """The calibrated int8 torch model coremltools converts, and its recipe: --keep-float N fixed, or
     the recipe search on these weights (judged in PyTorch: JUDGED_IN_TORCH)."""
     from edgekit.int8_search import parse_goal
-    from edgekit.torch_int8 import block_ranking, ranking, search_torch_model
+    from edgekit.torch_int8 import fixed_recipe, search_torch_model
 
     calibration, k = job.calibration, job.options.keep_float
     if k is not None:
-        photos = calibration[:RANKING_SAMPLES]
-        order = block_ranking(job.deploy, ranking(job.deploy, photos)) if k else None
-        kept = order[:k] if order else []
+        keep, recipe = fixed_recipe(job.deploy, calibration, k, QUANTISER)
         job.progress(f"calibrating int8 activations on {len(calibration)} images (coremltools.optimize.torch)")
-        model = calibrated_int8(job.deploy, calibration, tuple(n["node"] for n in kept))
-        return model, _int8_recipe(k, kept, order, "--keep-float", f"the first {len(photos)} calibration samples")
+        return calibrated_int8(job.deploy, calibration, keep), recipe
 
     def quantize(model, samples: np.ndarray, keep: tuple[str, ...]) -> nn.Module:
         job.progress(f"int8 search: coremltools' quantiser calibrated on {len(samples)} samples")
@@ -418,11 +406,7 @@ def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
         parse_goal(job.options.int8_goal) if judge is None else judge.goal, job.options.search_budget, job.progress,
         quantize, run, None, NO_INT16_HERE)
     job.progress(f"int8: {found.fields['search']['chosen']}, calibrated on all {len(calibration)} samples")
-    f = found.fields
-    recipe = _int8_recipe(f["keep_float"], f["kept_float"], f["order"], "the recipe search",
-                          f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on")
-    return calibrated_int8(found.model, calibration, found.keep), recipe | {"equalized": f["equalized"],
-                                                                           "search": f["search"]}
+    return calibrated_int8(found.model, calibration, found.keep), found.recipe(QUANTISER)
 
 
 @contextlib.contextmanager

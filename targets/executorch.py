@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
-from edgekit.torch_int8 import RANKING_SAMPLES, block_ranking, ranking
 from edgekit.int8_search import searched_rewrites
 from edgekit.targets.base import (
     FP32_EXACT,
@@ -160,28 +159,17 @@ def _runner(model_file: Path, manifest, threads: int = 2) -> ExecuTorchRunner:
     return ExecuTorchRunner(model_file, threads)
 
 
-RANKING_RECORDED = 20  # the most costly modules listed in the manifest
 NO_INT16_HERE = ("ExecuTorch's XNNPACK quantizer and kernels take 8-bit activations only "
                  "(w8a16 is the NPU's: --target qnn)")
-
-
-def _int8_recipe(k: int, kept: list[dict], order: list[dict] | None, chosen_by: str, measured_on: str) -> dict:
-    return {"activations": "int8 per tensor, PT2E min/max observers", "weights": "int8 per channel, symmetric",
-            "quantizer": "PT2E, XNNPACKQuantizer (get_symmetric_quantization_config(is_per_channel=True))",
-            "keep_float": k, "kept_float": kept, "chosen_by": chosen_by,
-            "ranking": None if order is None else {
-                "measured_on": measured_on, "how": "each conv/linear's output SQNR with its own input (per tensor) "
-                "and weights (per channel) in int8, in PyTorch; blocks (block_ranking) by their worst layer, worst "
-                "first", "most_costly": order[:RANKING_RECORDED]}}
+QUANTISER = {"activations": "int8 per tensor, PT2E min/max observers", "weights": "int8 per channel, symmetric",
+             "quantizer": "PT2E, XNNPACKQuantizer (get_symmetric_quantization_config(is_per_channel=True))"}
 
 
 def _fixed_int8(job: ConvertJob):
-    k = job.options.keep_float
-    photos = job.calibration[:RANKING_SAMPLES]
-    order = block_ranking(job.deploy, ranking(job.deploy, photos)) if k else None
-    kept = order[:k] if order else []
-    exported = export_program(job.deploy, job.size, job.calibration, tuple(n["node"] for n in kept))
-    return exported, _int8_recipe(k, kept, order, "--keep-float", f"the first {len(photos)} calibration samples")
+    from edgekit.torch_int8 import fixed_recipe
+
+    keep, recipe = fixed_recipe(job.deploy, job.calibration, job.options.keep_float, QUANTISER)
+    return export_program(job.deploy, job.size, job.calibration, keep), recipe
 
 
 def _search_int8(job: ConvertJob):
@@ -224,11 +212,7 @@ def _search_int8(job: ConvertJob):
         parse_goal(job.options.int8_goal) if judge is None else judge.goal, job.options.search_budget, job.progress,
         quantize, run, median_ms(lambda: float_runner.run(calibration[:1])), NO_INT16_HERE)
     job.progress(f"int8: {found.fields['search']['chosen']}, calibrated on all {len(calibration)} samples")
-    exported = export_program(found.model, job.size, calibration, found.keep)
-    f = found.fields
-    recipe = _int8_recipe(f["keep_float"], f["kept_float"], f["order"], "the recipe search",
-                          f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on")
-    return exported, recipe | {"equalized": f["equalized"], "search": f["search"]}
+    return export_program(found.model, job.size, calibration, found.keep), found.recipe(QUANTISER)
 
 
 def _convert(job: ConvertJob) -> Converted:
