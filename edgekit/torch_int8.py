@@ -182,7 +182,6 @@ def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, ta
     timed beside `float_ms` unless that is None (no runtime here). The keep-float unit is the residual
     block (`block_ranking`), the ranking measured on the calibration half's samples."""
     from edgekit.int8_search import (
-        EQUALIZED,
         Search,
         equalized_text,
         holdout,
@@ -200,9 +199,16 @@ def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, ta
         progress(f"int8 search: scoring the float model on the {judge.goal.images} labelled images")
         float_metric = judge.score(lambda x: run_images(deploy, x)).value()
     equalize = equalized_form(deploy, size)
-    models = {"": lambda _samples: deploy}
-    if not isinstance(equalize, str):
-        models[EQUALIZED] = equalize
+    on_fit: dict[str, object] = {}  # each graph on the calibration half, made once (the equalisation is a pass)
+
+    def model_of(prefix: str, samples: np.ndarray | None = None):
+        if not prefix:
+            return deploy
+        if samples is not None:
+            return equalize(samples)
+        if prefix not in on_fit:
+            on_fit[prefix] = equalize(calibration[fit])
+        return on_fit[prefix]
 
     def measure(built) -> dict:
         outputs = run(built)
@@ -213,12 +219,12 @@ def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, ta
 
     def rank(prefix: str) -> list[dict]:
         progress("int8 search: ranking the blocks by the cost of their layers' own int8 input and weights")
-        base = models[prefix](calibration[fit])
+        base = model_of(prefix)
         return block_ranking(base, ranking(base, calibration[fit][:RANKING_SAMPLES]))
 
     search = Search(goal, budget_s, measure, float_ms, progress)
     chosen, prefix, order = run_recipes(
-        search, lambda prefix, keep: quantize(models[prefix](calibration[fit]), calibration[fit], keep),
+        search, lambda prefix, keep: quantize(model_of(prefix), calibration[fit], keep),
         equalize if isinstance(equalize, str) else lambda: None, rank, "blocks", no_int16)
     k = chosen["options"]["keep_float"]
     kept = order[:k] if order else []
@@ -227,6 +233,6 @@ def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, ta
     record = search.record(chosen, judged_on=judged_on(judge, split), reference="the float deploy form in PyTorch",
                            calibrated_on=[len(fit)], artifact=f"the chosen recipe calibrated on all {len(calibration)} "
                            "samples (its verification on the verification photos follows)")
-    fields = {"keep_float": k, "kept_float": kept, "order": order, "chosen_by": "the recipe search",
+    fields = {"keep_float": k, "kept_float": kept, "order": order,
               "equalized": equalized_text(len(calibration)) if prefix else None, "search": record}
-    return TorchSearch(models[prefix](calibration), tuple(n["node"] for n in kept), fields)
+    return TorchSearch(model_of(prefix, calibration), tuple(n["node"] for n in kept), fields)

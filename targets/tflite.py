@@ -327,13 +327,12 @@ NO_INT16_HERE = "XNNPACK, this target's CPU runtime, has no 16-bit activation ke
 class _Base:
     """One float graph the search quantises: calibrated on all samples, and once per fold."""
 
-    prefix: str  # "" or EQUALIZED
     calibrated: bytes
     per_fold: list[bytes]
 
 
-def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, splits, prefix: str) -> _Base:
-    return _Base(prefix, calibrate(saved_model, calibration_nchw, layout),
+def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, splits) -> _Base:
+    return _Base(calibrate(saved_model, calibration_nchw, layout),
                  [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits])
 
 
@@ -359,7 +358,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     splits = folds(len(calibration_nchw), request.originals)
     progress(f"int8 search: calibrating on all {len(calibration_nchw)} samples, then {len(splits)} times "
              f"without the images each fold judges")
-    plain = _calibrated_base(saved_model, calibration_nchw, layout, splits, "")
+    plain = _calibrated_base(saved_model, calibration_nchw, layout, splits)
     float_runner = TFLiteRunner(content=plain.calibrated)
     reference = float_runner.run(calibration_nchw)  # the float graph: calibration ranges do not change it
 
@@ -390,7 +389,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
 
     def prepare_equalized() -> None:
         progress("int8 search: converting the deploy form cross-layer equalised")
-        bases[EQUALIZED] = _calibrated_base(request.equalized(), calibration_nchw, layout, splits, EQUALIZED)
+        bases[EQUALIZED] = _calibrated_base(request.equalized(), calibration_nchw, layout, splits)
 
     def rank(prefix: str) -> list[dict] | None:
         progress("int8 search: ranking the ops by the cost of their quantisation")
