@@ -128,8 +128,8 @@ def block_ranking(model, layers: list[dict]) -> list[dict]:
 
 
 def equalized_form(deploy, size):
-    """The equalisation recipe of a target quantising in PyTorch: a function of the calibration samples
-    making `deploy` cross-layer equalised (exact), or why it is not offered."""
+    """The equalisation recipe of an int8 search: a function of the calibration samples making a copy
+    of `deploy` cross-layer equalised (exact), or why it is not offered."""
     import copy
 
     from edgekit.deploy.equalization import NO_PAIR, cross_layer_equalization, equalization_pairs

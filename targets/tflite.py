@@ -603,20 +603,18 @@ def parse_gpu_analysis(text: str) -> dict:
 def _equalized_graph(job: ConvertJob):
     """The int8 search's equalisation recipe: a callable converting the deploy form with the exact
     cross-layer equalisation (deploy pass cross_layer_equalization) to a SavedModel, or why it is not offered."""
-    from edgekit.deploy.equalization import NO_PAIR, equalization_pairs
-    from edgekit.deploy.passes import PASSES
+    from edgekit.torch_int8 import equalized_form
 
     if job.options.equalize == "on":
         return "applied to the deploy form before the search (--equalize on)"
-    if not equalization_pairs(job.deploy):
-        return NO_PAIR
+    equalize = equalized_form(job.deploy, job.size)
+    if isinstance(equalize, str):
+        return equalize
 
     def convert_equalized() -> Path:
-        import copy
-
         from edgekit.targets.onnx import INPUT_NAME, export_onnx, simplify_onnx
 
-        model = PASSES["cross_layer_equalization"](copy.deepcopy(job.deploy), job.size, calibration=job.calibration)
+        model = equalize(job.calibration)
         work = job.work / "equalized"
         work.mkdir()
         onnx_path = simplify_onnx(export_onnx(model, job.size, work / "deploy.onnx"), work / "deploy.sim.onnx")
