@@ -21,12 +21,13 @@ import numpy as np
 import torch.nn as nn
 
 from edgekit.deploy import make_deploy_form
-from edgekit.targets import get_target
 from edgekit.reference import source_model
 from edgekit.registry import get_variant
-from edgekit.targets import tflite
+from edgekit.targets import get_target
 from edgekit.targets.onnx import export_onnx
-from edgekit.targets.tflite import _sample_nhwc01
+from edgekit.targets.tflite.convert import convert as tflite_convert
+from edgekit.targets.tflite.options import Layout, Precision
+from edgekit.targets.tflite.savedmodel import _sample_nhwc01
 
 VARIANT, SIZE, THREADS, ROUNDS, RUNS = "b1-cls", (224, 224), 2, 7, 30
 
@@ -50,8 +51,8 @@ def _runners(module: nn.Module, work: Path, sample: np.ndarray, x: np.ndarray):
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
-    result = tflite.convert(export_onnx(module, SIZE, work / "p.onnx"), work, tflite.Precision.FP32,
-                            tflite.Layout.NHWC, "image", sample)
+    result = tflite_convert(export_onnx(module, SIZE, work / "p.onnx"), work, Precision.FP32,
+                            Layout.NHWC, "image", sample)
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # the fair peer's setting

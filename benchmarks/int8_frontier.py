@@ -15,7 +15,7 @@ TFLite artifacts of a case timed back to back in blocks in one round robin (ai-e
 agreement understates a trained model's). `meets_goal` is issue 14's goal for these four cases,
 stricter: SQNR >= 25 dB median and >= 20 dB on every photo, segmentation keeping >= 95% of pixel
 classes on every photo, and for b0-seg int8 >= 1.5x fp32. The int8 default per variant
-(targets/tflite.py) is the fastest int8 recipe that meets the goal.
+(targets/tflite/int8.py) is the fastest int8 recipe that meets the goal.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from _timing import time_round_robin
 from edgekit.calibration.images import image_batch
 from edgekit.export import ExportOptions, export
 from edgekit.registry import get_variant, parse_resolution
-from edgekit.targets.tflite import TFLiteRunner
+from edgekit.targets.tflite.runner import TFLiteRunner
 
 GOAL_SQNR_MEDIAN_DB, GOAL_SQNR_MIN_DB, GOAL_PIXELS = 25.0, 20.0, 0.95
 GOAL_SPEED = {"b0-seg-cityscapes": 1.5}  # int8 over fp32, same run

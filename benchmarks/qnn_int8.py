@@ -25,13 +25,15 @@ import numpy as np
 from edgekit.calibration.images import image_batch
 from edgekit.calibration.sources import calibration_set
 from edgekit.deploy import make_deploy_form
-from edgekit.targets import get_target
 from edgekit.errors import EdgekitError
 from edgekit.metrics import compare
 from edgekit.reference import run_images, source_model
 from edgekit.registry import get_variant, parse_resolution
+from edgekit.targets import get_target
 from edgekit.targets.onnx import export_onnx, load_graph, op_histogram, simplify_onnx
-from edgekit.targets.qnn import QNNRunner, compile_for, qdq
+from edgekit.targets.qnn.qdq import qdq
+from edgekit.targets.qnn.runner import QNNRunner
+from edgekit.targets.qnn.worker import compile_for
 
 CASES = [("b0-seg", "256x512"), ("m0-cls", "224")]
 DEVICE = "s8gen1"
@@ -42,7 +44,7 @@ def _quantise(src: Path, dst: Path, calibration: np.ndarray, op_types: list[str]
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
     from edgekit.targets.onnx import INPUT_NAME
-    from edgekit.targets.qnn import _Calibration
+    from edgekit.targets.qnn.qdq import _Calibration
 
     config = get_qnn_qdq_config(str(src), _Calibration(INPUT_NAME, calibration), activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=op_types)

@@ -43,7 +43,7 @@ from edgekit.reference import source_model
 from edgekit.registry import get_variant, parse_resolution
 from edgekit.targets.executorch import ExecuTorchRunner
 from edgekit.targets.onnx import ONNXRunner
-from edgekit.targets.tflite import TFLiteRunner
+from edgekit.targets.tflite.runner import TFLiteRunner
 
 CASES = [("b0-seg", "512x1024"), ("b1-seg-ade20k", "512x512"), ("b1-cls", "224"), ("m0-cls", "224")]
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
+ARTIFACTS_DIR = Path("edgekit-artifacts")  # where export writes and profile and sweep look by default
 TOOLS = ("edgekit", "torch", "numpy")  # every artifact; each target adds its converters and runtimes
 
 

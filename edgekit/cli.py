@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from edgekit import __version__
+from edgekit.artifacts import ARTIFACTS_DIR
 from edgekit.errors import EdgekitError
 from edgekit.targets import DEFAULT_TARGET, TARGETS, harnesses
 from edgekit.targets.base import option_fields
@@ -74,6 +75,13 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise typer.Exit(e.exit_code) from None
 
 
+def _exit_with(verdict) -> None:
+    """A run's verdict (edgekit.phones.RunVerdict): its error line on stderr and its exit code."""
+    if verdict.error:
+        typer.echo(f"error: {verdict.error}", err=True)
+        raise typer.Exit(verdict.exit_code)
+
+
 def _phone_flags_need_device(**given: Any) -> None:
     """A phone-only flag given without --device: one line, exit 1."""
     for name, value in given.items():
@@ -85,9 +93,6 @@ def _phone_flags_need_device(**given: Any) -> None:
 class _Lines:
     """Progress as plain lines on stderr, for a long command whose stderr is not a terminal (a log file,
     CI): a spinner would draw nothing there, and a sweep ran 276 s in silence."""
-
-    def __init__(self, message: str):
-        pass  # only the steps: an error before the first one stays the command's one line
 
     def update(self, message: str) -> None:
         sys.stderr.write(f"{message}\n")
@@ -107,7 +112,7 @@ def _status(message: str, lines_when_piped: bool = False):
 
     console = Console(stderr=True)
     if lines_when_piped and not console.is_terminal:
-        return _Lines(message)
+        return _Lines()  # only the steps: an error before the first stays the command's one line
     return console.status(message)
 
 
@@ -282,9 +287,7 @@ def export(
     ] = None,
     num_calibration: Annotated[int, typer.Option("--num-calibration", help="Calibration samples.")] = 8,
     upsample: UpsampleOpt = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for artifact directories.")] = Path(
-        "edgekit-artifacts"
-    ),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for artifact directories.")] = ARTIFACTS_DIR,
     verify_images: VerifyImagesOpt = None,
     allow_calibration_images: AllowCalibrationOpt = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an artifact of the same name made from "
@@ -335,9 +338,12 @@ def export(
 app.command("export")(_with_target_options(export))
 
 
-PhonesOpt = Annotated[str | None, typer.Option(
-    "--device", "-d", help="Phones: a profile (every connected phone of it: s8gen1, ...), all (every connected "
-                           "phone with a known profile), an adb serial, or serials separated by commas.")]
+DEVICE_HELP = ("host, a profile (every connected phone of it: s8gen1, ...), all (every connected phone with a known "
+               "profile), an adb serial, or serials separated by commas; several phones run at the same time.")
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help=DEVICE_HELP)]
+PhonesOpt = Annotated[str | None, typer.Option("--device", "-d", help=DEVICE_HELP + " Default: this machine.")]
+# eval's -d is --data (the option every eval needs); its --device has no short flag
+EvalPhonesOpt = Annotated[str | None, typer.Option("--device", help=DEVICE_HELP + " Default: this machine.")]
 AdbServerOpt = Annotated[str | None, typer.Option(
     "--adb-server", help="HOST:PORT of the adb server the phones are on (a lab's; default: $ADB_SERVER_SOCKET, "
                          "else adb's own local server).")]
@@ -378,22 +384,14 @@ def verify(
         _run(require_passed, result["verification"])
         return
     from edgekit.ondevice import DeviceVerifyOptions, verify_on_device
+    from edgekit.phones import device_verify_verdict
 
     opts = DeviceVerifyOptions(artifact_dir, device, delegate.lower() if delegate else None, harness, verify_images,
                                weights, allow_calibration_images, threads, adb_server, keep)
     with _status(f"verifying {artifact_dir} on {device}") as status:
         result = _run(verify_on_device, opts, lambda msg: status.update(msg))
     _show(result, as_json, "device_verify_report")
-    bad = [r for r in result["devices"] if not r["verification"]["passed"]]
-    if bad:
-        r = bad[0]
-        typer.echo(f"error: verification failed on {r['device']['serial']}: "
-                   + "; ".join(r["verification"]["failures"]), err=True)
-        raise typer.Exit(3)
-    if result["failed"]:
-        typer.echo(f"error: {len(result['failed'])} of {len(result['failed']) + len(result['devices'])} phones "
-                   f"failed: {result['failed'][0]['device']['serial']}: {result['failed'][0]['failed']}", err=True)
-        raise typer.Exit(1)
+    _exit_with(device_verify_verdict(result))
 
 
 @app.command()
@@ -432,9 +430,7 @@ def eval_cmd(
                                                                                      "own submission format.")
     ] = None,
     threads: ThreadsOpt = None,
-    device: Annotated[str | None, typer.Option(
-        "--device", "-d", help="Run the artifact on this phone (a serial, or a profile one connected phone "
-                               "matches); an interrupted run resumes.")] = None,
+    device: EvalPhonesOpt = None,
     delegate: PhoneDelegateOpt = None,
     harness: HarnessOpt = None,
     adb_server: AdbServerOpt = None,
@@ -501,15 +497,11 @@ def sweep(
     resolutions: Annotated[
         str | None, typer.Option("--resolutions", help="Comma-separated HxW for every variant (default: each one's own).")
     ] = None,
-    device: Annotated[str, typer.Option(
-        "--device", "-d", help="host, a profile (every connected phone of it: s8gen1, ...), all, an adb serial, or "
-                               "serials separated by commas; several phones (of one profile) run each cell at the "
-                               "same time.")] = "host",
+    device: DeviceOpt = "host",
     runs: Annotated[int, typer.Option("--runs", help="Timed runs per cell.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Warmup runs per cell.")] = 3,
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the device profile's).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder; results.jsonl lives in it.")] = Path(
-        "edgekit-artifacts"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder; results.jsonl lives in it.")] = ARTIFACTS_DIR,
     plot: Annotated[Path | None, typer.Option("--plot", help="PNG path (default: <output>/sweep.png).")] = None,
     eval_data: Annotated[Path | None, typer.Option("--eval-data", help="A labelled set: adds the task metric "
                                                                        "(mIoU or top-1, and its difference from "
@@ -595,12 +587,9 @@ def devices(adb_server: AdbServerOpt = None, as_json: JsonOpt = False) -> None:
 def profile(
     artifacts: Annotated[
         list[Path] | None, typer.Argument(help="Artifact directories, or folders of them (default: all under "
-                                               "./edgekit-artifacts).")
+                                               f"./{ARTIFACTS_DIR}).")
     ] = None,
-    device: Annotated[str, typer.Option(
-        "--device", "-d", help="host, a profile (every connected phone of it: s8gen1, ...), all (every connected "
-                               "phone with a known profile), an adb serial, or serials separated by commas; "
-                               "several phones run at the same time.")] = "host",
+    device: DeviceOpt = "host",
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (default: the profile's).")] = None,
     delegate: PhoneDelegateOpt = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
@@ -617,6 +606,7 @@ def profile(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure artifacts on a phone over adb (or on this machine) next to the paper's figure."""
+    from edgekit.phones import profile_verdict
     from edgekit.profile import ProfileOptions
     from edgekit.profile import profile as run_profile
 
@@ -625,20 +615,7 @@ def profile(
     with _status("profiling") as status:
         records = _run(run_profile, opts, lambda msg: status.update(msg))
     _show(records, as_json, "profile_table")
-    unsaved = [r for r in records if r.get("results_error")]
-    if unsaved:  # the measurement is printed above; the command still failed to record it
-        typer.echo(f"error: {unsaved[0]['results_error']}", err=True)
-        raise typer.Exit(1)
-    skipped = [r for r in records if "skipped" in r]
-    if skipped:  # the others were measured; an artifact the user named was not
-        typer.echo(f"error: {len(skipped)} of the artifacts named {'was' if len(skipped) == 1 else 'were'} not "
-                   f"profiled: {skipped[0]['skipped']}", err=True)
-        raise typer.Exit(1)
-    failed = [r for r in records if "failed" in r]
-    if failed:  # the other phones' results are recorded
-        typer.echo(f"error: {len(failed)} phone{'s' if len(failed) > 1 else ''} failed: "
-                   f"{failed[0]['device']['serial']}: {failed[0]['failed']}", err=True)
-        raise typer.Exit(1)
+    _exit_with(profile_verdict(records))
 
 
 if __name__ == "__main__":

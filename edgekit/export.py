@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit.artifacts import atomic_directory, check_writable, sha256, size_bytes, tool_versions
+from edgekit.artifacts import ARTIFACTS_DIR, atomic_directory, check_writable, sha256, size_bytes, tool_versions
 from edgekit.deploy import REWRITES, Upsample, make_deploy_form
 from edgekit.errors import EdgekitError
 from edgekit.manifest import SCHEMA, Manifest, write_manifest
 from edgekit.registry import Size, Variant, get_variant, parse_resolution
 from edgekit.targets import DEFAULT_TARGET
 
-DEFAULT_OUTPUT = Path("edgekit-artifacts")
+DEFAULT_OUTPUT = ARTIFACTS_DIR
 Progress = Callable[[str], None]
 
 
@@ -61,17 +61,17 @@ class ExportPlan:
     options: Any  # the target's options dataclass
     calibration: Any  # calibration.sources.CalibrationSet | None
     verification: Any  # edgekit.verify.VerificationSet
+    rewrites: tuple[str, ...] = ()  # the deploy passes, in order (edgekit.deploy.deploy_rewrites)
     eval_data: Any = None  # edgekit.datasets.Dataset | None
 
 
 def plan_export(opts: ExportOptions) -> ExportPlan:
     """Every check that can fail, before anything is built or written."""
-    from edgekit.verify import verification_set
+    from edgekit.reference import STAND_INS
     from edgekit.targets import TARGETS, get_target
     from edgekit.targets.base import parse_options
-
-    from edgekit.reference import STAND_INS
     from edgekit.threads import check_threads
+    from edgekit.verify import verification_set
 
     check_threads(opts.threads)
     if opts.stand_in not in STAND_INS:
@@ -86,9 +86,9 @@ def plan_export(opts: ExportOptions) -> ExportPlan:
         parse_options(spec, opts.target_options or {}, TARGETS)
     if spec.validate is not None:
         spec.validate(precision, options)
-    from edgekit.deploy import plan_rewrites
+    from edgekit.deploy import deploy_rewrites
 
-    plan_rewrites(spec.plan, precision, opts.upsample, spec.name)  # an upsample the target cannot take
+    rewrites = tuple(deploy_rewrites(spec, precision, opts.upsample, options))  # refuses an upsample it cannot take
     calib = None
     if spec.needs_calibration(precision):
         from edgekit.calibration.sources import calibration_set
@@ -102,7 +102,8 @@ def plan_export(opts: ExportOptions) -> ExportPlan:
                                      opts.allow_calibration_images)
     if calib is not None and spec.check_calibration is not None:
         spec.check_calibration(precision, options, calib)
-    return ExportPlan(variant, size, spec, precision, options, calib, verification, _eval_data(opts, variant))
+    return ExportPlan(variant, size, spec, precision, options, calib, verification, rewrites,
+                      _eval_data(opts, variant))
 
 
 def _eval_data(opts: ExportOptions, variant: Variant):
@@ -138,7 +139,6 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
     never silently replaced by a stand-in) unless --overwrite; say when one is replaced."""
     from edgekit.artifacts import sha256
     from edgekit.checkpoints import weights_file
-    from edgekit.deploy import plan_rewrites
     from edgekit.errors import ManifestError
     from edgekit.manifest import MANIFEST, read_manifest
     from edgekit.reference import stand_in_kind
@@ -157,9 +157,7 @@ def _check_replace(final: Path, plan: ExportPlan, opts: ExportOptions) -> str | 
         return None
     new_calib = plan.calibration.record() if plan.calibration is not None else None
     new = _inputs(sha256(weights_file(opts.weights)[0]) if opts.weights else None, options_dict(plan.options),
-                  plan_rewrites(plan.spec.plan, plan.precision, opts.upsample, plan.spec.name,
-                                plan.spec.option_passes(plan.options, plan.precision) if plan.spec.option_passes
-                                else ()), new_calib, opts.stand_in)
+                  list(plan.rewrites), new_calib, opts.stand_in)
     was = _inputs(old.source.get("sha256"), old.target_options, [r["name"] for r in old.rewrites if "chosen_by" not in r],
                   old.calibration,
                   stand_in_kind(old.source))
@@ -195,7 +193,7 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
     check_writable(Path(opts.output))  # last check: it creates the output folder
     calib_data = plan.calibration.data if plan.calibration is not None else None
     form = make_deploy_form(model, size, spec, plan.precision, opts.upsample, calibration=calib_data,
-                            options=plan.options)
+                            rewrites=list(plan.rewrites))
     with atomic_directory(final) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
         converted = spec.convert(ConvertJob(variant, size, plan.precision, plan.options, form.model, calib_data,
                                             Path(work), tmp, progress,
@@ -220,7 +218,7 @@ def _task_judge(plan: ExportPlan, opts: ExportOptions):
     if plan.eval_data is None or opts.max_drop is None or plan.calibration is None:
         return None
     from edgekit.eval import task_scorer
-    from edgekit.int8_search import MetricGoal, TaskJudge
+    from edgekit.int8.search import MetricGoal, TaskJudge
 
     metric = "mIoU" if plan.variant.task == "seg" else "top-1"
     return TaskJudge(MetricGoal(metric, opts.max_drop, len(plan.eval_data.samples)),

@@ -193,3 +193,55 @@ def on_phones(targets: list[Target], work: Callable[[Target], T], progress: Prog
         while t.is_alive():
             t.join(0.5)  # a short join keeps Ctrl-C deliverable to the main thread
     return outcomes
+
+
+# ---- what a multi-phone run's records mean for the command ----------------------------------------------
+@dataclass(frozen=True)
+class RunVerdict:
+    """A command's exit code and its one error line (None when it passed) from its per-phone records."""
+
+    exit_code: int = 0
+    error: str | None = None
+
+
+def failed_phones(records: list[dict]) -> list[dict]:
+    """The records of phones that failed (the others' results stand)."""
+    return [r for r in records if "failed" in r]
+
+
+def measured(records: list[dict]) -> list[dict]:
+    """The records that hold a measurement: neither a failed phone nor a skipped artifact."""
+    return [r for r in records if "failed" not in r and "skipped" not in r]
+
+
+def _phones_failed_line(failed: list[dict]) -> str:
+    return (f"{len(failed)} phone{'s' if len(failed) > 1 else ''} failed: "
+            f"{failed[0]['device']['serial']}: {failed[0]['failed']}")
+
+
+def profile_verdict(records: list[dict]) -> RunVerdict:
+    """`edgekit profile`: exit 1 when a measurement could not be recorded, an artifact named was not
+    profiled, or a phone failed; the measurements that were made are printed either way."""
+    unsaved = [r for r in records if r.get("results_error")]
+    if unsaved:
+        return RunVerdict(1, unsaved[0]["results_error"])
+    skipped = [r for r in records if "skipped" in r]
+    if skipped:
+        return RunVerdict(1, f"{len(skipped)} of the artifacts named {'was' if len(skipped) == 1 else 'were'} not "
+                             f"profiled: {skipped[0]['skipped']}")
+    failed = failed_phones(records)
+    return RunVerdict(1, _phones_failed_line(failed)) if failed else RunVerdict()
+
+
+def device_verify_verdict(result: dict) -> RunVerdict:
+    """`edgekit verify --device`: exit 3 when a phone's outputs missed the tolerance, 1 when a phone failed."""
+    bad = [r for r in result["devices"] if not r["verification"]["passed"]]
+    if bad:
+        r = bad[0]
+        return RunVerdict(3, f"verification failed on {r['device']['serial']}: "
+                             + "; ".join(r["verification"]["failures"]))
+    failed = result["failed"]
+    if failed:
+        return RunVerdict(1, f"{len(failed)} of {len(failed) + len(result['devices'])} phones failed: "
+                             f"{failed[0]['device']['serial']}: {failed[0]['failed']}")
+    return RunVerdict()

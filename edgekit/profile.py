@@ -28,11 +28,11 @@ from pathlib import Path
 from edgekit.android_harness.adb import Adb
 from edgekit.android_harness.harnesses import Harness, RunSettings, host_command
 from edgekit.android_harness.profiles import HOST, PROFILES, DeviceProfile, check_delegate, profile_for
-from edgekit.artifacts import sha256
+from edgekit.artifacts import ARTIFACTS_DIR, sha256
 from edgekit.errors import EdgekitError
 from edgekit.phones import PhoneSession, Target, on_phones, resolve_devices
 
-DEFAULT_ROOT = Path("edgekit-artifacts")
+DEFAULT_ROOT = ARTIFACTS_DIR
 RESULTS = "results.jsonl"
 Progress = Callable[[str], None]
 
@@ -145,15 +145,6 @@ def list_devices(adb_server: str | None = None) -> list[dict]:
                 row["profile"] = profile.name if profile else None
         rows.append(row)
     return rows
-
-
-def resolve_device(device: str, adb: Adb | None = None) -> Target:
-    """`--device` naming exactly one phone (or host): for commands that take one."""
-    targets = resolve_devices(device, adb)
-    if len(targets) > 1:
-        raise EdgekitError(f"{len(targets)} connected devices match {device} "
-                           f"({', '.join(t.serial for t in targets)}): pass --device SERIAL")
-    return targets[0]
 
 
 def lock_dir() -> Path:

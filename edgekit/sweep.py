@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit.artifacts import ARTIFACTS_DIR
 from edgekit.errors import EdgekitError, first_line
 from edgekit.targets import DEFAULT_TARGET
 
@@ -31,7 +32,7 @@ class SweepOptions:
     precisions: tuple[str, ...] = ("fp32",)
     resolutions: tuple[str | None, ...] = (None,)  # None: each variant's default
     device: str = "host"
-    output: Path = Path("edgekit-artifacts")
+    output: Path = ARTIFACTS_DIR
     runs: int = 20
     warmup: int = 3
     threads: int | None = None
@@ -105,11 +106,10 @@ def cell_options(spec, given: dict, device_profile: str):
 def _existing_artifact(folder: Path, options):
     """The manifest of an artifact already on disk, exported with `options`, whose model file is
     intact, else None."""
-    from edgekit.targets.base import options_dict
-
     from edgekit.artifacts import sha256
     from edgekit.errors import ManifestError
     from edgekit.manifest import MANIFEST, read_manifest
+    from edgekit.targets.base import options_dict
 
     if not (folder / MANIFEST).is_file():
         return None
@@ -196,6 +196,7 @@ def _fill_metric(row: dict, manifest, data, opts: SweepOptions, progress: Progre
 def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, serials: list, results_path: Path,
               done, progress: Progress, data=None) -> None:
     """Fill `row` for one cell: export (or reuse), then profile unless already measured."""
+    from edgekit.phones import failed_phones, measured
     from edgekit.profile import ProfileOptions, profile
 
     try:
@@ -230,8 +231,8 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, se
         except EdgekitError as e:
             row.update(status="profile failed", error=first_line(e))
             return
-        failed = [r for r in fresh if "failed" in r]
-        records.update({r["device"]["serial"]: r for r in fresh if "failed" not in r and "skipped" not in r})
+        failed = failed_phones(fresh)
+        records.update({r["device"]["serial"]: r for r in measured(fresh)})
         if failed:
             row["error"] = "; ".join(f"{r['device']['serial']}: {r['failed']}" for r in failed)
         row["profiled"] = "measured" if len(missing) == len(serials) else "partly from results.jsonl"

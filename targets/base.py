@@ -77,36 +77,17 @@ def keep_float_option():
 
 
 def int8_goal_option():
-    return option("25,20", "--int8-goal", "int8 recipe search: SQNR MEDIAN,MIN in dB the recipe must meet "
+    from edgekit.int8.search import DEFAULT_GOAL
+
+    return option(DEFAULT_GOAL, "--int8-goal", "int8 recipe search: SQNR MEDIAN,MIN in dB the recipe must meet "
                   "on held-out calibration photos (against the float graph)")
 
 
 def search_budget_option():
-    return option(900.0, "--search-budget", "int8 recipe search: seconds it may spend (checked "
+    from edgekit.int8.search import DEFAULT_BUDGET_S
+
+    return option(DEFAULT_BUDGET_S, "--search-budget", "int8 recipe search: seconds it may spend (checked "
                   "between builds)", None, float)
-
-
-def validate_int8_search(precision: str, options, int8: str = "int8") -> None:
-    """The checks every searching target makes of --keep-float, --int8-goal and --search-budget."""
-    from edgekit.int8_search import parse_goal
-
-    if options.keep_float is not None and precision != int8:
-        raise EdgekitError(f"--keep-float needs --precision {int8} (it chooses which int8 ops stay float)")
-    if options.keep_float is not None and options.keep_float < 0:
-        raise EdgekitError(f"--keep-float must be 0 or more (got {options.keep_float})")
-    if precision == int8:
-        parse_goal(options.int8_goal)
-        if options.search_budget <= 0:
-            raise EdgekitError(f"--search-budget must be positive seconds (got {options.search_budget:g})")
-
-
-def check_search_calibration(precision: str, options, calibration, int8: str = "int8") -> None:
-    """A searching target's calibration check: the search's held-out photos need two distinct
-    calibration images, refused before any work."""
-    if precision == int8 and options.keep_float is None:
-        from edgekit.int8_search import folds
-
-        folds(len(calibration.data), calibration.originals)
 
 
 # Flags that mean one thing everywhere: a target option with one of them is declared by its helper,
@@ -143,7 +124,7 @@ class ConvertJob:
     # calibration/sources.py): what an int8 recipe search holds out
     calibration_originals: int = 0
     # with --eval-data and --max-drop: the labelled set as an int8 recipe search's judge
-    # (edgekit.int8_search.TaskJudge); targets that do not search ignore it
+    # (edgekit.int8.search.TaskJudge); targets that do not search ignore it
     task_judge: Any = None
 
 

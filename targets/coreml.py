@@ -9,7 +9,7 @@ CoreML prediction runs only on macOS: on Linux the package is checked structural
 I/O and MIL ops are as expected) and the numbers say "needs macOS", never a pass.
 
 `int8` (weights and activations, iOS 17+) is quantised on the torch side by coremltools'
-LinearQuantizer and chooses its recipe at export time (edgekit.torch_int8.search_torch_model: full
+LinearQuantizer and chooses its recipe at export time (edgekit.int8.torch_side.search_torch_model: full
 int8, cross-layer equalised, the most costly residual blocks kept float), each recipe judged in
 PyTorch on the quantised model coremltools then converts: the CoreML runtime's own int8 needs macOS,
 so neither its numbers nor its speed are measured here, and the record says so.
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
-from edgekit.int8_search import searched_rewrites
+from edgekit.int8.search import check_search_calibration, searched_rewrites, validate_int8_search
 from edgekit.targets.base import (
     FP16,
     INT8,
@@ -42,12 +42,10 @@ from edgekit.targets.base import (
     Packaging,
     TargetSpec,
     Tolerance,
-    check_search_calibration,
     int8_goal_option,
     keep_float_option,
     option,
     search_budget_option,
-    validate_int8_search,
 )
 
 if TYPE_CHECKING:
@@ -171,7 +169,7 @@ def convert(deploy: nn.Module, size: tuple[int, int], precision: str, ios: int, 
     except Exception as e:
         raise EdgekitError(f"coremltools conversion failed: {first_line(e)}") from e
     if precision == "int8-weights":
-        from coremltools.optimize.coreml import OptimizationConfig, OpLinearQuantizerConfig, linear_quantize_weights
+        from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
         ml = linear_quantize_weights(ml, OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric")))
     ml.short_description = metadata.get("description", "")
@@ -382,8 +380,7 @@ def _convert(job: ConvertJob) -> Converted:
 def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
     """The calibrated int8 torch model coremltools converts, and its recipe: --keep-float N fixed, or
     the recipe search on these weights (judged in PyTorch: JUDGED_IN_TORCH)."""
-    from edgekit.int8_search import parse_goal
-    from edgekit.torch_int8 import fixed_recipe, search_torch_model
+    from edgekit.int8.torch_side import TorchSearchRequest, fixed_recipe, search_torch_model
 
     calibration, k = job.calibration, job.options.keep_float
     if k is not None:
@@ -391,20 +388,20 @@ def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
         job.progress(f"calibrating int8 activations on {len(calibration)} images (coremltools.optimize.torch)")
         return calibrated_int8(job.deploy, calibration, keep), recipe
 
-    def quantize(model, samples: np.ndarray, keep: tuple[str, ...]) -> nn.Module:
-        job.progress(f"int8 search: coremltools' quantiser calibrated on {len(samples)} samples")
-        return calibrated_int8(model, samples, keep)
+    class Recipes:
+        no_int16 = NO_INT16_HERE
+        float_ms = None  # the CoreML runtime needs macOS: no speed is measured here
 
-    def run(model):
-        from edgekit.reference import run_images
+        def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> nn.Module:
+            job.progress(f"int8 search: coremltools' quantiser calibrated on {len(samples)} samples")
+            return calibrated_int8(model, samples, keep)
 
-        return lambda images: run_images(model, images)
+        def run(self, model):
+            from edgekit.reference import run_images
 
-    judge = job.task_judge
-    found = search_torch_model(
-        job.deploy, job.size, calibration, job.calibration_originals, job.variant.task, judge,
-        parse_goal(job.options.int8_goal) if judge is None else judge.goal, job.options.search_budget, job.progress,
-        quantize, run, None, NO_INT16_HERE)
+            return lambda images: run_images(model, images)
+
+    found = search_torch_model(TorchSearchRequest.of(job), Recipes())
     job.progress(f"int8: {found.fields['search']['chosen']}, calibrated on all {len(calibration)} samples")
     return calibrated_int8(found.model, calibration, found.keep), found.recipe(QUANTISER)
 
@@ -514,7 +511,7 @@ def _compile_mlmodelc(package: Path, folder: Path) -> str:
 
 
 def _describe(manifest) -> list[str]:
-    from edgekit.int8_search import summary_lines
+    from edgekit.int8.search import summary_lines
 
     recipe = manifest.target_info.get("int8")
     if not recipe:

@@ -5,7 +5,7 @@ bindings) and on phones by ExecuTorch's `executor_runner` (examples/portable/exe
 
 `int8` is PyTorch's PT2E quantisation with ExecuTorch's XNNPACK quantizer (symmetric, per-channel
 weights, int8 activations), calibrated on the calibration set, then lowered the same way; its recipe is
-chosen at export time on the weights being exported (edgekit.int8_search: full int8, cross-layer
+chosen at export time on the weights being exported (edgekit.int8.search: full int8, cross-layer
 equalised (exact), the most costly blocks kept float), each recipe lowered and run by ExecuTorch's
 own runtime on held-out calibration photos. The manifest records what XNNPACK took (delegate
 partitions, the ops inside them) and every op left to ExecuTorch's portable kernels.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
-from edgekit.int8_search import searched_rewrites
+from edgekit.int8.search import check_search_calibration, searched_rewrites, validate_int8_search
 from edgekit.targets.base import (
     FP32_EXACT,
     INT8,
@@ -29,12 +29,10 @@ from edgekit.targets.base import (
     DeployPlan,
     Packaging,
     TargetSpec,
-    check_search_calibration,
     float_io,
     int8_goal_option,
     keep_float_option,
     search_budget_option,
-    validate_int8_search,
 )
 
 MODEL_FILE = "model.pte"
@@ -166,24 +164,24 @@ QUANTISER = {"activations": "int8 per tensor, PT2E min/max observers", "weights"
 
 
 def _fixed_int8(job: ConvertJob):
-    from edgekit.torch_int8 import fixed_recipe
+    from edgekit.int8.torch_side import fixed_recipe
 
     keep, recipe = fixed_recipe(job.deploy, job.calibration, job.options.keep_float, QUANTISER)
     return export_program(job.deploy, job.size, job.calibration, keep), recipe
 
 
 def _search_int8(job: ConvertJob):
-    """The recipe search (edgekit.torch_int8.search_torch_model) on these weights: each recipe
+    """The recipe search (edgekit.int8.torch_side.search_torch_model) on these weights: each recipe
     PT2E-quantised, lowered to XNNPACK and run by ExecuTorch's runtime (the PT2E graph run in PyTorch
     is another function: 15-20 dB from the .pte, b0-seg 128x256), timed beside the float program;
     one held-out split, not folds, since each lowering takes 20-120 s here."""
     import tempfile
 
     from edgekit.errors import first_line
-    from edgekit.int8_search import RecipeFailed, median_ms, parse_goal
-    from edgekit.torch_int8 import search_torch_model
+    from edgekit.int8.search import RecipeFailed, median_ms
+    from edgekit.int8.torch_side import TorchSearchRequest, search_torch_model
 
-    calibration, judge = job.calibration, job.task_judge
+    calibration = job.calibration
     scratch = Path(tempfile.mkdtemp(dir=job.work))
 
     def runner(buffer: bytes) -> ExecuTorchRunner:
@@ -191,26 +189,29 @@ def _search_int8(job: ConvertJob):
         path.write_bytes(buffer)
         return ExecuTorchRunner(path)
 
-    def quantize(model, samples: np.ndarray, keep: tuple[str, ...]) -> bytes:
-        job.progress(f"int8 search: PT2E on {len(samples)} samples, lowering to XNNPACK")
-        return lower(export_program(model, job.size, samples, keep))[0]
+    class Recipes:
+        no_int16 = NO_INT16_HERE
+        float_ms = None
 
-    def run(buffer: bytes):
-        trial = runner(buffer)
+        def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> bytes:
+            job.progress(f"int8 search: PT2E on {len(samples)} samples, lowering to XNNPACK")
+            return lower(export_program(model, job.size, samples, keep))[0]
 
-        def outputs(images: np.ndarray) -> np.ndarray:
-            try:
-                return trial.run(images)
-            except RuntimeError as e:  # measured: some float/int8 mixes lower but do not execute
-                raise RecipeFailed(f"ExecuTorch's runtime did not run it ({first_line(e)})") from None
-        return outputs
+        def run(self, buffer: bytes):
+            trial = runner(buffer)
+
+            def outputs(images: np.ndarray) -> np.ndarray:
+                try:
+                    return trial.run(images)
+                except RuntimeError as e:  # some float/int8 mixes lower but do not execute
+                    raise RecipeFailed(f"ExecuTorch's runtime did not run it ({first_line(e)})") from None
+            return outputs
 
     job.progress("int8 search: lowering the float program (the speed reference)")
     float_runner = runner(lower(export_program(job.deploy, job.size))[0])
-    found = search_torch_model(
-        job.deploy, job.size, calibration, job.calibration_originals, job.variant.task, judge,
-        parse_goal(job.options.int8_goal) if judge is None else judge.goal, job.options.search_budget, job.progress,
-        quantize, run, median_ms(lambda: float_runner.run(calibration[:1])), NO_INT16_HERE)
+    recipes = Recipes()
+    recipes.float_ms = median_ms(lambda: float_runner.run(calibration[:1]))
+    found = search_torch_model(TorchSearchRequest.of(job), recipes)
     job.progress(f"int8: {found.fields['search']['chosen']}, calibrated on all {len(calibration)} samples")
     return export_program(found.model, job.size, calibration, found.keep), found.recipe(QUANTISER)
 
@@ -243,7 +244,7 @@ def _convert(job: ConvertJob) -> Converted:
 
 
 def _describe(manifest) -> list[str]:
-    from edgekit.int8_search import summary_lines
+    from edgekit.int8.search import summary_lines
 
     d = manifest.target_info["delegation"]
     left = ", ".join(f"{n} {op}" for op, n in sorted(d["ops_left_to_portable_kernels"].items())) or "none"

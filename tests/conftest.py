@@ -4,7 +4,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +24,23 @@ def require_tools(*tools: str, package: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{reason}: CI=true, so this test may not be skipped")
     pytest.skip(reason)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_line_error(result, needle: str, code: int = 1) -> None:
+    """A CLI run (typer's CliRunner result) that failed as edgekit fails: exit `code` and one line on
+    stderr, "error: ..." naming `needle`."""
+    err = result.stderr.strip()
+    assert result.exit_code == code, result.output
+    assert err.startswith("error: ") and needle in err and "\n" not in err, err
+
+
+def run_edgekit(*args, cwd=None, env=None, timeout=600):
+    """The real command, in its own process: what a user's terminal gets."""
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 def pytest_configure(config):
@@ -103,6 +122,23 @@ def b0_fp32(tmp_path_factory):
     finally:
         mp.undo()
     return out, manifest
+
+
+@pytest.fixture(scope="module")
+def onnx_b0(tmp_path_factory):
+    """A b0-seg ONNX artifact at 64x128, per test module (its tests profile it, which writes beside it)."""
+    from edgekit.export import ExportOptions, export
+
+    return export(ExportOptions("b0-seg", "onnx", resolution="64x128", output=tmp_path_factory.mktemp("onnx")))
+
+
+@pytest.fixture(scope="module")
+def tflite_b0(tmp_path_factory):
+    """A b0-seg TFLite fp32 artifact directory at 64x128, per test module: tests that change it copy it."""
+    from edgekit.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("tflite-b0")
+    return Path(export(ExportOptions("b0-seg", "tflite", "fp32", "64x128", output=out)).artifact_dir)
 
 
 @pytest.fixture(scope="session")

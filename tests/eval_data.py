@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from edgekit.calibration.images import BUILTIN_DIR, load_rgb
 from PIL import Image
 
 from edgekit.accuracy import class_map
+from edgekit.calibration.images import BUILTIN_DIR, load_rgb
 from edgekit.datasets import CITYSCAPES_TRAIN_IDS, eval_input, imagenet_wnids
 from edgekit.reference import run_images, source_model
 from edgekit.registry import get_variant

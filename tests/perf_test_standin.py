@@ -32,13 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[E:onnxruntime:, inference_session.cc:1] Load model from {model} failed: no context binary",
               flush=True)
         return 1
-    import onnxruntime as ort
-
-    from edgekit.targets.qnn import _session_options
-
     import subprocess
 
+    import onnxruntime as ort
+
     from edgekit.android_harness.profiles import profile_for
+    from edgekit.targets.qnn.worker import _session_options
 
     # the real HTP library knows the SoC it runs on; this stand-in asks the (virtual) phone
     soc_name = subprocess.run(["getprop", "ro.soc.model"], capture_output=True, text=True).stdout.strip()

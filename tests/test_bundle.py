@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import require_tools
-from edgekit.package import PackageOptions, package
+from conftest import one_line_error, require_tools
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.labels import palette
+from edgekit.package import PackageOptions, package
 
 runner = CliRunner()
 
@@ -397,3 +397,20 @@ def test_package_cli_json(b0_fp32, tmp_path):
     records = json.loads(result.stdout)
     assert records[0]["snippet"] == "EdgekitModel.kt" and Path(records[0]["zip"]).is_file()
     assert records[0]["random_weights"] is True and records[0]["verified"] is True
+
+
+def test_a_failed_artifact_packages_only_when_allowed_and_then_says_so(tmp_path):
+    m = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", target_options={"keep_float": 0},
+                             num_calibration=2, output=tmp_path / "a"))
+    assert not m.verification["passed"]
+    out = tmp_path / "b"
+    one_line_error(runner.invoke(app, ["package", m.artifact_dir, "--platform", "android", "-o", str(out)]),
+                    "FAILED its verification")
+    assert not out.exists()
+    r = runner.invoke(app, ["package", m.artifact_dir, "--platform", "android", "-o", str(out), "--allow-failed"])
+    assert r.exit_code == 0, r.output
+    bundle = out / f"{Path(m.artifact_dir).name}-android"
+    assert "**WARNING: VERIFICATION FAILED" in (bundle / "README.md").read_text()
+    assert json.loads((bundle / "model.json").read_text())["warnings"][0].startswith("VERIFICATION FAILED")
+    header = (bundle / "EdgekitModel.kt").read_text().split("package ai.edgekit.model")[0]
+    assert "// WARNING: VERIFICATION FAILED" in header and "FAILED" in r.stdout

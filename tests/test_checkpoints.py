@@ -4,12 +4,11 @@
 import pytest
 import torch
 
+from conftest import randomize_bn_stats
 from edgekit.checkpoints import load_weights, read_state_dict
 from edgekit.errors import EdgekitError
 from edgekit.models import build_model
 from edgekit.registry import get_variant
-
-from conftest import randomize_bn_stats
 
 LAYOUTS = {
     "plain": lambda sd: sd,

@@ -1,15 +1,23 @@
 """The CLI: thin commands, JSON for scripts, one-line errors, instant --help."""
 
+from __future__ import annotations
+
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import REPO, run_edgekit
 from edgekit.cli import app
 from edgekit.models import build_model
 from edgekit.registry import VARIANTS, get_variant
+from edgekit.targets import TARGETS
 
 runner = CliRunner()
 
@@ -110,3 +118,104 @@ def test_inspect_bad_options():
     _one_line_error(["inspect", "b0-seg", "--target", "tensorrt"], "--target 'tensorrt' is not one of")
     _one_line_error(["inspect", "b0-seg", "--upsample", "bicubic"], "not available for tflite")
     _one_line_error(["inspect", "b0-seg", "-p", "int4"], "--precision 'int4' is not one of")
+
+
+def _commands(group, path=()):
+    """Every command of the CLI (typer's click group), with its path, sub-commands included."""
+    import typer
+
+    group = typer.main.get_command(group) if not hasattr(group, "commands") else group
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def _short_flag_clashes(command) -> list[str]:
+    seen: dict[str, str] = {}
+    clashes = []
+    for param in command.params:
+        for flag in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]:
+            if flag.startswith("-") and not flag.startswith("--"):
+                if flag in seen and seen[flag] != param.name:
+                    clashes.append(f"{flag}: --{seen[flag]} and --{param.name}")
+                seen[flag] = param.name
+    return clashes
+
+
+def test_every_short_flag_means_one_option_within_a_command():
+    found = {" ".join(path): _short_flag_clashes(c) for path, c in _commands(app)}
+    assert len(found) > 10 and {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_short_flag_check_sees_a_clash():
+    import click
+
+    command = click.Command("x", params=[click.Option(["--data", "-d"]), click.Option(["--device", "-d"])])
+    assert _short_flag_clashes(command) == ["-d: --data and --device"]
+
+
+def test_eval_d_is_data(tmp_path):
+    """`edgekit eval b0-seg -d DIR` reaches the data folder (not "Missing option '--data'")."""
+    result = runner.invoke(app, ["eval", "b0-seg", "-d", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "Missing option" not in result.output
+    assert "nowhere" in result.output
+
+
+def test_help_shows_no_value_for_a_switch():
+    for command in ("export", "verify", "profile", "sweep", "package"):
+        r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0 and "<bool>" not in r.stdout, command
+        assert "--json" in r.stdout and "Print machine-readable JSON" in r.stdout
+    r = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"})
+    assert "--overwrite " in r.stdout and "--resolution" in r.stdout and "<str>" in r.stdout  # valued ones keep it
+
+
+# CoreML's and ExecuTorch's runs (40-43 s each here) are in the slow run; the default keeps the rest
+@pytest.mark.parametrize("target", [pytest.param(t, marks=pytest.mark.slow) if t in ("coreml", "executorch") else t
+                                    for t in sorted(TARGETS)])
+def test_an_export_prints_only_edgekits_lines_on_stderr(tmp_path, target):
+    done = run_edgekit("export", "b0-seg", "-r", "64x128", "-t", target, "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no TensorFlow/absl/coremltools/torch line
+    tflite_b0 = next(tmp_path.iterdir())
+    done = run_edgekit("verify", str(tflite_b0))
+    assert done.returncode == 0 and done.stderr == ""
+
+
+def test_verbose_shows_the_frameworks_output(tmp_path):
+    done = run_edgekit("--verbose", "export", "b0-seg", "-r", "64x128", "-o", str(tmp_path))
+    assert done.returncode == 0
+    assert "--- onnx2tf ---" in done.stderr
+
+
+def test_interrupt_says_so_and_leaves_nothing(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "export", "b0-seg", "-r", "256x512", "-o",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the export's temp folder appears once the model is converting
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert err.strip() == "interrupted: nothing half-written was left (outputs are written atomically)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inspect_reports_progress():
+    from edgekit.inspect import inspect_variant
+
+    seen = []
+    inspect_variant("b0-seg", resolution="64x128", runs=1, progress=seen.append)
+    assert seen[0].startswith("building") and "measuring fold_batchnorm" in seen and len(seen) >= 8
+
+
+def test_an_in_process_debug_run_does_not_leave_verbose_on():
+    from edgekit.logs import VERBOSE_ENV
+
+    assert VERBOSE_ENV not in os.environ
+    r = runner.invoke(app, ["--debug", "variants", "--json"])
+    assert r.exit_code == 0 and VERBOSE_ENV not in os.environ

@@ -1,6 +1,9 @@
 """CoreML on Linux: real coremltools conversions, structure checked, numerics honestly 'needs macOS'."""
 
+from __future__ import annotations
+
 import json
+from pathlib import Path
 
 import coremltools as ct
 import pytest
@@ -9,9 +12,8 @@ from typer.testing import CliRunner
 from conftest import every_variant_resolution
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
-from edgekit.verify import PROXY_FP16, PROXY_INT8
 from edgekit.registry import VARIANTS
-from edgekit.verify import verify_artifact
+from edgekit.verify import PROXY_FP16, PROXY_INT8, verify_artifact
 
 runner = CliRunner()
 
@@ -59,8 +61,8 @@ def test_m0_cls_int8_weights_is_a_classifier(tmp_path):
 
 def test_weight_check_catches_a_changed_weight(tmp_path):
     from edgekit.deploy import make_deploy_form
-    from edgekit.targets import get_target
     from edgekit.reference import source_model
+    from edgekit.targets import get_target
     from edgekit.targets.coreml import check_weights
 
     export(ExportOptions("b0-seg", "coreml", "fp32", "64x128", target_options={"input": "tensor"}, output=tmp_path))
@@ -75,7 +77,7 @@ def test_weight_check_catches_a_changed_weight(tmp_path):
 
 
 def test_int8_searches_its_recipe_on_the_torch_side(tmp_path):
-    """CoreML int8 chooses its recipe at export time (edgekit.torch_int8.search_torch_model), each recipe
+    """CoreML int8 chooses its recipe at export time (edgekit.int8.torch_side.search_torch_model), each recipe
     judged in PyTorch on coremltools' quantised model, and says so; the artifact is the chosen recipe
     (its kept blocks hold no quantiser), and `edgekit verify` rebuilds that same recipe."""
     m = export(ExportOptions("b0-seg", "coreml", "int8", "64x128", target_options={"ios": 17}, output=tmp_path))
@@ -195,3 +197,14 @@ def test_verify_rebuilds_the_upsample_the_artifact_was_exported_with(tmp_path):
     assert again["sqnr_db_min"] == v["sqnr_db_min"] and again["passed"] == v["passed"]
     assert again["checks"]["weights"]["not_found"] == v["checks"]["weights"]["not_found"] == 0
     assert v["sqnr_db_min"] < 40  # bilinear is not the trained function, and the exact form would hide it
+
+
+def test_a_coreml_export_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    temp = tmp_path / "system-temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    m = export(ExportOptions("b0-cls", "coreml", resolution="64", output=tmp_path / "a"))
+    assert Path(m.model_path).is_dir() and tempfile.gettempdir() == str(temp)
+    assert sorted(p.name for p in temp.iterdir() if p.suffix == ".mlpackage") == []  # coremltools wrote none here

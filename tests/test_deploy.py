@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import variant_params
 from edgekit.calibration.images import image_batch
 from edgekit.deploy import Upsample, make_deploy_form, plan_rewrites
 from edgekit.deploy.attention import StaticLiteMLA
@@ -14,15 +15,13 @@ from edgekit.deploy.passes import fold_batchnorm
 from edgekit.deploy.upsample import ExactBicubicUpsample
 from edgekit.errors import EdgekitError
 from edgekit.inspect import expected_transposes, onnx_summary
-from edgekit.reference import run_images
 from edgekit.metrics import compare
 from edgekit.models import build_model
 from edgekit.models.efficientvit_mit import LiteMLA
 from edgekit.models.init import calibrated_random_init
+from edgekit.reference import run_images
 from edgekit.registry import VARIANTS, get_variant
 from edgekit.targets import get_target
-
-from conftest import variant_params
 
 BN = torch.nn.modules.batchnorm._BatchNorm
 FOLD_REL_TOL = 1e-5

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import every_variant_resolution
 from edgekit.android_harness import executor_runner_output
 from edgekit.android_harness.host_executor_runner import write_launcher
-from conftest import every_variant_resolution
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.registry import VARIANTS
@@ -94,10 +94,10 @@ def test_int8_ranking_orders_every_layer_and_kept_ones_stay_float():
 
     from edgekit.calibration.sources import calibration_set
     from edgekit.deploy import make_deploy_form
+    from edgekit.int8.torch_side import block_ranking, ranking
     from edgekit.reference import source_model
     from edgekit.registry import get_variant, parse_resolution
     from edgekit.targets import get_target
-    from edgekit.torch_int8 import block_ranking, ranking
     from edgekit.targets.executorch import export_program
 
     v = get_variant("b0-seg")

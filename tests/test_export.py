@@ -1,20 +1,24 @@
 """Real exports (onnx2tf, TFLiteConverter, ai-edge-litert, onnxruntime), checked against PyTorch."""
 
+from __future__ import annotations
+
 import json
 import os
 import socket
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
-from edgekit.calibration.images import VERIFICATION
+from conftest import REPO, every_variant_resolution, one_line_error
 from edgekit.artifacts import sha256
+from edgekit.calibration.images import VERIFICATION
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.manifest import MANIFEST
-from conftest import every_variant_resolution
-from edgekit.registry import VARIANTS
+from edgekit.models import build_model
+from edgekit.registry import VARIANTS, get_variant
 
 runner = CliRunner()
 
@@ -114,12 +118,12 @@ def _coverage(model: Path) -> tuple[bool, int]:
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    from edgekit.targets import tflite as tflite_target
+    from edgekit.targets.tflite import convert as tflite_convert
 
     def boom(*args, **kwargs):
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(tflite_target, "convert", boom)
+    monkeypatch.setattr(tflite_convert, "convert", boom)
     with pytest.raises(RuntimeError):
         export(ExportOptions("b0-seg", "tflite", "fp32", "64x64", output=tmp_path))
     assert list(tmp_path.iterdir()) == []
@@ -212,3 +216,80 @@ def test_atomic_directory_removes_temp_folders_of_killed_writers(tmp_path):
     with atomic_directory(final) as tmp:
         (tmp / "x").write_text("x")
     assert not orphan.exists() and live.exists() and (final / "x").exists()
+
+
+def test_output_naming_a_file_says_so(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for where in (blocker, blocker / "below"):
+        r = runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "-r", "64x128", "-o", str(where)])
+        one_line_error(r, f"{blocker} is a file (choose another --output)")
+        assert "File exists" not in r.stderr
+    assert blocker.read_text() == "x"
+
+
+def test_export_and_verify_take_threads(onnx_b0, tmp_path, monkeypatch):
+    import torch
+
+    from edgekit.targets import onnx as onnx_target
+
+    seen, runner_threads = [], []
+    real_set, real_runner = torch.set_num_threads, onnx_target.ONNXRunner.__init__
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real_set(n))[1])
+    monkeypatch.setattr(onnx_target.ONNXRunner, "__init__",
+                        lambda self, path, threads=2, session=None: (runner_threads.append(threads),
+                                                                     real_runner(self, path, threads, session))[1])
+    before = torch.get_num_threads()
+    r = runner.invoke(app, ["verify", onnx_b0.artifact_dir, "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert seen == [1, before] and runner_threads == [1] and torch.get_num_threads() == before  # restored
+    r = runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "-r", "64x128", "--threads", "1", "-o",
+                            str(tmp_path / "a"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert seen[2:] == [1, before] and runner_threads[1:] == [1]
+    one_line_error(runner.invoke(app, ["verify", onnx_b0.artifact_dir, "--threads", "0"]), "--threads must be at least 1")
+    one_line_error(runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "--threads", "0", "-o", str(tmp_path / "b")]),
+              "--threads must be at least 1")
+    assert not (tmp_path / "b").exists()
+
+
+PHOTOS = REPO / "calibration" / "images"
+
+
+def test_export_never_silently_replaces_other_inputs(tmp_path):
+    torch.manual_seed(1)
+    weights = tmp_path / "b0.pt"
+    torch.save(build_model(get_variant("b0-seg")).state_dict(), weights)
+    out = tmp_path / "out"
+    trained = export(ExportOptions("b0-seg", "onnx", resolution="64x128", weights=weights, output=out))
+    # generic export code, so the quickest target (ONNX; TFLite adds a minute of onnx2tf per export)
+    model = Path(trained.model_path)
+    before = sha256(model)
+    r = runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "-r", "64x128", "-o", str(out)])
+    one_line_error(r, "already holds an artifact made from other weights")
+    assert sha256(model) == before  # the trained model is still there, untouched
+    again = export(ExportOptions("b0-seg", "onnx", resolution="64x128", weights=weights, output=out))
+    assert "same inputs" in again.replaced and again.source["sha256"] == trained.source["sha256"]
+    r = runner.invoke(app, ["export", "b0-seg", "-t", "onnx", "-r", "64x128", "-o", str(out), "--overwrite"])
+    assert r.exit_code == 0 and "--overwrite" in r.stdout
+    assert json.loads((Path(trained.artifact_dir) / "edgekit.json").read_text())["source"]["weights"] is None
+
+    # 5. a trained artifact whose checkpoint moved: verify --weights, checked against the recorded sha256
+    export(ExportOptions("b0-seg", "onnx", resolution="64x128", weights=weights, output=out, overwrite=True))
+    moved = tmp_path / "elsewhere.pt"
+    weights.rename(moved)
+    one_line_error(runner.invoke(app, ["verify", trained.artifact_dir]), "pass --weights with its new path")
+    r = runner.invoke(app, ["verify", trained.artifact_dir, "--weights", str(moved), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["random_weights"] is False
+    other = tmp_path / "other.pt"
+    torch.save(build_model(get_variant("b0-seg")).state_dict(), other)
+    one_line_error(runner.invoke(app, ["verify", trained.artifact_dir, "--weights", str(other)]),
+                    "is not the checkpoint this artifact came from")
+
+
+def test_a_failed_argument_check_creates_no_output_folder(tmp_path):
+    out = tmp_path / "out"
+    for args in (["--io", "int8"], ["-p", "fp32", "--calibration", str(PHOTOS)], ["-t", "coreml", "--ios", "12"]):
+        r = runner.invoke(app, ["export", "b0-seg", *args, "-o", str(out)])
+        assert r.exit_code == 1 and not out.exists(), r.output

@@ -3,13 +3,12 @@
 import pytest
 import torch
 
+from conftest import randomize_bn_stats, variant_params
 from edgekit.complexity import measure
 from edgekit.info import MACS_REL_TOL, PARAMS_REL_TOL
 from edgekit.models import build_model
 from edgekit.models.efficientvit_mit import LiteMLA
 from edgekit.registry import VARIANTS, agrees_with_paper, get_variant
-
-from conftest import randomize_bn_stats, variant_params
 
 ALL = sorted(VARIANTS)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import one_line_error
 from edgekit.android_harness.host_benchmark import split_value_file
 from edgekit.android_harness.host_benchmark import write_launcher as write_benchmark_launcher
 from edgekit.cli import app
@@ -77,7 +78,7 @@ def test_value_file_names_escape_colons_as_benchmark_model_does():
 def test_the_host_runner_dumps_what_it_ran(artifact, tmp_path):
     """benchmark_model's stand-in reads the value file and writes the raw output (the runner a
     virtual phone runs), equal to ai-edge-litert's own output on the same tensor."""
-    from edgekit.targets.tflite import TFLiteRunner
+    from edgekit.targets.tflite.runner import TFLiteRunner
 
     m = read_manifest(artifact)
     x = np.random.default_rng(0).random((1, 3, 64, 128), dtype=np.float32)
@@ -304,7 +305,7 @@ def test_sweep_on_two_phones_of_one_profile(artifact, connect, tmp_path, own_cac
 # ---- before the phone: LiteRT's GPU-delegate analysis ------------------------------------------------------
 def test_the_export_records_litert_gpu_analysis(artifact):
     """Every TFLite export keeps the analyzer's verdict (b0-seg: every node supported) and its caveat."""
-    from edgekit.targets.tflite import gpu_compatibility
+    from edgekit.targets.tflite.runner import gpu_compatibility
 
     gpu = read_manifest(artifact).target_info["gpu_delegate"]
     assert gpu["compatible"] and gpu["refused"] == [] and gpu["runtime_version"]
@@ -315,7 +316,7 @@ def test_the_export_records_litert_gpu_analysis(artifact):
 def test_refused_nodes_are_read_from_the_analyzers_report():
     """The report's shape as tflite/tools/model_analyzer.cc writes it: the warning under each refused op,
     then a summary per subgraph."""
-    from edgekit.targets.tflite import parse_gpu_analysis
+    from edgekit.targets.tflite.runner import parse_gpu_analysis
 
     text = ("Subgraph#0 main(T#0) -> [T#9]\n  Op#0 RELU(T#0) -> [T#6]\n  Op#1 BUCKETIZE(T#6) -> [T#9]\n"
             "GPU COMPATIBILITY WARNING: Not supported op BUCKETIZE\n\n"
@@ -324,3 +325,25 @@ def test_refused_nodes_are_read_from_the_analyzers_report():
     got = parse_gpu_analysis(text)
     assert not got["compatible"] and got["refused"] == [{"node": 1, "op": "BUCKETIZE",
                                                         "why": "Not supported op BUCKETIZE"}]
+
+
+def test_an_onnx_artifact_is_profiled_on_a_phone_with_the_cpu_ep(onnx_b0, tmp_path, connect, monkeypatch):
+    """onnxruntime_perf_test (given once, as for QNN) with -e cpu, through real adb on a virtual phone;
+    no QNN libraries are needed for the CPU execution provider."""
+    from edgekit.android_harness.host_perf_test import write_launcher
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    program = tmp_path / "onnxruntime_perf_test"
+    write_launcher(program)
+    assert runner.invoke(app, ["harness", "add", str(program), "--kind", "onnxruntime_perf_test"]).exit_code == 0
+    phone = connect()
+    r = runner.invoke(app, ["profile", onnx_b0.artifact_dir, "--device", "s8gen1", "--runs", "3", "--results",
+                            str(tmp_path / "r.jsonl"), "--json"])
+    assert r.exit_code == 0, r.output
+    (rec,) = json.loads(r.stdout)
+    assert rec["target"] == "onnx" and rec["delegate"] == "cpu" and rec["device"]["profile"] == "s8gen1"
+    assert rec["runs"] == 3 and rec["median_ms"] > 0
+    ran = next(c for c in phone.commands if "onnxruntime_perf_test" in c and " -e " in c)
+    assert "-m times -r 3 -I -x 4 -e cpu /data/local/tmp/edgekit/" in ran and "taskset f0" in ran
+    r = runner.invoke(app, ["profile", onnx_b0.artifact_dir, "--device", "s8gen1", "--delegate", "npu"])
+    one_line_error(r, "--delegate 'npu' is not one of: cpu")

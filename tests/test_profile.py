@@ -1,6 +1,8 @@
 """Profiling: the benchmark_model parser on verbatim output, the host harness, and phones through the
 real `adb` client talking to a virtual device (tests/virtual_adbd.py) over loopback TCP."""
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -9,10 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import one_line_error
 from edgekit.android_harness import benchmark_output
 from edgekit.android_harness.host_benchmark import write_launcher
-from edgekit.profile import append_result, read_results
+from edgekit.artifacts import sha256
 from edgekit.cli import app
+from edgekit.export import ExportOptions, export
+from edgekit.profile import append_result, read_results
 
 runner = CliRunner()
 
@@ -308,3 +313,107 @@ def test_sweep_on_a_phone_draws_the_papers_points(artifact, connect, harness, tm
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["rows"][0]["profiled"] == "from results.jsonl"
     assert len(read_results(out / "results.jsonl")) == 1
+
+
+def test_an_artifact_that_is_not_profiled_does_not_stop_the_others(b0_fp32, onnx_b0, tmp_path):
+    _, tflite = b0_fp32
+    coreml = export(ExportOptions("b0-cls", "coreml", "fp32", "64", output=tmp_path / "c"))  # an iPhone's
+    results = tmp_path / "r.jsonl"
+    r = runner.invoke(app, ["profile", coreml.artifact_dir, tflite.artifact_dir, onnx_b0.artifact_dir, "--runs", "2",
+                            "--warmup", "0", "--results", str(results), "--json"])
+    one_line_error(r, "1 of the artifacts named was not profiled")
+    assert "is an artifact of the coreml target, which is not profiled" in r.stderr and "a coreml" not in r.stderr
+    tflite_rec, onnx_rec, skipped = json.loads(r.stdout)
+    assert tflite_rec["target"] == "tflite" and tflite_rec["median_ms"] > 0 and skipped["target"] == "coreml"
+    # ONNX artifacts are profiled too: onnxruntime_perf_test's host stand-in, the CPU execution provider
+    assert onnx_rec["harness"] == "onnxruntime_perf_test" and onnx_rec["delegate"] == "cpu" and onnx_rec["median_ms"]
+    assert [json.loads(line)["target"] for line in results.read_text().splitlines()] == ["tflite", "onnx"]
+    # named alone: one line, nothing recorded
+    r = runner.invoke(app, ["profile", coreml.artifact_dir, "--results", str(tmp_path / "other.jsonl")])
+    one_line_error(r, "is an artifact of the coreml target, which is not profiled")
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_noisy_runs_are_called_noisy(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import edgekit.report as report
+    from edgekit.profile import _noisy
+
+    assert _noisy({"mean_ms": 240.0, "std_ms": 103.0}) and not _noisy({"mean_ms": 240.0, "std_ms": 4.0})
+    assert not _noisy({"mean_ms": None, "std_ms": None})
+    record = {"variant": "b0-seg", "resolution": [512, 1024], "target": "tflite", "precision": "fp32",
+              "device": {"serial": None, "profile": "host"}, "delegate": "cpu", "threads": 2, "init_ms": 5.0,
+              "median_ms": 240.0, "mean_ms": 240.0, "std_ms": 103.0, "p90_ms": 400.0, "peak_memory_mb": 80.0,
+              "harness": "benchmark_model", "delegate_nodes": {"replaced": 1, "total": 1, "partitions": 1},
+              "paper": None, "vs_paper": None, "random_weights": True, "integrity": "model file as exported",
+              "results_file": None, "artifact": "x/b0", "noisy": True}
+    buffer = io.StringIO()
+    monkeypatch.setattr(report, "console", Console(file=buffer, width=200))
+    report.profile_table([record])
+    assert "b0: noisy runs (240.00 +- 103.00 ms" in buffer.getvalue()
+
+
+def test_profile_refuses_a_changed_model_unless_forced(tflite_b0, tmp_path):
+    copy = tmp_path / tflite_b0.name
+    shutil.copytree(tflite_b0, copy)
+    data = bytearray((copy / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one weight
+    (copy / "model.tflite").write_bytes(bytes(data))
+    results = tmp_path / "r.jsonl"
+    args = ["profile", str(copy), "--device", "host", "--runs", "2", "--warmup", "0", "--results", str(results)]
+    one_line_error(runner.invoke(app, args), "does not match the sha256 in its manifest")
+    assert not results.exists()
+    r = runner.invoke(app, [*args, "--force"])
+    assert r.exit_code == 0, r.output
+    (record,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert record["sha256"] == sha256(copy / "model.tflite") != record["manifest_sha256"]
+    assert record["manifest_sha256"] == json.loads((copy / "edgekit.json").read_text())["sha256"]
+    assert "changed since export" in record["integrity"] and "measured anyway" in r.stdout
+
+
+def test_results_go_next_to_the_artifacts_and_failures_keep_the_measurement(tflite_b0, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder = tmp_path / "arts"
+    shutil.copytree(tflite_b0, folder / tflite_b0.name)
+    monkeypatch.chdir(elsewhere)
+    r = runner.invoke(app, ["profile", str(folder / tflite_b0.name), "--runs", "2", "--warmup", "0"])
+    assert r.exit_code == 0, r.output
+    assert (folder / "results.jsonl").is_file() and list(elsewhere.iterdir()) == []
+    assert f"results appended to {folder / 'results.jsonl'}" in r.stdout.replace("\n", "")
+
+    # a results path that is a folder: refused before anything runs
+    one_line_error(runner.invoke(app, ["profile", str(folder), "--results", str(elsewhere)]), "is a folder")
+
+    # the write fails after the measurement: the measurement is printed, the reason said, exit 1
+    from edgekit import profile as profiler
+
+    def full_disk(path, record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(profiler, "append_result", full_disk)
+    r = runner.invoke(app, ["profile", str(folder), "--runs", "2", "--warmup", "0", "--json"])
+    assert r.exit_code == 1 and "No space left on device" in r.stderr
+    (record,) = json.loads(r.stdout)
+    assert record["median_ms"] > 0 and record["results_file"] is None and "only in this output" in record["results_error"]
+
+
+def test_profile_takes_a_folder_of_artifacts(tflite_b0, tmp_path):
+    folder = tmp_path / "arts"
+    shutil.copytree(tflite_b0, folder / tflite_b0.name)
+    r = runner.invoke(app, ["profile", str(folder), "--runs", "2", "--warmup", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [rec["artifact"] for rec in json.loads(r.stdout)] == [str(folder / tflite_b0.name)]
+    one_line_error(runner.invoke(app, ["profile", str(tmp_path / "nope")]), "not found")
+    (tmp_path / "empty").mkdir()
+    one_line_error(runner.invoke(app, ["profile", str(tmp_path / "empty")]), "holds none")
+
+
+def test_threads_must_be_positive(tflite_b0):
+    for value in ("0", "-3"):
+        one_line_error(runner.invoke(app, ["profile", str(tflite_b0), "--threads", value]), "--threads must be at least 1")
+        one_line_error(runner.invoke(app, ["sweep", "--variants", "b0-seg", "--threads", value]),
+                        "--threads must be at least 1")

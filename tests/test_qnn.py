@@ -8,17 +8,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from perf_test_standin import write_launcher
 from typer.testing import CliRunner
+from virtual_adbd import SM8450_PROPS
 
-from edgekit.android_harness import perf_test_output
 from conftest import every_variant_resolution
+from edgekit.android_harness import perf_test_output
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.manifest import read_manifest
-from edgekit.targets.qnn import SPEC as SPEC_QNN
 from edgekit.registry import VARIANTS
-from perf_test_standin import write_launcher
-from virtual_adbd import SM8450_PROPS
+from edgekit.targets.qnn import SPEC as SPEC_QNN
 
 runner = CliRunner()
 
@@ -128,7 +128,7 @@ def test_fp16_b0_seg_compiles_for_two_phones_and_verifies_on_the_simulator(qnn_b
     assert v["sqnr_db_min"] >= 40 and v["agreement_min"] >= 0.99
     other = v["checks"]["devices"]["s8gen3"]
     assert other["sqnr_db_min"] >= 35 and not other["failures"]
-    assert v["tolerance"] == {"sqnr_min_db": 35.0, "pixel_agreement": 0.99}  # the NPU's fp16 bar (issue 21)
+    assert v["tolerance"] == {"sqnr_min_db": 35.0, "pixel_agreement": 0.99}  # the NPU's fp16 bar (docs/npu.md)
     # PyTorch's own fp16 of the same graph, beside the HTP's figure: the hardware's cost is visible
     torch_fp16 = v["checks"]["pytorch_fp16"]
     assert 35 < torch_fp16["sqnr_db_min"] < 90 and torch_fp16["agreement_min"] >= 0.99
@@ -166,7 +166,8 @@ def test_the_quantiser_leaves_constant_nodes_alone(tmp_path):
     from edgekit.reference import source_model
     from edgekit.registry import get_variant, parse_resolution
     from edgekit.targets.onnx import export_onnx, simplify_onnx
-    from edgekit.targets.qnn import SPEC, activation_ranges, cpu_qdq, qdq
+    from edgekit.targets.qnn import SPEC
+    from edgekit.targets.qnn.qdq import activation_ranges, cpu_qdq, qdq
 
     variant = get_variant("b0-seg")
     size = parse_resolution("64x128", variant)
@@ -196,7 +197,8 @@ def test_attention_nodes_are_found_by_module(tmp_path):
     from edgekit.reference import source_model
     from edgekit.registry import get_variant, parse_resolution
     from edgekit.targets.onnx import export_onnx, simplify_onnx
-    from edgekit.targets.qnn import SPEC, _dynamic_matmuls, _module_path, _nodes_under
+    from edgekit.targets.qnn import SPEC
+    from edgekit.targets.qnn.w8a16 import _dynamic_matmuls, _module_path, _nodes_under
 
     for name, res, blocks in (("b0-seg", "64x128", 4), ("m0-cls", "224", 6)):
         variant = get_variant(name)
@@ -230,9 +232,9 @@ def _htp(culprits: dict[str, float], base: float = 10.0):
     ({"n99": 2.0}, ["n99"], False),  # only the whole graph in fp16 agrees: one round gains < 3 dB, stop
 ])
 def test_the_htp_bisection_finds_the_nodes_to_leave_out(culprits, expected, agreed):
-    """The node search of w8a16 (`bisect_nodes`), on a stand-in agreement: the shortest prefix whose
+    """The node search of w8a16 (`leave_out_nodes`), on a stand-in agreement: the shortest prefix whose
     leaving out agrees, its last node left out, round after round while a round gains."""
-    from edgekit.targets.qnn import AGREEMENT_DB, FOUND, bisect_nodes
+    from edgekit.targets.qnn.w8a16 import AGREEMENT_DB, FOUND, leave_out_nodes
 
     order = [f"n{i}" for i in range(100)]
     measure = _htp(culprits) if agreed else (lambda keep: 40.0 if len(keep) == 100 else _htp(culprits)(keep))
@@ -242,11 +244,11 @@ def test_the_htp_bisection_finds_the_nodes_to_leave_out(culprits, expected, agre
         checks.append(dict(keep))
         return measure(keep)
 
-    left_out, db, rounds = bisect_nodes(order, {}, measure({}), measure, check, 8, lambda _m: None)
+    left_out, db, rounds = leave_out_nodes(order, {}, measure({}), measure, check, 8, lambda _m: None)
     assert list(left_out) == expected and set(left_out.values()) == {FOUND}
     assert rounds == len(checks) == len(expected) and (db >= AGREEMENT_DB) == agreed
     already = {"n37": "kept out before"}  # what is already left out is not searched again
-    left_out, _, _ = bisect_nodes(order, already, 10.0, _htp({"n37": 12.0, "n60": 12.0}),
+    left_out, _, _ = leave_out_nodes(order, already, 10.0, _htp({"n37": 12.0, "n60": 12.0}),
                                   _htp({"n37": 12.0, "n60": 12.0}), 8, lambda _m: None)
     assert left_out == {"n37": "kept out before", "n60": FOUND}
 
@@ -257,7 +259,7 @@ def test_m0_cls_w8a16_leaves_out_the_node_the_htp_computes_wrongly(tmp_path):
     fully quantised graph unlike the QDQ graph itself (ONNX Runtime's CPU); the export finds the node
     by bisection on calibration samples and leaves it out of the quantiser, then verifies on held-out
     photos."""
-    from edgekit.targets.qnn import AGREEMENT_DB, FOUND
+    from edgekit.targets.qnn.w8a16 import AGREEMENT_DB, FOUND
 
     m = export(ExportOptions("m0-cls", "qnn", "w8a16", output=tmp_path))
     w = m.target_info["w8a16"]
@@ -285,7 +287,7 @@ def test_b0_seg_w8a16_leaves_the_attention_out_where_16_bits_break_it(tmp_path):
     (the attention: -1.0 / 12.4 dB on calibration samples); the export leaves the attention blocks out
     of the quantiser (fp16 on the HTP) and verifies the rest at w8a16 (measured 28.4 / 13.7 dB on the
     verification photos, 45 s)."""
-    from edgekit.targets.qnn import ATTENTION
+    from edgekit.targets.qnn.w8a16 import ATTENTION
 
     m = export(ExportOptions("b0-seg", "qnn", "w8a16", "512x1024", output=tmp_path))
     w = m.target_info["w8a16"]

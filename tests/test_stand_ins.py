@@ -61,7 +61,7 @@ def test_cross_layer_equalization_is_exact_and_undoes_the_spread():
     from edgekit.deploy.equalization import cross_layer_equalization, equalization_pairs
     from edgekit.reference import run_images
     from edgekit.targets import get_target
-    from edgekit.targets.tflite import TFLiteOptions
+    from edgekit.targets.tflite.options import TFLiteOptions
 
     v = get_variant("m0-cls")
     size = parse_resolution("224", v)

@@ -1,7 +1,10 @@
 """`edgekit sweep`: a real grid (exports + host harness), killed mid-way and resumed, and its picture."""
 
+from __future__ import annotations
+
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,3 +146,15 @@ def test_a_phone_sweep_checks_the_phone_before_exporting(tmp_path, monkeypatch):
     result = runner.invoke(app, ["sweep", "--variants", "b0-seg", "--device", "s8gen1", "--output", str(out)])
     assert result.exit_code == 1 and "adb not found" in result.stderr
     assert not out.exists()  # nothing exported for a phone that is not there
+
+
+def test_a_sweep_shows_progress_when_its_output_is_not_a_terminal(b0_fp32, tmp_path):
+    _, manifest = b0_fp32
+    shutil.copytree(manifest.artifact_dir, tmp_path / "s" / Path(manifest.artifact_dir).name)  # reused, not exported
+    r = runner.invoke(app, ["sweep", "--variants", "b0-seg", "--resolutions", "128x256", "--runs", "2", "--warmup",
+                            "0", "--output", str(tmp_path / "s"), "--json"])
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("[1/1] b0-seg-cityscapes 128x256 tflite fp32"), lines
+    assert any("profiling" in line for line in lines), lines
+    json.loads(r.stdout)  # stdout stays the JSON

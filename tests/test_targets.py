@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from toy_target import TOY, ToyOptions
 from typer.testing import CliRunner
 
 from edgekit import targets
 from edgekit.cli import app
-from edgekit.export import ExportOptions, export
-from toy_target import TOY, ToyOptions
-
-from edgekit.errors import EdgekitError
 from edgekit.devices import htp_socs
+from edgekit.errors import EdgekitError
+from edgekit.export import ExportOptions, export
 from edgekit.targets.base import device_fields, device_option, option
 
 runner = CliRunner()

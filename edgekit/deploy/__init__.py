@@ -145,6 +145,13 @@ def plan_rewrites(plan: DeployPlan, precision: str, upsample: Upsample | None = 
     return names
 
 
+def deploy_rewrites(spec, precision: str, upsample: Upsample | None = None, options=None) -> list[str]:
+    """The pass names a target's deploy form runs for `precision` (checked), `upsample` and its
+    `options` (TargetSpec.option_passes): what export plans once and make_deploy_form applies."""
+    extra = spec.option_passes(options, precision) if options is not None and spec.option_passes else ()
+    return plan_rewrites(spec.plan, precision, upsample, spec.name, extra)
+
+
 def upsample_of(rewrite_names: list[str]) -> Upsample:
     """The --upsample an artifact was exported with, from the rewrites its manifest records (the
     inverse of plan_rewrites' upsample choice)."""
@@ -162,10 +169,12 @@ def make_deploy_form(
     keep_stages: bool = False,
     calibration=None,
     options=None,
+    rewrites: list[str] | None = None,
 ) -> DeployForm:
     """Apply the target's passes (`spec`: its edgekit.targets.TargetSpec, from the table) in order to a
     copy of `model`, which is left untouched. `calibration` (N, 3, H, W) images are needed by int8 plans
-    only; `options` (the target's options) may ask for more passes (TargetSpec.option_passes). The deploy
+    only; `options` (the target's options) may ask for more passes (TargetSpec.option_passes);
+    `rewrites`: the pass names when the caller planned them already (deploy_rewrites). The deploy
     passes sit below the targets: this module never imports the table."""
     import copy
 
@@ -174,8 +183,7 @@ def make_deploy_form(
     from edgekit.deploy.passes import PASSES
 
     precision = spec.check_precision(precision or spec.default_precision)
-    extra = spec.option_passes(options, precision) if options is not None and spec.option_passes else ()
-    names = plan_rewrites(spec.plan, precision, upsample, spec.name, extra)
+    names = rewrites if rewrites is not None else deploy_rewrites(spec, precision, upsample, options)
     current = copy.deepcopy(model).eval()
     form = DeployForm(current, resolution, spec.name)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""int8 recipes (issue 14): the per-op sensitivity analysis and keeping the most costly ops float."""
+"""The TFLite target's int8: keeping the most costly ops float, the per-op sensitivity analysis, and the
+recipe search at export time (held-out calibration photos, a labelled set, the exact equalisation)."""
 
 import json
 
@@ -8,7 +9,7 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
-from edgekit.int8_search import EQUALIZED
+from edgekit.int8.search import EQUALIZED
 
 runner = CliRunner()
 
@@ -74,85 +75,6 @@ def test_inspect_quantization_ranks_ops_on_held_out_photos():
     assert table.exit_code == 0 and "most costly" in table.stdout and "full int8" in table.stdout
     r = runner.invoke(app, ["inspect", "b0-seg", "-t", "onnx", "--quantization"])
     assert r.exit_code == 1 and "--quantization is not available for onnx" in r.stderr
-
-
-def test_the_folds_judge_every_image_with_a_model_not_calibrated_on_it():
-    from edgekit.errors import EdgekitError
-    from edgekit.int8_search import folds
-
-    # samples 0-3 the photos, 4-7 crops of photos 0-3 in turn: one photo per fold
-    assert folds(8, 4) == [([1, 2, 3, 5, 6, 7], [0, 4]), ([0, 2, 3, 4, 6, 7], [1, 5]),
-                           ([0, 1, 3, 4, 5, 7], [2, 6]), ([0, 1, 2, 4, 5, 6], [3, 7])]
-    split = folds(16, 8)  # 8 images in 4 folds of 2
-    assert len(split) == 4 and split[1][1] == [1, 5, 9, 13]
-    for fit, judge in split:
-        assert not {j % 8 for j in fit} & {j % 8 for j in judge}  # whole images out, crops included
-    assert sorted(j for _, judge in split for j in judge) == list(range(16))  # each sample judged once
-    assert folds(6, 3)[2] == ([0, 1, 3, 4], [2, 5])
-    with pytest.raises(EdgekitError, match="at least 2 distinct calibration images"):
-        folds(4, 1)
-
-
-def test_parse_goal_refusals():
-    from edgekit.errors import EdgekitError
-    from edgekit.int8_search import parse_goal
-
-    assert parse_goal("30,22.5").min_db == 22.5
-    for bad in ("25", "a,b", "20,25"):
-        with pytest.raises(EdgekitError, match="--int8-goal"):
-            parse_goal(bad)
-
-
-def _search(quality, budget=1e9):
-    """A Search whose models are k (ops kept float) and whose SQNR is quality(k)."""
-    from edgekit.int8_search import Goal, Search
-
-    built = []
-    s = Search(Goal(25, 20), budget, lambda k: {"sqnr_db_median": quality(k), "sqnr_db_min": quality(k) - 1,
-                                               "agreement": 1.0, "agreement_min": 1.0, "agreement_kind": "x",
-                                               "median_ms": 1.0 + k / 100}, float_ms=2.0)
-    s.try_recipe("full int8", {"keep_float": 0}, lambda: built.append(0) or 0)
-    s.bisect(100, str, lambda k: {"keep_float": k}, lambda k: built.append(k) or k)
-    return s, built
-
-
-def test_bisection_finds_the_fewest_ops_kept_float():
-    s, built = _search(lambda k: 10 + k / 2)  # meets 25/20 from k = 30 (median 25, min 24)
-    chosen = s.choice()
-    assert chosen["options"] == {"keep_float": 30} and chosen["meets_goal"]
-    assert len(built) <= 2 + 7 and built[:2] == [0, 100]  # full int8, all float, then halving
-    assert chosen["speedup_over_float"] == pytest.approx(2.0 / 1.30, abs=1e-3)
-    s, _ = _search(lambda k: 10.0)  # nothing helps: all float fails too, so the bisection stops there
-    chosen = s.choice()
-    assert len(s.trials) == 2 and not chosen["meets_goal"]
-    s, _ = _search(lambda k: 10 + k, budget=-1)  # out of time before the first build
-    assert not s.trials and s.skipped[0]["recipe"] == "full int8"
-
-
-def test_a_recipe_the_runtime_refuses_is_recorded_and_the_bisection_goes_shorter():
-    """RecipeFailed (ExecuTorch: XNNPACK refuses some float/int8 mixes at run time): the recipe is
-    listed as skipped with why, counts as missing the goal, and a refused top of the bisection is
-    halved until one runs."""
-    from edgekit.errors import EdgekitError
-    from edgekit.int8_search import Goal, RecipeFailed, Search
-
-    def measure(k):
-        if k > 30:
-            raise RecipeFailed("the runtime did not run it")
-        q = 10 + k
-        return {"sqnr_db_median": q, "sqnr_db_min": q - 1, "agreement": 1.0, "agreement_min": 1.0,
-                "agreement_kind": "x", "median_ms": 1.0}
-
-    s = Search(Goal(25, 20), 1e9, measure, float_ms=2.0)
-    s.try_recipe("full int8", {"keep_float": 0}, lambda: 0)
-    s.bisect(100, lambda k: f"k={k}", lambda k: {"keep_float": k}, lambda k: k)
-    assert [t["recipe"] for t in s.skipped] == ["k=100", "k=50"]
-    assert "failed: the runtime did not run it" in s.skipped[0]["why"]
-    assert s.choice()["options"] == {"keep_float": 15}  # meets from k = 15 (median 25, min 24)
-    refused = Search(Goal(25, 20), 1e9, lambda k: measure(99), float_ms=2.0)
-    refused.try_recipe("full int8", {"keep_float": 0}, lambda: 0)
-    with pytest.raises(EdgekitError, match="ran no recipe within its budget .*full int8: failed"):
-        refused.choice()
 
 
 def test_export_searches_the_int8_recipe_on_held_out_calibration_photos(tmp_path):

@@ -2,14 +2,16 @@
 LinearQuantizer): which layers and blocks cost most when quantised (`ranking`: each layer's own int8
 input, per tensor with min/max ranges, and int8 weights, per output channel, judged at its output;
 `block_ranking`: grouped into the residual blocks kept float together), and the recipe search those
-targets run on it (`search_torch_model`, the recipe order of edgekit.int8_search.run_recipes). The
+targets run on it (`search_torch_model`, the recipe order of edgekit.int8.search.run_recipes). The
 target supplies only how to quantise and how to run. Imports no torch at module level (the target
 table imports this)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -173,15 +175,55 @@ class TorchSearch:
             "equalized": f["equalized"], "search": f["search"]}
 
 
-def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, task: str, judge, goal, budget_s: float,
-                       progress, quantize, run, float_ms: float | None, no_int16: str) -> TorchSearch:
-    """The int8 recipe search (edgekit.int8_search.run_recipes) of a target quantising a torch model:
-    each recipe is `quantize(model, samples, keep)` calibrated on every second calibration image and
-    judged on the others' samples (one split: `holdout`) against the float deploy form, through
-    `run(built)` (a function of images to outputs; it raises RecipeFailed where the runtime refuses);
-    timed beside `float_ms` unless that is None (no runtime here). The keep-float unit is the residual
-    block (`block_ranking`), the ranking measured on the calibration half's samples."""
-    from edgekit.int8_search import (
+@dataclass(frozen=True)
+class TorchSearchRequest:
+    """What a torch-side search works on, from the export's job (targets.base.ConvertJob): the deploy
+    form, its calibration samples (and how many distinct images they came from), the goal (the
+    labelled set's metric when `judge` is given) and the time budget."""
+
+    deploy: object
+    size: tuple[int, int]
+    calibration: np.ndarray
+    originals: int
+    task: str
+    goal: object
+    budget_s: float
+    judge: object = None
+    progress: Callable[[str], None] = lambda _m: None
+
+    @classmethod
+    def of(cls, job) -> TorchSearchRequest:
+        from edgekit.int8.search import parse_goal
+
+        judge = job.task_judge
+        return cls(job.deploy, job.size, job.calibration, job.calibration_originals, job.variant.task,
+                   parse_goal(job.options.int8_goal) if judge is None else judge.goal, job.options.search_budget,
+                   judge, job.progress)
+
+
+class TorchRecipes(Protocol):
+    """What a target quantising a torch model gives the search: how to quantise a recipe, how to run
+    what that built, the float program's time on this host (None: its runtime does not run here)
+    and why it offers no 16-bit activations."""
+
+    float_ms: float | None
+    no_int16: str
+
+    def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> object: ...
+
+    def run(self, built) -> Callable[[np.ndarray], np.ndarray]:
+        """A function of images to outputs; it raises RecipeFailed where the runtime refuses the recipe."""
+
+
+def search_torch_model(request: TorchSearchRequest, recipes: TorchRecipes) -> TorchSearch:
+    """The int8 recipe search (edgekit.int8.search.run_recipes) of a target quantising a torch model:
+    each recipe quantised on every second calibration image and judged on the others' samples (one
+    split: `holdout`) against the float deploy form, through `recipes.run`; timed beside the float
+    program where it runs here. The keep-float unit is the residual block (`block_ranking`), the
+    ranking measured on the calibration half's samples."""
+    deploy, size, calibration, originals = request.deploy, request.size, request.calibration, request.originals
+    task, judge, progress, float_ms = request.task, request.judge, request.progress, recipes.float_ms
+    from edgekit.int8.search import (
         Search,
         equalized_text,
         holdout,
@@ -211,7 +253,7 @@ def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, ta
         return on_fit[prefix]
 
     def measure(built) -> dict:
-        outputs = run(built)
+        outputs = recipes.run(built)
         c = compare(reference, outputs(calibration[judged]), task)
         m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min", "agreement_kind")}
         m["median_ms"] = median_ms(lambda: outputs(calibration[:1])) if float_ms is not None else None
@@ -222,10 +264,10 @@ def search_torch_model(deploy, size, calibration: np.ndarray, originals: int, ta
         base = model_of(prefix)
         return block_ranking(base, ranking(base, calibration[fit][:RANKING_SAMPLES]))
 
-    search = Search(goal, budget_s, measure, float_ms, progress)
+    search = Search(request.goal, request.budget_s, measure, float_ms, progress)
     chosen, prefix, order = run_recipes(
-        search, lambda prefix, keep: quantize(model_of(prefix), calibration[fit], keep),
-        equalize if isinstance(equalize, str) else lambda: None, rank, "blocks", no_int16)
+        search, lambda prefix, keep: recipes.quantize(model_of(prefix), calibration[fit], keep),
+        equalize if isinstance(equalize, str) else lambda: None, rank, "blocks", recipes.no_int16)
     k = chosen["options"]["keep_float"]
     kept = order[:k] if order else []
     split = (f"the {len(judged)} samples of every second calibration image (of {originals}), each recipe "

@@ -84,6 +84,25 @@ def parse_goal(text: str) -> Goal:
     return Goal(median, minimum)
 
 
+def validate_int8_search(precision: str, options, int8: str = "int8") -> None:
+    """The checks every searching target makes of --keep-float, --int8-goal and --search-budget."""
+    if options.keep_float is not None and precision != int8:
+        raise EdgekitError(f"--keep-float needs --precision {int8} (it chooses which int8 ops stay float)")
+    if options.keep_float is not None and options.keep_float < 0:
+        raise EdgekitError(f"--keep-float must be 0 or more (got {options.keep_float})")
+    if precision == int8:
+        parse_goal(options.int8_goal)
+        if options.search_budget <= 0:
+            raise EdgekitError(f"--search-budget must be positive seconds (got {options.search_budget:g})")
+
+
+def check_search_calibration(precision: str, options, calibration, int8: str = "int8") -> None:
+    """A searching target's calibration check: the search's held-out photos need two distinct
+    calibration images, refused before any work."""
+    if precision == int8 and options.keep_float is None:
+        folds(len(calibration.data), calibration.originals)
+
+
 def folds(samples: int, originals: int, most: int = MAX_FOLDS) -> list[tuple[list[int], list[int]]]:
     """Leave-images-out cross-validation: (calibrate-on, judge-on) sample indices per fold. Sample j was
     made from original image j % originals (calibration/sources.py: the originals first, then seeded crops
@@ -104,6 +123,19 @@ def holdout(samples: int, originals: int) -> tuple[list[int], list[int]]:
     to XNNPACK: about a minute at 128x256 here): (calibrate-on, judge-on), the images dealt into two
     halves, the odd ones judged by a model calibrated on the even ones'."""
     return folds(samples, originals, most=2)[1]
+
+
+def bisect(lo: int, hi: int, passes: Callable[[int], bool | None]) -> int:
+    """The smallest k in (lo, hi] with `passes(k)`, given that lo fails, hi passes and passing is
+    monotone in k (keeping more float, leaving more out): log2(hi - lo) calls. `passes` returning
+    None (out of budget) ends the search at the best k so far."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        verdict = passes(mid)
+        if verdict is None:
+            break
+        lo, hi = (lo, mid) if verdict else (mid, hi)
+    return hi
 
 
 class RecipeFailed(EdgekitError):
@@ -160,28 +192,26 @@ class Search:
                       f"{'meets' if trial['meets_goal'] else 'below'} the goal ({self.goal})")
         return trial
 
-    def bisect(self, n: int, recipe_of: Callable[[int], str], options_of: Callable[[int], dict],
-               build: Callable[[int], object]) -> dict | None:
+    def fewest_kept(self, n: int, recipe_of: Callable[[int], str], options_of: Callable[[int], dict],
+                    build: Callable[[int], object]) -> dict | None:
         """The smallest k in 1..n whose recipe meets the goal, assuming k = 0 did not: k = n first
-        (if that misses, no k will; if it does not run, n halved until one runs), then halving the
-        bracket. Returns that trial, or None."""
+        (if that misses, no k will; if it does not run, n halved until one runs), then `bisect`.
+        Returns that trial, or None."""
         top = self.try_recipe(recipe_of(n), options_of(n), lambda: build(n))
         while top is not None and top.get("failed") and n > 1:  # the runtime refused it: a shorter prefix
             n //= 2
             top = self.try_recipe(recipe_of(n), options_of(n), lambda k=n: build(k))
         if top is None or not top["meets_goal"]:
             return None
-        lo, hi, best = 0, n, top
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            trial = self.try_recipe(recipe_of(mid), options_of(mid), lambda m=mid: build(m))
-            if trial is None:
-                break
-            if trial["meets_goal"]:
-                hi, best = mid, trial
-            else:
-                lo = mid
-        return best
+        found = {n: top}
+
+        def meets(k: int) -> bool | None:
+            trial = self.try_recipe(recipe_of(k), options_of(k), lambda: build(k))
+            if trial is not None:
+                found[k] = trial
+            return None if trial is None else trial["meets_goal"]
+
+        return found[bisect(0, n, meets)]
 
     def choice(self) -> dict:
         """The first recipe (in the target's order: fastest expected first) that met the goal; when none
@@ -238,7 +268,7 @@ def run_recipes(search: Search, build: Callable[[str, tuple[str, ...]], object],
                             f"the {search.budget_s:g} s search budget was spent (before or while ranking)")
             else:
                 order[prefix] = ranked
-                search.bisect(len(ranked), lambda k: f"{prefix}the {k} most costly {unit} float",
+                search.fewest_kept(len(ranked), lambda k: f"{prefix}the {k} most costly {unit} float",
                               lambda k: {"keep_float": k, "equalized": bool(prefix)},
                               lambda k: build(prefix, tuple(n["node"] for n in ranked[:k])))
         search.skip("16-bit activations", no_int16)

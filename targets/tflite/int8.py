@@ -1,0 +1,318 @@
+"""TFLite int8 from onnx2tf's SavedModel with TFLiteConverter and edgekit's own calibration data:
+what stays float and why, calibration once and quantisation from it with any ops kept float, each
+op's quantisation cost, and the target's side of the int8 recipe search (edgekit.int8.search).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, first_line
+from edgekit.int8.search import EQUALIZED
+from edgekit.targets.base import QuantizationJob
+from edgekit.targets.tflite.options import Layout, Precision
+from edgekit.targets.tflite.runner import TFLiteRunner
+from edgekit.targets.tflite.savedmodel import _sample_nhwc01, run_onnx2tf
+
+
+def _representative(calibration_nchw: np.ndarray, layout: Layout):
+    def gen():
+        for x in calibration_nchw:
+            sample = x[None] if layout is Layout.NCHW else x.transpose(1, 2, 0)[None]
+            yield [np.ascontiguousarray(sample, dtype=np.float32)]
+
+    return gen
+
+
+# What stays float in an `int8` model (docs/int8.md, "What TFLite int8 keeps float", has the figures):
+# the attention core, whose normaliser and token sums one per-tensor int8 scale cannot carry;
+INT8_ATTENTION_FLOAT_OPS = ("BATCH_MATMUL", "DIV", "SUM", "MAXIMUM", "SOFTMAX")
+# ops XNNPACK has no int8 kernel for, which would otherwise cut the graph into CPU-reference islands;
+INT8_XNNPACK_FLOAT_OPS = ("HARD_SWISH", "RELU", "RSQRT", "SQUARED_DIFFERENCE", "SUB")
+INT8_FLOAT_OPS = INT8_ATTENTION_FLOAT_OPS + INT8_XNNPACK_FLOAT_OPS
+# and LayerNorm by node name (onnx2tf names its ops layer_normalization/...), costly on one photo at a time.
+INT8_FLOAT_NODES = ("layer_normalization",)
+SENSITIVITY_SAMPLES = 4  # calibration samples (the original photos come first) the ranking is measured on
+
+
+SENSITIVITY_RECORDED = 20  # the most costly ops listed in the manifest
+
+
+def _converter(saved_model: Path, calibration_nchw: np.ndarray | None, layout: Layout):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if calibration_nchw is not None:
+        converter.representative_dataset = _representative(calibration_nchw, layout)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _conversion_failed(precision: str, e: Exception) -> EdgekitError:
+    # the converter raises ConverterError/RuntimeError with multi-line logs
+    return EdgekitError(f"TFLite {precision} conversion failed: {first_line(e)}", log=str(e))
+
+
+def calibrate(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout) -> bytes:
+    """The float model with each tensor's calibrated min/max (TFLiteConverter's calibration step,
+    the one QuantizationDebugger uses): quantised from it with any set of ops kept float, without
+    calibrating again."""
+    converter = _converter(saved_model, calibration_nchw, layout)
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - the public debugger does the same
+    try:
+        return converter.convert()
+    except Exception as e:
+        raise _conversion_failed("int8 calibration", e) from e
+
+
+def quantize_calibrated(calibrated: bytes, keep_float: tuple[str, ...] = ()) -> bytes:
+    """Full int8 from a calibrated model: INT8_FLOAT_OPS, the INT8_FLOAT_NODES and the nodes named in
+    `keep_float` (op output tensor names) stay float, everything else int8 with per-tensor activations."""
+    from tensorflow.lite.python import convert as tf_convert
+
+    structural = [n["node"] for n in _nodes(calibrated) if any(p in n["node"] for p in INT8_FLOAT_NODES)]
+    try:
+        return tf_convert.mlir_quantize(calibrated, denylisted_ops=list(INT8_FLOAT_OPS),
+                                        denylisted_nodes=[*structural, *keep_float])
+    except Exception as e:
+        raise _conversion_failed("int8", e) from e
+
+
+def quantizable_nodes(calibrated: bytes) -> list[dict]:
+    """The ops a full-int8 model quantises, in graph order: op type, output tensor name and shape."""
+    return [n for n in _nodes(calibrated) if not any(p in n["node"] for p in INT8_FLOAT_NODES)]
+
+
+def _nodes(calibrated: bytes) -> list[dict]:
+    """Every op not kept float by type (INT8_FLOAT_OPS), with its output tensor name and shape."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=calibrated)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    nodes = []
+    for op in interp._get_ops_details():  # noqa: SLF001 - no public API
+        if op["op_name"] in INT8_FLOAT_OPS or op["op_name"] in ("QUANTIZE", "DEQUANTIZE") or not op["outputs"]:
+            continue
+        out = tensors[op["outputs"][0]]
+        nodes.append({"node": out["name"], "op": op["op_name"], "index": int(op["index"]),
+                      "shape": [int(d) for d in out["shape"]]})
+    return nodes
+
+
+def sensitivity(calibrated: bytes, images_nchw: np.ndarray, task: str, progress=lambda _m: None,
+                stop=lambda: False) -> list[dict] | None:
+    """Each quantisable op int8 alone (everything else float), most costly first (by its worst image:
+    an op that is harmless on most photos can still ruin one): the SQNR of the model's output against
+    the calibrated float model itself on `images_nchw`, so the number is the cost of that op's
+    quantisation and nothing else. None if `stop()` turns true on the way (a search out of time)."""
+    from edgekit.metrics import compare
+
+    reference = TFLiteRunner(content=calibrated).run(images_nchw)  # in the model's own layout: SQNR only
+    nodes = quantizable_nodes(calibrated)
+    names = [n["node"] for n in nodes]
+    found = []
+    for i, node in enumerate(nodes, 1):
+        if stop():
+            return None
+        progress(f"int8 sensitivity: op {i}/{len(nodes)} ({node['op']})")
+        alone = quantize_calibrated(calibrated, tuple(n for n in names if n != node["node"]))
+        result = compare(reference, TFLiteRunner(content=alone).run(images_nchw, reference.shape), task)
+        found.append({**node, "sqnr_db": result["sqnr_db_median"], "sqnr_db_min": result["sqnr_db_min"]})
+    return sorted(found, key=lambda n: (n["sqnr_db_min"], n["sqnr_db"]))
+
+
+@dataclass(frozen=True)
+class Int8Request:
+    """What an int8 conversion is asked for: a fixed number of ops kept float (--keep-float), or
+    (keep_float None) a recipe search against `goal` within `budget_s`; `originals`: how many distinct
+    images the calibration samples came from (the search holds some out)."""
+
+    keep_float: int | None = 0
+    goal: object = None  # edgekit.int8.search.Goal
+    budget_s: float = 900.0
+    originals: int = 0
+    int8_io: bool = False
+    task: str = "seg"
+    judge: object = None  # edgekit.int8.search.TaskJudge: the labelled set's metric is the goal instead
+    # the search's equalisation recipe: a callable making the SavedModel of the deploy form with the
+    # exact FFN equalisation, or why there is none (a str)
+    equalized: object = "not offered"
+
+
+def _recipe(keep_float: int, kept: list[dict], ranked: list[dict] | None, measured_on: str) -> dict:
+    return {"activations": "int8 per tensor, calibrated min/max", "weights": "int8 per channel",
+            "float_ops": list(INT8_FLOAT_OPS), "float_nodes": list(INT8_FLOAT_NODES), "keep_float": keep_float,
+            "kept_float": kept,
+            "sensitivity": None if ranked is None else {"measured_on": measured_on,
+                                                        "most_costly": ranked[:SENSITIVITY_RECORDED]}}
+
+
+def _fixed_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
+                progress) -> tuple[bytes, dict]:
+    calibrated = calibrate(saved_model, calibration_nchw, layout)
+    kept, ranked = [], None
+    photos = calibration_nchw[:SENSITIVITY_SAMPLES]
+    if request.keep_float:
+        ranked = sensitivity(calibrated, photos, request.task, progress)
+        kept = ranked[:request.keep_float]
+    model = quantize_calibrated(calibrated, tuple(n["node"] for n in kept))
+    return model, {**_recipe(request.keep_float, kept, ranked, f"the first {len(photos)} calibration samples"),
+                   "chosen_by": "--keep-float"}
+
+
+# 16-bit activations: TFLite's int16x8 mode exists, but XNNPACK (the CPU runtime this target ships and
+# is timed with) has only 8-bit quantised kernels, so such a model would leave XNNPACK: not a fast recipe here.
+NO_INT16_HERE = "XNNPACK, this target's CPU runtime, has no 16-bit activation kernels (w8a16 is the NPU's: --target qnn)"
+
+
+@dataclass
+class _Base:
+    """One float graph the search quantises: calibrated on all samples, and once per fold."""
+
+    calibrated: bytes
+    per_fold: list[bytes]
+
+
+def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, splits) -> _Base:
+    return _Base(calibrate(saved_model, calibration_nchw, layout),
+                 [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits])
+
+
+def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
+                progress) -> tuple[bytes, dict]:
+    """The recipe search (edgekit.int8.search) on these weights: full int8; the same on the deploy form
+    cross-layer equalised (exact; where the graph allows a pair); then, on whichever of the two
+    did better, the fewest most-costly ops kept float (bisection on the sensitivity ranking). Each recipe
+    is judged by leave-images-out cross-validation over the calibration images (int8_search.folds)
+    against the float graph, or with a labelled set by its task metric; the artifact is the chosen
+    recipe calibrated on all the samples."""
+    from edgekit.int8.search import (
+        Search,
+        equalized_text,
+        folds,
+        judged_on,
+        median_ms,
+        run_recipes,
+        task_fields,
+    )
+    from edgekit.metrics import compare
+
+    splits = folds(len(calibration_nchw), request.originals)
+    progress(f"int8 search: calibrating on all {len(calibration_nchw)} samples, then {len(splits)} times "
+             f"without the images each fold judges")
+    plain = _calibrated_base(saved_model, calibration_nchw, layout, splits)
+    float_runner = TFLiteRunner(content=plain.calibrated)
+    reference = float_runner.run(calibration_nchw)  # the float graph: calibration ranges do not change it
+
+    judge = request.judge  # with a labelled set: its metric, of the model calibrated on all samples
+    if judge is not None:
+        progress(f"int8 search: scoring the float graph on the {judge.goal.images} labelled images")
+        float_metric = judge.score(float_runner.run).value()
+
+    def build(base: _Base, keep: tuple[str, ...]) -> tuple[list[bytes], bytes | None]:
+        return ([quantize_calibrated(c, keep) for c in base.per_fold],
+                None if judge is None else quantize_calibrated(base.calibrated, keep))
+
+    def measure(built: tuple[list[bytes], bytes | None]) -> dict:
+        models, whole = built
+        outputs = np.empty_like(reference)
+        for model, (_, judged) in zip(models, splits, strict=True):
+            outputs[judged] = TFLiteRunner(content=model).run(calibration_nchw[judged], reference.shape)
+        c = compare(reference, outputs, request.task)
+        timed = TFLiteRunner(content=models[0])
+        ms = median_ms(lambda: timed.run(calibration_nchw[:1], reference.shape))
+        m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min",
+                               "agreement_kind")} | {"median_ms": ms}
+        return m | (task_fields(judge, TFLiteRunner(content=whole).run, float_metric) if judge else {})
+
+    search = Search(request.goal if judge is None else judge.goal, request.budget_s, measure,
+                    median_ms(lambda: float_runner.run(calibration_nchw[:1], reference.shape)), progress)
+    bases = {"": plain}
+
+    def prepare_equalized() -> None:
+        progress("int8 search: converting the deploy form cross-layer equalised")
+        bases[EQUALIZED] = _calibrated_base(request.equalized(), calibration_nchw, layout, splits)
+
+    def rank(prefix: str) -> list[dict] | None:
+        progress("int8 search: ranking the ops by the cost of their quantisation")
+        return sensitivity(bases[prefix].calibrated, calibration_nchw[:SENSITIVITY_SAMPLES], request.task, progress,
+                           stop=search.out_of_time)
+
+    chosen, prefix, order = run_recipes(
+        search, lambda prefix, keep: build(bases[prefix], keep),
+        request.equalized if isinstance(request.equalized, str) else prepare_equalized, rank, "ops", NO_INT16_HERE)
+    k = chosen["options"]["keep_float"]
+    kept = [] if order is None else order[:k]
+    model = quantize_calibrated(bases[prefix].calibrated, tuple(n["node"] for n in kept))
+    # the ranking only orders the ops (measured on the model calibrated on all images); which k is
+    # enough is judged by the folds
+    recipe = _recipe(k, kept, order, f"the first {min(len(calibration_nchw), SENSITIVITY_SAMPLES)} calibration "
+                     f"samples (the photos themselves), on the model calibrated on all of them")
+    recipe["chosen_by"] = "the recipe search"
+    recipe["equalized"] = equalized_text(len(calibration_nchw)) if prefix else None
+    folds_text = (f"all {len(calibration_nchw)} calibration samples of {request.originals} images, "
+                  f"{len(splits)}-fold: each judged by a model calibrated without its image")
+    recipe["search"] = search.record(
+        chosen, judged_on=judged_on(judge, folds_text),
+        reference="the float graph without equalisation (the calibrated model)",
+        calibrated_on=[len(fit) for fit, _ in splits],
+        artifact=f"the chosen recipe calibrated on all {len(calibration_nchw)} samples (its verification "
+        f"on the verification photos follows)")
+    return model, recipe
+
+
+def quantize(saved_model: Path, precision: Precision, calibration_nchw: np.ndarray | None, layout: Layout,
+             request: Int8Request = Int8Request(), progress=lambda _m: None) -> tuple[bytes, dict]:
+    """TFLiteConverter on onnx2tf's SavedModel: dynamic-range int8; or full int8 with the attention
+    core and XNNPACK-less ops (INT8_FLOAT_OPS) float and, with keep_float > 0, also the ops whose
+    quantisation costs the most on the calibration photos (never the verification ones), or with
+    keep_float None the recipe the search chose. Returns the model and what the recipe did, for the manifest."""
+    if precision is not Precision.INT8:
+        try:
+            return _converter(saved_model, None, layout).convert(), {}
+        except Exception as e:
+            raise _conversion_failed(precision.value, e) from e
+    if request.keep_float is None:
+        model, recipe = search_int8(saved_model, calibration_nchw, layout, request, progress)
+    else:
+        model, recipe = _fixed_int8(saved_model, calibration_nchw, layout, request, progress)
+    if request.int8_io:
+        # The selective path ignores inference_input_type; drop the boundary QUANTIZE/DEQUANTIZE instead.
+        import tensorflow as tf
+        from tensorflow.lite.python.util import modify_model_io_type
+
+        model = modify_model_io_type(model, tf.int8, tf.int8)
+    return model, recipe
+
+
+ANALYSIS_KEEP_FLOAT = (10, 30, 60)  # what keeping the most costly ops float buys, measured in the analysis
+
+
+def _quantization(job: QuantizationJob) -> dict:
+    """The int8 sensitivity of every quantised op on held-out photos, the full-int8 cost, and what
+    keeping the most costly ops float buys (each measured, not added up)."""
+    from edgekit.metrics import compare
+    from edgekit.targets.onnx import INPUT_NAME, export_onnx, simplify_onnx
+
+    job.progress("exporting the int8 deploy form (ONNX, onnx2tf)")
+    onnx_path = simplify_onnx(export_onnx(job.deploy, job.size, job.work / "deploy.onnx"), job.work / "deploy.sim.onnx")
+    saved = run_onnx2tf(onnx_path, job.work, Layout.NHWC, INPUT_NAME, _sample_nhwc01(job.variant.dataset, job.size))
+    job.progress(f"calibrating on {len(job.calibration)} samples")
+    calibrated = calibrate(saved, job.calibration, Layout.NHWC)
+    ranked = sensitivity(calibrated, job.images, job.variant.task, job.progress)
+    reference = TFLiteRunner(content=calibrated).run(job.images)
+    points = []
+    for keep in (0, *(k for k in ANALYSIS_KEEP_FLOAT if k < len(ranked))):
+        job.progress(f"int8 with the {keep} most costly ops float")
+        model = quantize_calibrated(calibrated, tuple(n["node"] for n in ranked[:keep]))
+        c = compare(reference, TFLiteRunner(content=model).run(job.images), job.variant.task)
+        points.append({"keep_float": keep, "sqnr_db_median": c["sqnr_db_median"], "sqnr_db_min": c["sqnr_db_min"]})
+    return {"reference": "the same graph in float (the calibrated model), so only quantisation is measured",
+            "images": list(job.image_names), "ops": ranked, "keep_float": points,
+            "float_ops": [*INT8_FLOAT_OPS, *(f"{n}/*" for n in INT8_FLOAT_NODES)]}
