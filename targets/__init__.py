@@ -1,5 +1,6 @@
-"""The target table: one entry per output format, each declared in its own module (targets/<name>.py,
-installed as edgekit.targets.<name>) as a `TargetSpec` (targets/base.py). `edgekit targets` prints it.
+"""The target table: one entry per output format, each declared in its own module or package
+(targets/<name>.py or targets/<name>/, installed as edgekit.targets.<name>) as a `SPEC`, a
+`TargetSpec` (targets/base.py), and registered here. `edgekit targets` prints it.
 
 Generic code asks `get_target(name)` and never names a target; a name the table does not know is
 a one-line error wherever it comes from (a flag, a manifest). `register` is the one way in: it checks

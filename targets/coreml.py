@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
-from edgekit.int8.search import check_search_calibration, searched_rewrites, validate_int8_search
+from edgekit.int8.recipe import Recipe
+from edgekit.int8.search import check_search_calibration, validate_int8_search
 from edgekit.targets.base import (
     FP16,
     INT8,
@@ -373,8 +374,8 @@ def _convert(job: ConvertJob) -> Converted:
                      labels, metadata)
         model_file = job.out / SPEC.model_file
         ml.save(str(model_file))
-        return Converted(model_file, mil_ops(ml), describe_io(ml), target_info={"int8": recipe} if recipe else {},
-                         torch_model=deploy, searched_rewrites=searched_rewrites(recipe))
+        return Converted(model_file, mil_ops(ml), describe_io(ml), target_info={"int8": recipe.to_json()} if recipe else {},
+                         torch_model=deploy, searched_rewrites=recipe.rewrites if recipe else ())
 
 
 def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
@@ -390,6 +391,7 @@ def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
 
     class Recipes:
         no_int16 = NO_INT16_HERE
+        quantiser = QUANTISER
         float_ms = None  # the CoreML runtime needs macOS: no speed is measured here
 
         def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> nn.Module:
@@ -402,8 +404,8 @@ def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
             return lambda images: run_images(model, images)
 
     found = search_torch_model(TorchSearchRequest.of(job), Recipes())
-    job.progress(f"int8: {found.fields['search']['chosen']}, calibrated on all {len(calibration)} samples")
-    return calibrated_int8(found.model, calibration, found.keep), found.recipe(QUANTISER)
+    job.progress(f"int8: {found.recipe.search['chosen']}, calibrated on all {len(calibration)} samples")
+    return calibrated_int8(found.model, calibration, found.keep), found.recipe
 
 
 @contextlib.contextmanager
@@ -511,19 +513,11 @@ def _compile_mlmodelc(package: Path, folder: Path) -> str:
 
 
 def _describe(manifest) -> list[str]:
-    from edgekit.int8.search import summary_lines
-
     recipe = manifest.target_info.get("int8")
     if not recipe:
         return []
-    n = recipe["keep_float"]
-    lines = [f"int8: {f'the {n} most costly blocks kept float' if n else 'full int8'} ({recipe['chosen_by']}; "
-             f"{recipe['judged_by']})"]
-    if recipe.get("equalized"):
-        lines.append(f"int8: {recipe['equalized']}")
-    if recipe.get("search"):
-        lines += summary_lines(recipe["search"])
-    return lines
+    r = Recipe.from_json(recipe)
+    return r.lines("blocks", r.quantiser["judged_by"])
 
 
 def _check_lines(checks: dict) -> list[str]:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.android_harness.harnesses import Harness, RunSettings, TensorIO
-from edgekit.int8.search import check_search_calibration, searched_rewrites, validate_int8_search
+from edgekit.int8.recipe import Recipe
+from edgekit.int8.search import check_search_calibration, validate_int8_search
 from edgekit.targets.base import (
     FP32_EXACT,
     INT8,
@@ -191,6 +192,7 @@ def _search_int8(job: ConvertJob):
 
     class Recipes:
         no_int16 = NO_INT16_HERE
+        quantiser = QUANTISER
         float_ms = None
 
         def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> bytes:
@@ -212,8 +214,8 @@ def _search_int8(job: ConvertJob):
     recipes = Recipes()
     recipes.float_ms = median_ms(lambda: float_runner.run(calibration[:1]))
     found = search_torch_model(TorchSearchRequest.of(job), recipes)
-    job.progress(f"int8: {found.fields['search']['chosen']}, calibrated on all {len(calibration)} samples")
-    return export_program(found.model, job.size, calibration, found.keep), found.recipe(QUANTISER)
+    job.progress(f"int8: {found.recipe.search['chosen']}, calibrated on all {len(calibration)} samples")
+    return export_program(found.model, job.size, calibration, found.keep), found.recipe
 
 
 def _convert(job: ConvertJob) -> Converted:
@@ -238,28 +240,19 @@ def _convert(job: ConvertJob) -> Converted:
     info = {"executorch": metadata.version("executorch"), "delegation": delegation,
             "quantization": "PT2E, XNNPACKQuantizer: int8 symmetric, per-channel weights" if quantised else None}
     if recipe is not None:
-        info["int8"] = recipe
+        info["int8"] = recipe.to_json()
     return Converted(model_file, ops, io_description(job.size), target_info=info,
-                     searched_rewrites=searched_rewrites(recipe))
+                     searched_rewrites=recipe.rewrites if recipe else ())
 
 
 def _describe(manifest) -> list[str]:
-    from edgekit.int8.search import summary_lines
 
     d = manifest.target_info["delegation"]
     left = ", ".join(f"{n} {op}" for op, n in sorted(d["ops_left_to_portable_kernels"].items())) or "none"
     lines = [f"XNNPACK: {d['ops_in_xnnpack']}/{d['ops_total']} ops in {d['partitions']} partition(s); "
              f"left to portable kernels: {left}"]
     recipe = manifest.target_info.get("int8")
-    if recipe:
-        n = recipe["keep_float"]
-        lines.append(f"int8: {f'the {n} most costly blocks kept float' if n else 'full int8'} "
-                     f"({recipe['chosen_by']})")
-        if recipe.get("equalized"):
-            lines.append(f"int8: {recipe['equalized']}")
-        if recipe.get("search"):
-            lines += summary_lines(recipe["search"])
-    return lines
+    return lines + (Recipe.from_json(recipe).lines("blocks") if recipe else [])
 
 
 def _kotlin_runtime(manifest):

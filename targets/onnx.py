@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgekit.android_harness.harnesses import Harness, RunSettings
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size
-from edgekit.android_harness.harnesses import Harness, RunSettings
 from edgekit.targets.base import (
     FP32_EXACT,
     Converted,

@@ -81,3 +81,70 @@ def test_a_recipe_the_runtime_refuses_is_recorded_and_the_bisection_goes_shorter
     refused.try_recipe("full int8", {"keep_float": 0}, lambda: 0)
     with pytest.raises(EdgekitError, match="ran no recipe within its budget .*full int8: failed"):
         refused.choice()
+
+
+class _StandIn:
+    """edgekit.int8.search.Recipes on stand-in measurements: a recipe's model is (equalized, k), its
+    SQNR quality(equalized, k); every call recorded."""
+
+    unit = "ops"
+    no_int16 = "not here"
+
+    def __init__(self, quality, equalization=None, units=40):
+        self.quality, self.equalization, self.units, self.calls = quality, equalization, units, []
+
+    def build(self, equalized, keep):
+        self.calls.append(("build", equalized, len(keep)))
+        return equalized, len(keep)
+
+    def rank(self, equalized):
+        self.calls.append(("rank", equalized))
+        return [{"node": f"op{i}"} for i in range(self.units)]
+
+    def prepare_equalized(self):
+        self.calls.append(("prepare",))
+
+    def measure(self, built):
+        db = self.quality(*built)
+        return {"sqnr_db_median": db, "sqnr_db_min": db - 1, "agreement": 1.0, "agreement_min": 1.0,
+                "agreement_kind": "x", "median_ms": 1.0}
+
+
+def _run(recipes):
+    from edgekit.int8.search import Goal, Search, run_recipes
+
+    search = Search(Goal(25, 20), 1e9, recipes.measure, 2.0)
+    return search, run_recipes(search, recipes)
+
+
+def test_the_recipe_order_full_int8_then_equalised_then_units_kept_float_on_the_better_graph():
+    # equalisation helps but not enough; on the equalised graph 13 ops kept float meet the goal
+    recipes = _StandIn(lambda eq, k: (18.0 if eq else 15.0) + (10.0 if k >= 13 else 0.0))
+    search, (chosen, equalized, order) = _run(recipes)
+    assert recipes.calls[:4] == [("build", False, 0), ("prepare",), ("build", True, 0), ("rank", True)]
+    assert equalized and chosen["options"] == {"keep_float": 13, "equalized": True} and len(order) == 40
+    assert [s["recipe"] for s in search.skipped] == ["16-bit activations"]
+
+
+def test_an_equalisation_not_offered_is_skipped_with_why_and_full_int8_that_meets_stops_the_search():
+    recipes = _StandIn(lambda eq, k: 10.0 + k, equalization="no pair in this graph")
+    search, (chosen, equalized, _) = _run(recipes)
+    assert ("prepare",) not in recipes.calls and not equalized
+    assert search.skipped[0] == {"recipe": "cross-layer equalised (exact), full int8", "why": "no pair in this graph"}
+    assert chosen["options"]["keep_float"] == 15  # the median 10 + k reaches 25 at k = 15, the worst 9 + k 20 before
+    good = _StandIn(lambda eq, k: 30.0)
+    _, (chosen, _, order) = _run(good)
+    assert good.calls == [("build", False, 0)] and chosen["recipe"] == "full int8" and order is None
+
+
+def test_a_recipe_record_round_trips_through_the_manifest():
+    from edgekit.int8.recipe import CHOSEN_BY_SEARCH, Recipe
+
+    r = Recipe(2, [{"node": "a"}, {"node": "b"}], CHOSEN_BY_SEARCH, {"activations": "int8"},
+               {"measured_on": "x", "most_costly": []}, "cross_layer_equalization applied", {"chosen": "c"},
+               ranking_key="sensitivity")
+    record = r.to_json()
+    assert record["activations"] == "int8" and record["sensitivity"]["measured_on"] == "x"
+    assert Recipe.from_json(record) == r and r.rewrites == ("cross_layer_equalization",)
+    fixed = Recipe(0, [], "--keep-float", {"weights": "int8"})
+    assert "search" not in fixed.to_json() and Recipe.from_json(fixed.to_json()) == fixed and fixed.rewrites == ()

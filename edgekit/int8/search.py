@@ -19,19 +19,14 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from edgekit.errors import EdgekitError
 
 DEFAULT_GOAL = "25,20"
 DEFAULT_BUDGET_S = 900.0
-EQUALIZED = "cross-layer equalised (exact), "  # the equalisation recipe's name prefix, every target
-EQUALIZATION_PASS = "cross_layer_equalization"  # the deploy pass behind EQUALIZED
+EQUALIZED = "cross-layer equalised (exact), "  # how the equalised recipes' names start, every target
 MAX_FOLDS = 4  # cross-validation folds over the calibration images (each fold holds out 1/4 of them)
-
-
-def searched_rewrites(recipe: dict | None) -> tuple[str, ...]:
-    """The deploy passes a target's int8 search ran for its chosen recipe (Converted.searched_rewrites)."""
-    return (EQUALIZATION_PASS,) if recipe and recipe.get("equalized") else ()
 
 
 @dataclass(frozen=True)
@@ -237,44 +232,60 @@ class Search:
                 "chosen": chosen["recipe"], "met": chosen["meets_goal"]}
 
 
-def run_recipes(search: Search, build: Callable[[str, tuple[str, ...]], object],
-                equalized: str | Callable[[], object], rank: Callable[[str], list[dict] | None], unit: str,
-                no_int16: str) -> tuple[dict, str, list[dict] | None]:
+class Recipes(Protocol):
+    """What a quantising target gives the search: `build(equalized, keep)` makes one recipe (on the
+    cross-layer equalised graph or not, the units named in `keep` float) for the search's `measure`;
+    `rank(equalized)` orders the units by the cost of their quantisation, each entry's "node" what
+    `build` keeps float (None: the budget ran out while ranking); `equalization` is None when the
+    equalised graph is offered (then `prepare_equalized()` makes it) or why it is not; `unit` names
+    what is kept float (ops, blocks); `no_int16` says why 16-bit activations are not searched."""
+
+    unit: str
+    no_int16: str
+    equalization: str | None
+
+    def build(self, equalized: bool, keep: tuple[str, ...]) -> object: ...
+
+    def rank(self, equalized: bool) -> list[dict] | None: ...
+
+    def prepare_equalized(self) -> None: ...
+
+
+def run_recipes(search: Search, recipes: Recipes) -> tuple[dict, bool, list[dict] | None]:
     """The recipes every target searches, in order: full int8; if that misses the goal, the deploy form
-    cross-layer equalised (`equalized`: why it is not offered, or a callable preparing that graph);
-    if neither meets it, on the better of the two the fewest most costly `unit` kept float (bisection
-    on `rank(prefix)`, each entry's "node" what the target keeps float; None: the budget ran out
-    while ranking); 16-bit activations skipped with `no_int16`. `build(prefix, kept)` makes one
-    recipe for `search` to measure. Returns (the chosen trial, its prefix, the ranking it used)."""
-    order: dict[str, list[dict]] = {}
-    full = search.try_recipe("full int8", {"keep_float": 0, "equalized": False}, lambda: build("", ()))
+    cross-layer equalised; if neither meets it, on the better of the two the fewest most costly units
+    kept float (`Search.fewest_kept` on the ranking); 16-bit activations skipped with why. Returns
+    (the chosen trial, whether it is on the equalised graph, the ranking it used)."""
+    order: dict[bool, list[dict]] = {}
+    eq_name = EQUALIZED + "full int8"
+    full = search.try_recipe("full int8", {"keep_float": 0, "equalized": False}, lambda: recipes.build(False, ()))
     if full is not None and not full["meets_goal"]:
-        if isinstance(equalized, str):
-            search.skip(EQUALIZED + "full int8", equalized)
+        if recipes.equalization is not None:
+            search.skip(eq_name, recipes.equalization)
         elif search.out_of_time():
-            search.skip(EQUALIZED + "full int8", f"the {search.budget_s:g} s search budget was spent")
+            search.skip(eq_name, f"the {search.budget_s:g} s search budget was spent")
         else:
-            equalized()
-            search.try_recipe(EQUALIZED + "full int8", {"keep_float": 0, "equalized": True},
-                              lambda: build(EQUALIZED, ()))
+            recipes.prepare_equalized()
+            search.try_recipe(eq_name, {"keep_float": 0, "equalized": True}, lambda: recipes.build(True, ()))
         if search.trials and not any(t["meets_goal"] for t in search.trials):
             by_metric = isinstance(search.goal, MetricGoal)
             best = max(search.trials, key=lambda t: (-t["metric_drop"], 0) if by_metric
                        else (t["sqnr_db_min"], t["sqnr_db_median"]))
-            prefix = EQUALIZED if best["options"]["equalized"] else ""
-            ranked = None if search.out_of_time() else rank(prefix)
+            equalized = best["options"]["equalized"]
+            prefix, unit = EQUALIZED if equalized else "", recipes.unit
+            ranked = None if search.out_of_time() else recipes.rank(equalized)
             if ranked is None:
                 search.skip(f"{prefix}the most costly {unit} kept float",
                             f"the {search.budget_s:g} s search budget was spent (before or while ranking)")
             else:
-                order[prefix] = ranked
+                order[equalized] = ranked
                 search.fewest_kept(len(ranked), lambda k: f"{prefix}the {k} most costly {unit} float",
-                              lambda k: {"keep_float": k, "equalized": bool(prefix)},
-                              lambda k: build(prefix, tuple(n["node"] for n in ranked[:k])))
-        search.skip("16-bit activations", no_int16)
+                                   lambda k: {"keep_float": k, "equalized": equalized},
+                                   lambda k: recipes.build(equalized, tuple(n["node"] for n in ranked[:k])))
+        search.skip("16-bit activations", recipes.no_int16)
     chosen = search.choice()
-    prefix = EQUALIZED if chosen["options"]["equalized"] else ""
-    return chosen, prefix, order.get(prefix)
+    equalized = chosen["options"]["equalized"]
+    return chosen, equalized, order.get(equalized)
 
 
 def task_fields(judge, run: Callable, float_metric: float) -> dict:
@@ -297,6 +308,8 @@ def judged_on(judge, split: str) -> str:
 
 
 def equalized_text(samples: int) -> str:
+    from edgekit.int8.recipe import EQUALIZATION_PASS
+
     return f"{EQUALIZATION_PASS} applied by the search (exact; its scales from all {samples} calibration samples)"
 
 

@@ -15,8 +15,9 @@ from typing import Protocol
 
 import numpy as np
 
+from edgekit.int8.recipe import CHOSEN_BY_FLAG, CHOSEN_BY_SEARCH, Recipe, ranking_record
+
 RANKING_SAMPLES = 4  # calibration samples the keep-float ranking is measured on
-RANKING_RECORDED = 20  # the most costly blocks listed in the manifest
 RANKING_HOW = ("each conv/linear's output SQNR with its own input (per tensor) and weights (per channel) in int8, "
                "in PyTorch; blocks (block_ranking) by their worst layer, worst first")
 
@@ -141,22 +142,18 @@ def equalized_form(deploy, size):
     return lambda samples: cross_layer_equalization(copy.deepcopy(deploy), size, calibration=samples)
 
 
-def int8_recipe(quantiser: dict, k: int, kept: list[dict], order: list[dict] | None, chosen_by: str,
-                measured_on: str) -> dict:
-    """The manifest's record of a torch-side int8 recipe (`target_info.int8`): the target's
-    `quantiser` facts, the blocks kept float and the ranking they came from."""
-    return {**quantiser, "keep_float": k, "kept_float": kept, "chosen_by": chosen_by,
-            "ranking": None if order is None else {"measured_on": measured_on, "how": RANKING_HOW,
-                                                   "most_costly": order[:RANKING_RECORDED]}}
+def _recipe(quantiser: dict, k: int, kept: list[dict], order: list[dict] | None, chosen_by: str,
+            measured_on: str, **search) -> Recipe:
+    return Recipe(k, kept, chosen_by, quantiser, ranking_record(order, measured_on, how=RANKING_HOW), **search)
 
 
-def fixed_recipe(deploy, calibration: np.ndarray, k: int, quantiser: dict) -> tuple[tuple[str, ...], dict]:
+def fixed_recipe(deploy, calibration: np.ndarray, k: int, quantiser: dict) -> tuple[tuple[str, ...], Recipe]:
     """--keep-float N: the N most costly blocks (none for 0) and the recipe's record."""
     photos = calibration[:RANKING_SAMPLES]
     order = block_ranking(deploy, ranking(deploy, photos)) if k else None
     kept = order[:k] if order else []
-    return tuple(n["node"] for n in kept), int8_recipe(quantiser, k, kept, order, "--keep-float",
-                                                       f"the first {len(photos)} calibration samples")
+    return tuple(n["node"] for n in kept), _recipe(quantiser, k, kept, order, CHOSEN_BY_FLAG,
+                                                   f"the first {len(photos)} calibration samples")
 
 
 @dataclass
@@ -166,13 +163,7 @@ class TorchSearch:
 
     model: object
     keep: tuple[str, ...]
-    fields: dict
-
-    def recipe(self, quantiser: dict) -> dict:
-        f = self.fields
-        return int8_recipe(quantiser, f["keep_float"], f["kept_float"], f["order"], "the recipe search",
-                           f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on") | {
-            "equalized": f["equalized"], "search": f["search"]}
+    recipe: Recipe
 
 
 @dataclass(frozen=True)
@@ -203,11 +194,12 @@ class TorchSearchRequest:
 
 class TorchRecipes(Protocol):
     """What a target quantising a torch model gives the search: how to quantise a recipe, how to run
-    what that built, the float program's time on this host (None: its runtime does not run here)
-    and why it offers no 16-bit activations."""
+    what that built, the float program's time on this host (None: its runtime does not run here),
+    why it offers no 16-bit activations, and its quantiser's facts for the record."""
 
     float_ms: float | None
     no_int16: str
+    quantiser: dict
 
     def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> object: ...
 
@@ -215,66 +207,82 @@ class TorchRecipes(Protocol):
         """A function of images to outputs; it raises RecipeFailed where the runtime refuses the recipe."""
 
 
-def search_torch_model(request: TorchSearchRequest, recipes: TorchRecipes) -> TorchSearch:
-    """The int8 recipe search (edgekit.int8.search.run_recipes) of a target quantising a torch model:
-    each recipe quantised on every second calibration image and judged on the others' samples (one
-    split: `holdout`) against the float deploy form, through `recipes.run`; timed beside the float
-    program where it runs here. The keep-float unit is the residual block (`block_ranking`), the
-    ranking measured on the calibration half's samples."""
-    deploy, size, calibration, originals = request.deploy, request.size, request.calibration, request.originals
-    task, judge, progress, float_ms = request.task, request.judge, request.progress, recipes.float_ms
-    from edgekit.int8.search import (
-        Search,
-        equalized_text,
-        holdout,
-        judged_on,
-        median_ms,
-        run_recipes,
-        task_fields,
-    )
-    from edgekit.metrics import compare
-    from edgekit.reference import run_images
+class _TorchSide:
+    """edgekit.int8.search.Recipes over a torch model: each recipe quantised on every second
+    calibration image (`holdout`) and judged on the others' samples against the float deploy form,
+    through the target's runtime; the unit kept float is the residual block (`block_ranking`)."""
 
-    fit, judged = holdout(len(calibration), originals)
-    reference = run_images(deploy, calibration[judged])
-    if judge is not None:
-        progress(f"int8 search: scoring the float model on the {judge.goal.images} labelled images")
-        float_metric = judge.score(lambda x: run_images(deploy, x)).value()
-    equalize = equalized_form(deploy, size)
-    on_fit: dict[str, object] = {}  # each graph on the calibration half, made once (the equalisation is a pass)
+    unit = "blocks"
 
-    def model_of(prefix: str, samples: np.ndarray | None = None):
-        if not prefix:
-            return deploy
-        if samples is not None:
-            return equalize(samples)
-        if prefix not in on_fit:
-            on_fit[prefix] = equalize(calibration[fit])
-        return on_fit[prefix]
+    def __init__(self, request: TorchSearchRequest, target: TorchRecipes):
+        from edgekit.int8.search import holdout
+        from edgekit.reference import run_images
 
-    def measure(built) -> dict:
-        outputs = recipes.run(built)
-        c = compare(reference, outputs(calibration[judged]), task)
+        self.request, self.target, self.no_int16 = request, target, target.no_int16
+        calibration = request.calibration
+        self.fit, self.judged = holdout(len(calibration), request.originals)
+        self.reference = run_images(request.deploy, calibration[self.judged])
+        self.float_metric = None
+        if request.judge is not None:
+            request.progress(f"int8 search: scoring the float model on the {request.judge.goal.images} labelled "
+                             "images")
+            self.float_metric = request.judge.score(lambda x: run_images(request.deploy, x)).value()
+        self.equalize = equalized_form(request.deploy, request.size)
+        self.equalization = self.equalize if isinstance(self.equalize, str) else None
+        self._equalized_on_fit = None  # made once: the equalisation is a pass over the calibration half
+
+    def model(self, equalized: bool):
+        """The graph a recipe quantises, on the calibration half."""
+        if not equalized:
+            return self.request.deploy
+        if self._equalized_on_fit is None:
+            self._equalized_on_fit = self.equalize(self.request.calibration[self.fit])
+        return self._equalized_on_fit
+
+    def prepare_equalized(self) -> None:
+        self.model(True)
+
+    def build(self, equalized: bool, keep: tuple[str, ...]):
+        return self.target.quantize(self.model(equalized), self.request.calibration[self.fit], keep)
+
+    def measure(self, built) -> dict:
+        from edgekit.int8.search import median_ms, task_fields
+        from edgekit.metrics import compare
+
+        calibration, judge = self.request.calibration, self.request.judge
+        outputs = self.target.run(built)
+        c = compare(self.reference, outputs(calibration[self.judged]), self.request.task)
         m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min", "agreement_kind")}
-        m["median_ms"] = median_ms(lambda: outputs(calibration[:1])) if float_ms is not None else None
-        return m | (task_fields(judge, outputs, float_metric) if judge else {})
+        m["median_ms"] = median_ms(lambda: outputs(calibration[:1])) if self.target.float_ms is not None else None
+        return m | (task_fields(judge, outputs, self.float_metric) if judge else {})
 
-    def rank(prefix: str) -> list[dict]:
-        progress("int8 search: ranking the blocks by the cost of their layers' own int8 input and weights")
-        base = model_of(prefix)
-        return block_ranking(base, ranking(base, calibration[fit][:RANKING_SAMPLES]))
+    def rank(self, equalized: bool) -> list[dict]:
+        self.request.progress("int8 search: ranking the blocks by the cost of their layers' own int8 input and "
+                              "weights")
+        base = self.model(equalized)
+        return block_ranking(base, ranking(base, self.request.calibration[self.fit][:RANKING_SAMPLES]))
 
-    search = Search(request.goal, request.budget_s, measure, float_ms, progress)
-    chosen, prefix, order = run_recipes(
-        search, lambda prefix, keep: recipes.quantize(model_of(prefix), calibration[fit], keep),
-        equalize if isinstance(equalize, str) else lambda: None, rank, "blocks", recipes.no_int16)
+
+def search_torch_model(request: TorchSearchRequest, target: TorchRecipes) -> TorchSearch:
+    """The int8 recipe search (edgekit.int8.search.run_recipes) of a target quantising a torch model,
+    judged on one held-out split (each build is long: ExecuTorch lowers each recipe), timed beside
+    the float program where its runtime runs here."""
+    from edgekit.int8.search import Search, equalized_text, judged_on, run_recipes
+
+    side = _TorchSide(request, target)
+    search = Search(request.goal, request.budget_s, side.measure, target.float_ms, request.progress)
+    chosen, equalized, order = run_recipes(search, side)
     k = chosen["options"]["keep_float"]
     kept = order[:k] if order else []
-    split = (f"the {len(judged)} samples of every second calibration image (of {originals}), each recipe "
+    n, fit, judged = len(request.calibration), side.fit, side.judged
+    split = (f"the {len(judged)} samples of every second calibration image (of {request.originals}), each recipe "
              f"calibrated on the other images' {len(fit)} (one split, not folds)")
-    record = search.record(chosen, judged_on=judged_on(judge, split), reference="the float deploy form in PyTorch",
-                           calibrated_on=[len(fit)], artifact=f"the chosen recipe calibrated on all {len(calibration)} "
-                           "samples (its verification on the verification photos follows)")
-    fields = {"keep_float": k, "kept_float": kept, "order": order,
-              "equalized": equalized_text(len(calibration)) if prefix else None, "search": record}
-    return TorchSearch(model_of(prefix, calibration), tuple(n["node"] for n in kept), fields)
+    record = search.record(chosen, judged_on=judged_on(request.judge, split),
+                           reference="the float deploy form in PyTorch", calibrated_on=[len(fit)],
+                           artifact=f"the chosen recipe calibrated on all {n} samples (its verification on the "
+                           "verification photos follows)")
+    recipe = _recipe(target.quantiser, k, kept, order, CHOSEN_BY_SEARCH,
+                     f"{RANKING_SAMPLES} of the calibration samples the recipes were calibrated on",
+                     equalized=equalized_text(n) if equalized else None, search=record)
+    model = side.equalize(request.calibration) if equalized else request.deploy
+    return TorchSearch(model, tuple(node["node"] for node in kept), recipe)

@@ -13,6 +13,7 @@ analyzer), `phone` (benchmark_model and the Android snippet); this file is the t
 
 from __future__ import annotations
 
+from edgekit.int8.recipe import Recipe
 from edgekit.int8.search import check_search_calibration
 from edgekit.targets.base import DeployPlan, Packaging, TargetSpec
 from edgekit.targets.tflite.convert import MODEL_FILE, _convert
@@ -36,15 +37,9 @@ def _describe(manifest) -> list[str]:
     recipe = manifest.target_info.get("int8")
     if not recipe:
         return lines
-    from edgekit.int8.search import summary_lines
-
-    n = recipe["keep_float"]
-    kept = f"the {n} ops whose quantisation cost most on the calibration photos kept float" if n else "full int8"
-    lines.append(f"int8: {kept} ({recipe.get('chosen_by', '--keep-float')}); "
-                 f"attention core, {', '.join(recipe['float_nodes'])} and XNNPACK-less ops float")
-    if recipe.get("equalized"):
-        lines.append(f"int8: {recipe['equalized']}")
-    return lines + (summary_lines(recipe["search"]) if recipe.get("search") else [])
+    r = Recipe.from_json(recipe)
+    return lines + r.lines("ops", f"attention core, {', '.join(r.quantiser['float_nodes'])} and XNNPACK-less ops "
+                                  "float")
 
 
 # TensorFlow's C++ INFO/WARNING lines, its oneDNN notice (conversion only), gRPC's, onnx2tf's progress bars

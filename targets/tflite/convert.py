@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.int8.search import searched_rewrites
+from edgekit.int8.recipe import Recipe
 from edgekit.targets.base import Converted, ConvertJob
 from edgekit.targets.tflite.int8 import Int8Request, quantize
 from edgekit.targets.tflite.options import Layout, Precision, _search_settings
@@ -26,7 +26,7 @@ MODEL_FILE = "model.tflite"
 class TFLiteResult:
     path: Path
     ops: dict[str, int]
-    recipe: dict
+    recipe: Recipe | None  # int8's
 
 
 def tflite_ops(path: Path) -> dict[str, int]:
@@ -61,7 +61,7 @@ def convert(
         if not produced.is_file():
             raise EdgekitError(f"onnx2tf produced no {suffix} model")
         produced.replace(target)
-    recipe: dict = {}
+    recipe = None
     if precision not in (Precision.FP32, Precision.FP16):
         model, recipe = quantize(out, precision, calibration_nchw, layout, request, progress)
         target.write_bytes(model)
@@ -115,8 +115,8 @@ def _convert(job: ConvertJob) -> Converted:
                      progress=job.progress)
     model_file = job.out / MODEL_FILE
     shutil.move(str(result.path), model_file)
-    info = {"int8": result.recipe} if result.recipe else {}
+    info = {"int8": result.recipe.to_json()} if result.recipe else {}
     job.progress("checking GPU delegate compatibility (LiteRT's model analyzer)")
     info["gpu_delegate"] = gpu_compatibility(model_file)
     return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes), target_info=info,
-                     searched_rewrites=searched_rewrites(result.recipe))
+                     searched_rewrites=result.recipe.rewrites if result.recipe else ())

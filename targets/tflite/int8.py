@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
-from edgekit.int8.search import EQUALIZED
+from edgekit.int8.recipe import CHOSEN_BY_FLAG, CHOSEN_BY_SEARCH, Recipe, ranking_record
 from edgekit.targets.base import QuantizationJob
 from edgekit.targets.tflite.options import Layout, Precision
 from edgekit.targets.tflite.runner import TFLiteRunner
@@ -38,7 +38,6 @@ INT8_FLOAT_NODES = ("layer_normalization",)
 SENSITIVITY_SAMPLES = 4  # calibration samples (the original photos come first) the ranking is measured on
 
 
-SENSITIVITY_RECORDED = 20  # the most costly ops listed in the manifest
 
 
 def _converter(saved_model: Path, calibration_nchw: np.ndarray | None, layout: Layout):
@@ -145,16 +144,18 @@ class Int8Request:
     equalized: object = "not offered"
 
 
-def _recipe(keep_float: int, kept: list[dict], ranked: list[dict] | None, measured_on: str) -> dict:
-    return {"activations": "int8 per tensor, calibrated min/max", "weights": "int8 per channel",
-            "float_ops": list(INT8_FLOAT_OPS), "float_nodes": list(INT8_FLOAT_NODES), "keep_float": keep_float,
-            "kept_float": kept,
-            "sensitivity": None if ranked is None else {"measured_on": measured_on,
-                                                        "most_costly": ranked[:SENSITIVITY_RECORDED]}}
+QUANTISER = {"activations": "int8 per tensor, calibrated min/max", "weights": "int8 per channel",
+             "float_ops": list(INT8_FLOAT_OPS), "float_nodes": list(INT8_FLOAT_NODES)}
+
+
+def _recipe(keep_float: int, kept: list[dict], ranked: list[dict] | None, measured_on: str, chosen_by: str,
+            **search) -> Recipe:
+    return Recipe(keep_float, kept, chosen_by, QUANTISER, ranking_record(ranked, measured_on), **search,
+                  ranking_key="sensitivity")
 
 
 def _fixed_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
-                progress) -> tuple[bytes, dict]:
+                progress) -> tuple[bytes, Recipe]:
     calibrated = calibrate(saved_model, calibration_nchw, layout)
     kept, ranked = [], None
     photos = calibration_nchw[:SENSITIVITY_SAMPLES]
@@ -162,8 +163,8 @@ def _fixed_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
         ranked = sensitivity(calibrated, photos, request.task, progress)
         kept = ranked[:request.keep_float]
     model = quantize_calibrated(calibrated, tuple(n["node"] for n in kept))
-    return model, {**_recipe(request.keep_float, kept, ranked, f"the first {len(photos)} calibration samples"),
-                   "chosen_by": "--keep-float"}
+    return model, _recipe(request.keep_float, kept, ranked, f"the first {len(photos)} calibration samples",
+                          CHOSEN_BY_FLAG)
 
 
 # 16-bit activations: TFLite's int16x8 mode exists, but XNNPACK (the CPU runtime this target ships and
@@ -184,98 +185,110 @@ def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: La
                  [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits])
 
 
-def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
-                progress) -> tuple[bytes, dict]:
-    """The recipe search (edgekit.int8.search) on these weights: full int8; the same on the deploy form
-    cross-layer equalised (exact; where the graph allows a pair); then, on whichever of the two
-    did better, the fewest most-costly ops kept float (bisection on the sensitivity ranking). Each recipe
-    is judged by leave-images-out cross-validation over the calibration images (int8_search.folds)
-    against the float graph, or with a labelled set by its task metric; the artifact is the chosen
-    recipe calibrated on all the samples."""
-    from edgekit.int8.search import (
-        Search,
-        equalized_text,
-        folds,
-        judged_on,
-        median_ms,
-        run_recipes,
-        task_fields,
-    )
-    from edgekit.metrics import compare
+class _Recipes:
+    """The TFLite side of the recipe search (edgekit.int8.search.Recipes): each recipe quantised from
+    the float graph calibrated once per fold, judged on the samples of the images the fold held out
+    against the float graph, timed beside it; with a labelled set, also the model calibrated on all
+    samples, scored by the task metric."""
 
-    splits = folds(len(calibration_nchw), request.originals)
-    progress(f"int8 search: calibrating on all {len(calibration_nchw)} samples, then {len(splits)} times "
-             f"without the images each fold judges")
-    plain = _calibrated_base(saved_model, calibration_nchw, layout, splits)
-    float_runner = TFLiteRunner(content=plain.calibrated)
-    reference = float_runner.run(calibration_nchw)  # the float graph: calibration ranges do not change it
+    unit = "ops"
+    no_int16 = NO_INT16_HERE
 
-    judge = request.judge  # with a labelled set: its metric, of the model calibrated on all samples
-    if judge is not None:
-        progress(f"int8 search: scoring the float graph on the {judge.goal.images} labelled images")
-        float_metric = judge.score(float_runner.run).value()
+    def __init__(self, saved_model: Path, calibration: np.ndarray, layout: Layout, request: Int8Request, progress):
+        from edgekit.int8.search import folds
 
-    def build(base: _Base, keep: tuple[str, ...]) -> tuple[list[bytes], bytes | None]:
+        self.calibration, self.layout, self.request, self.progress = calibration, layout, request, progress
+        self.splits = folds(len(calibration), request.originals)
+        progress(f"int8 search: calibrating on all {len(calibration)} samples, then {len(self.splits)} times "
+                 f"without the images each fold judges")
+        self.bases = {False: self._calibrated(saved_model)}
+        self.float_runner = TFLiteRunner(content=self.bases[False].calibrated)
+        self.reference = self.float_runner.run(calibration)  # the float graph: calibration does not change it
+        self.equalization = request.equalized if isinstance(request.equalized, str) else None
+        self.float_metric = None
+        if request.judge is not None:
+            progress(f"int8 search: scoring the float graph on the {request.judge.goal.images} labelled images")
+            self.float_metric = request.judge.score(self.float_runner.run).value()
+        self.search = None  # set by search_int8: rank() stops when it runs out of time
+
+    def _calibrated(self, saved_model: Path) -> _Base:
+        return _Base(calibrate(saved_model, self.calibration, self.layout),
+                     [calibrate(saved_model, self.calibration[fit], self.layout) for fit, _ in self.splits])
+
+    def float_ms(self) -> float:
+        from edgekit.int8.search import median_ms
+
+        return median_ms(lambda: self.float_runner.run(self.calibration[:1], self.reference.shape))
+
+    def prepare_equalized(self) -> None:
+        self.progress("int8 search: converting the deploy form cross-layer equalised")
+        self.bases[True] = self._calibrated(self.request.equalized())
+
+    def build(self, equalized: bool, keep: tuple[str, ...]) -> tuple[list[bytes], bytes | None]:
+        base = self.bases[equalized]
         return ([quantize_calibrated(c, keep) for c in base.per_fold],
-                None if judge is None else quantize_calibrated(base.calibrated, keep))
+                None if self.request.judge is None else quantize_calibrated(base.calibrated, keep))
 
-    def measure(built: tuple[list[bytes], bytes | None]) -> dict:
+    def measure(self, built: tuple[list[bytes], bytes | None]) -> dict:
+        from edgekit.int8.search import median_ms, task_fields
+        from edgekit.metrics import compare
+
         models, whole = built
-        outputs = np.empty_like(reference)
-        for model, (_, judged) in zip(models, splits, strict=True):
-            outputs[judged] = TFLiteRunner(content=model).run(calibration_nchw[judged], reference.shape)
-        c = compare(reference, outputs, request.task)
+        outputs = np.empty_like(self.reference)
+        for model, (_, judged) in zip(models, self.splits, strict=True):
+            outputs[judged] = TFLiteRunner(content=model).run(self.calibration[judged], self.reference.shape)
+        c = compare(self.reference, outputs, self.request.task)
         timed = TFLiteRunner(content=models[0])
-        ms = median_ms(lambda: timed.run(calibration_nchw[:1], reference.shape))
-        m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min",
-                               "agreement_kind")} | {"median_ms": ms}
-        return m | (task_fields(judge, TFLiteRunner(content=whole).run, float_metric) if judge else {})
+        m = {k: c[k] for k in ("sqnr_db_median", "sqnr_db_min", "agreement", "agreement_min", "agreement_kind")}
+        m["median_ms"] = median_ms(lambda: timed.run(self.calibration[:1], self.reference.shape))
+        judge = self.request.judge
+        return m | (task_fields(judge, TFLiteRunner(content=whole).run, self.float_metric) if judge else {})
 
-    search = Search(request.goal if judge is None else judge.goal, request.budget_s, measure,
-                    median_ms(lambda: float_runner.run(calibration_nchw[:1], reference.shape)), progress)
-    bases = {"": plain}
+    def rank(self, equalized: bool) -> list[dict] | None:
+        self.progress("int8 search: ranking the ops by the cost of their quantisation")
+        return sensitivity(self.bases[equalized].calibrated, self.calibration[:SENSITIVITY_SAMPLES], self.request.task,
+                           self.progress, stop=self.search.out_of_time)
 
-    def prepare_equalized() -> None:
-        progress("int8 search: converting the deploy form cross-layer equalised")
-        bases[EQUALIZED] = _calibrated_base(request.equalized(), calibration_nchw, layout, splits)
 
-    def rank(prefix: str) -> list[dict] | None:
-        progress("int8 search: ranking the ops by the cost of their quantisation")
-        return sensitivity(bases[prefix].calibrated, calibration_nchw[:SENSITIVITY_SAMPLES], request.task, progress,
-                           stop=search.out_of_time)
+def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, request: Int8Request,
+                progress) -> tuple[bytes, Recipe]:
+    """The recipe search (edgekit.int8.search.run_recipes) on these weights, each recipe judged by
+    leave-images-out cross-validation over the calibration images against the float graph, or with a
+    labelled set by its task metric; the artifact is the chosen recipe calibrated on all the samples."""
+    from edgekit.int8.search import Search, equalized_text, judged_on, run_recipes
 
-    chosen, prefix, order = run_recipes(
-        search, lambda prefix, keep: build(bases[prefix], keep),
-        request.equalized if isinstance(request.equalized, str) else prepare_equalized, rank, "ops", NO_INT16_HERE)
+    recipes = _Recipes(saved_model, calibration_nchw, layout, request, progress)
+    judge = request.judge
+    recipes.search = search = Search(request.goal if judge is None else judge.goal, request.budget_s,
+                                     recipes.measure, recipes.float_ms(), progress)
+    chosen, equalized, order = run_recipes(search, recipes)
     k = chosen["options"]["keep_float"]
     kept = [] if order is None else order[:k]
-    model = quantize_calibrated(bases[prefix].calibrated, tuple(n["node"] for n in kept))
-    # the ranking only orders the ops (measured on the model calibrated on all images); which k is
-    # enough is judged by the folds
-    recipe = _recipe(k, kept, order, f"the first {min(len(calibration_nchw), SENSITIVITY_SAMPLES)} calibration "
-                     f"samples (the photos themselves), on the model calibrated on all of them")
-    recipe["chosen_by"] = "the recipe search"
-    recipe["equalized"] = equalized_text(len(calibration_nchw)) if prefix else None
-    folds_text = (f"all {len(calibration_nchw)} calibration samples of {request.originals} images, "
+    model = quantize_calibrated(recipes.bases[equalized].calibrated, tuple(n["node"] for n in kept))
+    n, splits = len(calibration_nchw), recipes.splits
+    folds_text = (f"all {n} calibration samples of {request.originals} images, "
                   f"{len(splits)}-fold: each judged by a model calibrated without its image")
-    recipe["search"] = search.record(
+    record = search.record(
         chosen, judged_on=judged_on(judge, folds_text),
         reference="the float graph without equalisation (the calibrated model)",
         calibrated_on=[len(fit) for fit, _ in splits],
-        artifact=f"the chosen recipe calibrated on all {len(calibration_nchw)} samples (its verification "
-        f"on the verification photos follows)")
-    return model, recipe
+        artifact=f"the chosen recipe calibrated on all {n} samples (its verification on the verification "
+        f"photos follows)")
+    # the ranking only orders the ops (on the model calibrated on all images); the folds judge which k is enough
+    return model, _recipe(k, kept, order, f"the first {min(n, SENSITIVITY_SAMPLES)} calibration samples (the photos "
+                          f"themselves), on the model calibrated on all of them", CHOSEN_BY_SEARCH,
+                          equalized=equalized_text(n) if equalized else None, search=record)
 
 
 def quantize(saved_model: Path, precision: Precision, calibration_nchw: np.ndarray | None, layout: Layout,
-             request: Int8Request = Int8Request(), progress=lambda _m: None) -> tuple[bytes, dict]:
+             request: Int8Request = Int8Request(), progress=lambda _m: None) -> tuple[bytes, Recipe | None]:
     """TFLiteConverter on onnx2tf's SavedModel: dynamic-range int8; or full int8 with the attention
     core and XNNPACK-less ops (INT8_FLOAT_OPS) float and, with keep_float > 0, also the ops whose
     quantisation costs the most on the calibration photos (never the verification ones), or with
     keep_float None the recipe the search chose. Returns the model and what the recipe did, for the manifest."""
     if precision is not Precision.INT8:
         try:
-            return _converter(saved_model, None, layout).convert(), {}
+            return _converter(saved_model, None, layout).convert(), None
         except Exception as e:
             raise _conversion_failed(precision.value, e) from e
     if request.keep_float is None:
