@@ -1,4 +1,6 @@
-"""The `edgekit` command. Each command parses options and calls one library function.
+"""The `edgekit` command. Each command parses options and calls one library function. One file on
+purpose, though long: it is the whole command-line surface (every command, its options and its exit
+code), each command a thin wrapper over the library.
 
 Heavy frameworks (torch, tensorflow, coremltools) are imported inside those functions, never here,
 so `edgekit --help` answers instantly.

@@ -63,7 +63,7 @@ def test_weight_check_catches_a_changed_weight(tmp_path):
     from edgekit.deploy import make_deploy_form
     from edgekit.reference import source_model
     from edgekit.targets import get_target
-    from edgekit.targets.coreml import check_weights
+    from edgekit.targets.coreml.checks import check_weights
 
     export(ExportOptions("b0-seg", "coreml", "fp32", "64x128", target_options={"input": "tensor"}, output=tmp_path))
     model, _ = source_model(VARIANTS["b0-seg-cityscapes"], (64, 128), None)
@@ -116,7 +116,7 @@ def test_kept_blocks_hold_no_quantiser():
     from edgekit.reference import source_model
     from edgekit.registry import get_variant, parse_resolution
     from edgekit.targets import get_target
-    from edgekit.targets.coreml import calibrated_int8
+    from edgekit.targets.coreml.convert import calibrated_int8
 
     v = get_variant("b0-seg")
     size = parse_resolution("64x128", v)
@@ -173,7 +173,7 @@ def test_unexpected_casts_are_found(tmp_path, monkeypatch):
 
     from coremltools.converters.mil import Builder as mb
 
-    from edgekit.targets.coreml import unexpected_casts
+    from edgekit.targets.coreml.checks import unexpected_casts
 
     @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4))])
     def program(x):

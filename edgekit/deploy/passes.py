@@ -81,13 +81,9 @@ def int8_attention_floor(model: nn.Module, resolution: Size, calibration=None) -
 
     In an int8 model the attention core stays float, but q and k arrive int8-quantised; where the
     normaliser sum_j k_j.q is within a quantisation step of zero, the ratio num/den is quantisation
-    noise divided by quantisation noise, and at exactly zero (an all-zero query) 0/0. The floor was
-    first two steps high, chosen with peak PSNR on the calibration photos themselves; on the held-out
-    photos that floor alone moved the fp32 function to 33-41 dB SQNR (minimum and median) on b0-seg
-    and b1-seg-ade20k and to 19 dB on b0-cls's worst photo. A quarter step moves it to 55-64 dB
-    (b0-seg 512x1024: 61.7 median, 55.2 min; b0-cls: 62.8 min), and full int8 TFLite is as good
-    with it (b0-seg 256x512: 15.0 dB median SQNR with either floor). The change in fp32 is reported
-    by `edgekit inspect --precision int8`.
+    noise divided by quantisation noise, and at exactly zero (an all-zero query) 0/0. A quarter step
+    keeps the fp32 function within 55-64 dB of the trained one (docs/int8.md); `edgekit inspect
+    --precision int8` reports the change.
     """
     if calibration is None:
         raise ValueError("int8_attention_floor needs calibration images")

@@ -65,6 +65,11 @@ class Recipe:
         return lines + (summary_lines(self.search) if self.search else [])
 
 
+def equalized_text(samples: int) -> str:
+    """What the search's cross-layer equalisation did, as a chosen recipe records it."""
+    return f"{EQUALIZATION_PASS} applied by the search (exact; its scales from all {samples} calibration samples)"
+
+
 def ranking_record(order: list[dict] | None, measured_on: str, **facts) -> dict | None:
     """The ranking a recipe's kept units came from, as recorded: the most costly RANKING_RECORDED."""
     return None if order is None else {"measured_on": measured_on, **facts, "most_costly": order[:RANKING_RECORDED]}

@@ -307,12 +307,6 @@ def judged_on(judge, split: str) -> str:
             f"independent judge; SQNR: {split})")
 
 
-def equalized_text(samples: int) -> str:
-    from edgekit.int8.recipe import EQUALIZATION_PASS
-
-    return f"{EQUALIZATION_PASS} applied by the search (exact; its scales from all {samples} calibration samples)"
-
-
 def median_ms(run: Callable[[], object], repeats: int = 5) -> float:
     """Median wall time of `run` after one warm-up call, in ms."""
     run()

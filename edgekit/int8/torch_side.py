@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgekit.int8.recipe import CHOSEN_BY_FLAG, CHOSEN_BY_SEARCH, Recipe, ranking_record
+from edgekit.int8.recipe import CHOSEN_BY_FLAG, CHOSEN_BY_SEARCH, Recipe, equalized_text, ranking_record
 
 RANKING_SAMPLES = 4  # calibration samples the keep-float ranking is measured on
 RANKING_HOW = ("each conv/linear's output SQNR with its own input (per tensor) and weights (per channel) in int8, "
@@ -267,7 +267,7 @@ def search_torch_model(request: TorchSearchRequest, target: TorchRecipes) -> Tor
     """The int8 recipe search (edgekit.int8.search.run_recipes) of a target quantising a torch model,
     judged on one held-out split (each build is long: ExecuTorch lowers each recipe), timed beside
     the float program where its runtime runs here."""
-    from edgekit.int8.search import Search, equalized_text, judged_on, run_recipes
+    from edgekit.int8.search import Search, judged_on, run_recipes
 
     side = _TorchSide(request, target)
     search = Search(request.goal, request.budget_s, side.measure, target.float_ms, request.progress)

@@ -97,77 +97,86 @@ def _w8a16(job: ConvertJob, src: Path) -> tuple[Path, dict]:
     import onnx
 
     from edgekit.deploy.attention import attention_scopes
-    from edgekit.deploy.passes import without_bias_correction
-    from edgekit.metrics import sqnr_db
-    from edgekit.reference import run_images
 
-    device = job.options.device[0]
-    samples = job.calibration[:2]
-    job.progress(f"w8a16: activation ranges on {len(job.calibration)} calibration samples "
-                 f"(widened {W8A16_HEADROOM:g}x)")
-    ranges = activation_ranges(src, job.calibration, job.work, W8A16_HEADROOM)
-    trials = [0]
-    models: dict[int, Path] = {}
-    built: dict[frozenset, Path] = {}
-
-    def build(keep: dict) -> Path:
-        if frozenset(keep) not in built:
-            built[frozenset(keep)] = qdq(src, job.work / f"w8a16_{len(built)}.onnx", job.calibration, "w8a16",
-                                         tuple(keep), ranges)
-        return built[frozenset(keep)]
-
-    def agreement(keep: dict) -> float:
-        trials[0] += 1
-        model = build(keep)
-        models[len(rounds)] = model
-        return _agreement(model, job.work / f"agreement_{trials[0]}", device, samples)
-
-    def check(keep: dict, what: str) -> float:
-        job.progress(f"w8a16: the HTP ({device}) against the QDQ graph on {len(samples)} calibration samples, {what}")
-        db = agreement(keep)
-        rounds.append({"left_out": len(keep), "db": round(db, 1)})
-        return db
-
-    rounds: list[dict] = []
+    w = _W8A16(job, src)
     left_out: dict[str, str] = {}
-    # the QDQ graph's own fidelity first (ONNX Runtime's CPU against the float graph): where the 16-bit
-    # graph itself misses, no node the HTP is then asked to leave out can bring it back (b0-seg 512x1024,
-    # plain stand-in: -1.0 / 12.4 dB on calibration samples; the attention's inputs, 10 dB each alone).
-    # The float graph is the deploy form without bias correction, which shifts it on purpose.
-    reference = run_images(without_bias_correction(job.deploy), samples)
-
-    def own_fidelity(keep: dict, what: str) -> list[float]:
-        job.progress(f"w8a16: the QDQ graph against the float graph on {len(samples)} calibration samples "
-                     f"(CPU), {what}")
-        return [round(float(sqnr_db(r, q)), 1) for r, q in zip(reference, cpu_qdq(build(keep), samples))]
-
-    own = own_fidelity(left_out, "every op quantised")
+    own = w.own_fidelity(left_out, "every op quantised")
     record = {"activation_headroom": W8A16_HEADROOM, "agreement_bar_db": AGREEMENT_DB, "qdq_vs_float_db": own,
-              "qdq_broken_db": QDQ_BROKEN_DB, "agreement_device": device}
+              "qdq_broken_db": QDQ_BROKEN_DB, "agreement_device": w.device}
     attention = {name: ATTENTION for name in _nodes_under(src, attention_scopes(job.deploy))}
     if min(own) < INT8.sqnr_min_db and attention:
-        without = own_fidelity(attention, f"the {len(attention)} nodes of the attention blocks left out")
+        without = w.own_fidelity(attention, f"the {len(attention)} nodes of the attention blocks left out")
         record["qdq_vs_float_db_attention_left_out"] = without
         if min(without) > min(own):
             left_out, own = attention, without
-    if min(own) < QDQ_BROKEN_DB:
+    if min(own) < QDQ_BROKEN_DB:  # the 16-bit graph itself misses: no node the HTP leaves out brings it back
         job.progress(f"w8a16: the QDQ graph itself is at {min(own):.1f} dB on samples its ranges came from: "
                      "the HTP is not searched")
-        return build(left_out), {**record, "agreement": [], "trials": 0, "agreed": None,
-                                 "left_out": _described(src, left_out)}
-    db, chosen = check(left_out, "every op quantised" if not left_out else f"{_ops(len(left_out))} left out"), 0
+        return w.build(left_out), {**record, "agreement": [], "trials": 0, "agreed": None,
+                                   "left_out": _described(src, left_out)}
+    db, chosen = w.check(left_out, "every op quantised" if not left_out else f"{_ops(len(left_out))} left out"), 0
     matmuls = {name: DYNAMIC_MATMUL for name in _dynamic_matmuls(src) if name not in left_out}
-    if db < AGREEMENT_DB and matmuls:  # leaving them out can make it worse (m0-cls: -2.5 dB): take the better
-        without = check(matmuls, f"the {len(matmuls)} MatMuls of two activations left out")
+    if db < AGREEMENT_DB and matmuls:  # leaving them out can also make it worse: take the better
+        without = w.check(matmuls, f"the {len(matmuls)} MatMuls of two activations left out")
         if without > db:
             left_out, db, chosen = {**left_out, **matmuls}, without, 1
     order = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.op_type != "Constant"]
-    left_out, db, checks = leave_out_nodes(order, left_out, db, agreement,
-                                        lambda keep: check(keep, f"{_ops(len(keep))} left out"),
-                                        AGREEMENT_ROUNDS + 2 - len(rounds), job.progress)
-    chosen = len(rounds) - 1 if checks else chosen
-    return models[chosen], {**record, "agreement": rounds, "trials": trials[0], "agreed": db >= AGREEMENT_DB,
-                            "left_out": _described(src, left_out)}
+    left_out, db, checks = leave_out_nodes(order, left_out, db, w.agreement,
+                                           lambda keep: w.check(keep, f"{_ops(len(keep))} left out"),
+                                           AGREEMENT_ROUNDS + 2 - len(w.rounds), job.progress)
+    chosen = len(w.rounds) - 1 if checks else chosen
+    return w.checked[chosen], {**record, "agreement": w.rounds, "trials": w.trials, "agreed": db >= AGREEMENT_DB,
+                               "left_out": _described(src, left_out)}
+
+
+class _W8A16:
+    """One w8a16 search's state: the QDQ graphs built so far (one per set of nodes left out), and each
+    check of the HTP against the QDQ graph on the first calibration samples (`rounds`, and the graph
+    each checked in `checked`)."""
+
+    def __init__(self, job: ConvertJob, src: Path):
+        from edgekit.deploy.passes import without_bias_correction
+        from edgekit.reference import run_images
+
+        self.job, self.src = job, src
+        self.device, self.samples = job.options.device[0], job.calibration[:2]
+        job.progress(f"w8a16: activation ranges on {len(job.calibration)} calibration samples "
+                     f"(widened {W8A16_HEADROOM:g}x)")
+        self.ranges = activation_ranges(src, job.calibration, job.work, W8A16_HEADROOM)
+        # the float graph is the deploy form without bias correction, which shifts it on purpose
+        self.reference = run_images(without_bias_correction(job.deploy), self.samples)
+        self.built: dict[frozenset, Path] = {}
+        self.trials = 0
+        self.rounds: list[dict] = []
+        self.checked: list[Path] = []
+
+    def build(self, keep: dict) -> Path:
+        key = frozenset(keep)
+        if key not in self.built:
+            self.built[key] = qdq(self.src, self.job.work / f"w8a16_{len(self.built)}.onnx", self.job.calibration,
+                                  "w8a16", tuple(keep), self.ranges)
+        return self.built[key]
+
+    def agreement(self, keep: dict) -> float:
+        self.trials += 1
+        return _agreement(self.build(keep), self.job.work / f"agreement_{self.trials}", self.device, self.samples)
+
+    def check(self, keep: dict, what: str) -> float:
+        self.job.progress(f"w8a16: the HTP ({self.device}) against the QDQ graph on {len(self.samples)} calibration "
+                          f"samples, {what}")
+        db = self.agreement(keep)
+        self.rounds.append({"left_out": len(keep), "db": round(db, 1)})
+        self.checked.append(self.build(keep))
+        return db
+
+    def own_fidelity(self, keep: dict, what: str) -> list[float]:
+        """The QDQ graph against the float graph on ONNX Runtime's CPU, per sample (dB)."""
+        from edgekit.metrics import sqnr_db
+
+        self.job.progress(f"w8a16: the QDQ graph against the float graph on {len(self.samples)} calibration samples "
+                          f"(CPU), {what}")
+        return [round(float(sqnr_db(r, q)), 1)
+                for r, q in zip(self.reference, cpu_qdq(self.build(keep), self.samples))]
 
 
 def leave_out_nodes(order: list[str], left_out: dict[str, str], db: float, agreement, check, rounds: int,

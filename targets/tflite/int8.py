@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
-from edgekit.int8.recipe import CHOSEN_BY_FLAG, CHOSEN_BY_SEARCH, Recipe, ranking_record
+from edgekit.int8.recipe import CHOSEN_BY_FLAG, CHOSEN_BY_SEARCH, Recipe, equalized_text, ranking_record
 from edgekit.targets.base import QuantizationJob
 from edgekit.targets.tflite.options import Layout, Precision
 from edgekit.targets.tflite.runner import TFLiteRunner
@@ -255,7 +255,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     """The recipe search (edgekit.int8.search.run_recipes) on these weights, each recipe judged by
     leave-images-out cross-validation over the calibration images against the float graph, or with a
     labelled set by its task metric; the artifact is the chosen recipe calibrated on all the samples."""
-    from edgekit.int8.search import Search, equalized_text, judged_on, run_recipes
+    from edgekit.int8.search import Search, judged_on, run_recipes
 
     recipes = _Recipes(saved_model, calibration_nchw, layout, request, progress)
     judge = request.judge
