@@ -515,6 +515,7 @@ def sweep(
 ) -> None:
     """Export and profile a grid; resumes where an interrupted sweep stopped; table and latency-vs-MACs PNG."""
     from edgekit.sweep import SweepOptions
+    from edgekit.sweep import exit_code as sweep_exit_code
     from edgekit.sweep import sweep as run_sweep
 
     opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
@@ -526,6 +527,10 @@ def sweep(
         typer.echo("interrupted: finished cells are kept; run the same command again to finish the rest", err=True)
         raise typer.Exit(130) from None
     _show(result, as_json, "sweep_table")
+    code = sweep_exit_code(result)
+    if code:
+        typer.echo(f"error: {result['verdict']}", err=True)
+        raise typer.Exit(code)
 
 
 app.command("sweep")(_with_target_options(sweep, shared_from_command=True))

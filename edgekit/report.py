@@ -8,7 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# soft_wrap: a line longer than the terminal is left to the terminal to wrap, never broken inside a path
+# or a number by rich (and a pipe gets it whole); tables still fit the width they are given
+console = Console(soft_wrap=True)
 
 
 def _res(res: list[int]) -> str:
@@ -26,11 +28,12 @@ def _cell_width(text: str) -> int:
 
 
 def print_fitted(title: str, columns: list[tuple[str, str, int]], rows: list[list[str]]) -> None:
-    """A table that fits the terminal without cutting a value: `columns` are (header, justify,
-    priority). Cells and headers are never wrapped or cut (rich crops a header it cannot fit rather
-    than wrapping it in a no-wrap column, so each column is as wide as its header); columns are dropped,
-    highest priority number first, until the table fits, and a note names them; priority 0 columns
-    (the names a user types) are never dropped."""
+    """A table that fits the terminal and loses nothing: `columns` are (header, justify, priority).
+    Cells and headers are never wrapped or cut; columns move out of the table, highest priority number
+    first, until it fits, and each row's values of those columns follow the table on a line of their
+    own (which no width cuts). Priority 0 columns (the names a user types, verdicts) stay in the table."""
+    from rich.text import Text
+
     def width(i: int) -> int:
         return max([_cell_width(columns[i][0]), *(_cell_width(row[i]) for row in rows)]) + 3  # padding and a rule
 
@@ -47,9 +50,19 @@ def print_fitted(title: str, columns: list[tuple[str, str, int]], rows: list[lis
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     console.print(table)
-    left_out = [columns[i][0] for i in range(len(columns)) if i not in shown]
-    if left_out:
-        console.print(f"[dim]left out at this width: {', '.join(left_out)} (a wider terminal or --json shows all)[/]")
+    moved = [i for i in range(len(columns)) if i not in shown]
+    if not moved:
+        return
+
+    def plain(cell: str) -> str:
+        return " ".join(Text.from_markup(cell).plain.split())
+
+
+    names = [i for i in shown if columns[i][1] == "left" and columns[i][2] <= 1]  # the names that tell rows apart
+    console.print(f"[dim]at this width, {', '.join(columns[i][0] for i in moved)} per row:[/]")
+    for row in rows:
+        console.print(" ".join(plain(row[i]) for i in names if plain(row[i]) != "-") + ": "
+                      + "; ".join(f"{columns[i][0]} {plain(row[i])}" for i in moved), markup=False)
 
 
 def variants_table(rows: list[dict]) -> None:
@@ -355,7 +368,7 @@ def profile_table(all_records: list[dict]) -> None:
     records = [r for r in all_records if "skipped" not in r and "failed" not in r]
     harnesses = ", ".join(sorted({r["harness"] for r in records}))
     columns = [("variant", "left", 0), ("res", "right", 1), ("target", "left", 2), ("precision", "left", 1),
-               ("device", "left", 3), ("delegate", "left", 4), ("init ms", "right", 8), ("median ms", "right", 0),
+               ("device", "left", 1), ("delegate", "left", 4), ("init ms", "right", 8), ("median ms", "right", 0),
                ("mean±std ms", "right", 7), ("p90 ms", "right", 7), ("peak MB", "right", 6),
                ("nodes delegated", "right", 5), ("paper ms", "right", 4), ("vs paper", "right", 4)]
     f = lambda x, fmt=".1f": "-" if x is None else format(x, fmt)  # noqa: E731
@@ -464,19 +477,21 @@ def _latency(row: dict) -> str:
     return f"{row['latency_ms']:.2f}"
 
 
+def _cell_name(r: dict) -> str:
+    return f"{r['variant']} {_res(r['resolution'])} {r['target']} {r['precision']}"
+
+
 def sweep_table(result: dict) -> None:
     rows = result["rows"]
     paper_devices = sorted({r["paper_device"] for r in rows if r["paper_device"]})
     paper_col = f"paper ms ({', '.join(paper_devices)})" if paper_devices else "paper ms"
     columns = [("variant", "left", 0), ("input", "left", 1), ("target", "left", 1), ("precision", "left", 1),
-               ("status", "left", 2), ("size MB", "right", 4), ("min SQNR, agreement", "right", 3),
+               ("status", "left", 0), ("size MB", "right", 4), ("min SQNR, agreement", "right", 3),
                ("GMACs", "right", 5), ("latency ms", "right", 0), (paper_col, "right", 4)]
     table_rows = []
     for r in rows:
-        status = {"ok": "[green]ok[/]"}.get(r["status"], f"[red]{r['status']}[/]" if "failed" in r["status"]
+        status = {"ok": "[green]ok[/]"}.get(r["status"], f"[red]{r['status'].upper()}[/]" if "failed" in r["status"]
                                             else f"[yellow]{r['status']}[/]")
-        if r["error"]:
-            status += f"\n[dim]{r['error']}[/]"
         table_rows.append([r["variant"], _res(r["resolution"]), r["target"], r["precision"], status,
                            f"{r['size_mb']:.2f}" if r["size_mb"] is not None else "-", _parity(r), f"{r['gmacs']:.3g}",
                            _latency(r), f"{r['paper_ms']:g}" if r["paper_ms"] else "-"])
@@ -489,6 +504,11 @@ def sweep_table(result: dict) -> None:
     phones = result.get("phones") or []
     print_fitted(f"edgekit sweep on {result['device']}" + (f" ({' / '.join(phones)})" if len(phones) > 1 else ""),
                  columns, table_rows)
+    for r in rows:  # a cell's reason in full, outside the table, so no width cuts it
+        if r["error"]:
+            console.print(f"{_cell_name(r)}: {r['status']}: {r['error']}", markup=False)
+    if result.get("verdict"):
+        console.print(f"[red]{result['verdict']}[/]")
     reused = sum(1 for r in rows if r["profiled"] == "from results.jsonl")
     if reused:
         console.print(f"{reused} of {len(rows)} cells were already measured ({result['results']}): not redone")

@@ -217,7 +217,10 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, se
             row.update(status="eval failed", error=first_line(e))
             return
     if manifest.spec.harness is None:
-        row["status"] = f"exported; not profiled ({manifest.spec.not_profiled})"
+        if manifest.verification["passed"]:
+            row["status"] = f"exported; not profiled ({manifest.spec.not_profiled})"
+        else:
+            row.update(status="verification failed", error=f"not profiled: {manifest.spec.not_profiled}")
         return
     records = done(manifest.sha256)  # {serial: the last record of this artifact on that phone}
     missing = [s for s in serials if s not in records]
@@ -279,7 +282,33 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     plot(rows, points, device, plot_path)
     return {"device": opts.device, "device_profile": device, "phones": [s for s in serials if s],
             "results": str(results_path), "plot": str(plot_path),
-            "rows": rows, "paper_points": points}
+            "rows": rows, "paper_points": points, "verdict": verdict(rows)}
+
+
+def _cell_name(r: dict) -> str:
+    return f"{r['variant']} {r['resolution'][0]}x{r['resolution'][1]} {r['target']} {r['precision']}"
+
+
+def verdict(rows: list[dict]) -> str | None:
+    """The line a sweep ends with when cells failed (how many, and which), None when none did."""
+    failed = [r for r in rows if r["status"] == "verification failed"]
+    broken = [r for r in rows if r["status"] != "verification failed" and "failed" in (r["status"] or "")]
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} of {len(rows)} cells FAILED verification: "
+                     + ", ".join(_cell_name(r) for r in failed))
+    if broken:
+        parts.append(f"{len(broken)} of {len(rows)} cells failed to run: "
+                     + ", ".join(f"{_cell_name(r)} ({r['status']})" for r in broken))
+    return "; ".join(parts) or None
+
+
+def exit_code(result: dict) -> int:
+    """3 when a cell's artifact FAILED verification (as `export` exits), 1 when a cell failed to run."""
+    rows = result["rows"]
+    if any(r["status"] == "verification failed" for r in rows):
+        return 3
+    return 1 if any("failed" in (r["status"] or "") for r in rows) else 0
 
 
 def _eval_data(opts: SweepOptions, cells: list[Cell]):

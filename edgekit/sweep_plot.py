@@ -78,6 +78,11 @@ def plot(rows: list[dict], points: list[dict], device: str | None, path: Path) -
             labelled.add(key)
             ax.annotate(f"{r['resolution'][0]}x{r['resolution'][1]}", (r["gmacs"], r["latency_ms"]),
                         textcoords="offset points", xytext=(7, -3), fontsize=7, color="dimgray")
+    failed = [r for r in measured if r["status"] == "verification failed"]
+    for r in failed:  # a red ring and a label: a latency whose artifact does not compute the model
+        ax.scatter(r["gmacs"], r["latency_ms"], s=220, facecolors="none", edgecolors="red", linewidths=1.5, zorder=5)
+        ax.annotate("FAILED", (r["gmacs"], r["latency_ms"]), textcoords="offset points", xytext=(7, 5), fontsize=7,
+                    color="red", fontweight="bold")
     for p in points:
         ax.scatter(p["gmacs"], p["ms"], s=180, color=colors[p["variant"]], marker=PAPER_MARKER,
                    edgecolors="black", linewidths=0.7, zorder=4)
@@ -95,6 +100,9 @@ def plot(rows: list[dict], points: list[dict], device: str | None, path: Path) -
     precisions = sorted({r["precision"] for r in measured}, key=lambda p: order.index(p) if p in order else len(order))
     marker_handles = [Line2D([], [], marker=PRECISION_MARKERS.get(p, "o"), linestyle="", color="lightgray",
                              markeredgecolor="black", label=f"edgekit {p}") for p in precisions]
+    if failed:
+        marker_handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markersize=11,
+                                     markeredgecolor="red", label="FAILED verification"))
     if points:
         marker_handles.append(Line2D([], [], marker=PAPER_MARKER, linestyle="", color="lightgray", markersize=12,
                                      markeredgecolor="black", label="paper (same device, TFLite fp32)"))

@@ -28,9 +28,13 @@ def test_profile_table_fits_the_terminal(monkeypatch):
               "results_file": "r.jsonl", "artifact": "x"}
     for width in (80, 200):
         buffer = io.StringIO()
-        monkeypatch.setattr(report, "console", Console(file=buffer, width=width))
+        monkeypatch.setattr(report, "console", Console(file=buffer, width=width, soft_wrap=True))
         report.profile_table([record])
         text = buffer.getvalue()
-        assert max(len(line) for line in text.splitlines()) <= width
-        assert "b1-seg-ade20k" in text and "101.23" in text and "…" not in text
-        assert ("left out at this width" in text) == (width == 80)
+        lines = text.splitlines()
+        table = lines[:next(i for i, line in enumerate(lines) if line.startswith("└")) + 1]
+        assert max(len(line) for line in table) <= width  # the lines after the table are the terminal's to wrap
+        assert "…" not in text
+        for value in ("b1-seg-ade20k", "101.23", "102.50±3.10", "104.20", "88.1", "276/299 (24 part.)", "R5CT1234567"):
+            assert value in text, (width, value)  # nothing lost at any width: what the table cannot hold follows it
+        assert ("at this width" in text) == (width == 80)

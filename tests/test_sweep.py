@@ -92,7 +92,8 @@ def test_a_failed_cell_is_reported_and_retried(b0_fp32, tmp_path, monkeypatch):
             "--warmup", "0", "--output", str(out), "--json"]
     for run in (1, 2):
         result = runner.invoke(app, args)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1 and "1 of 2 cells failed to run: b0-seg-cityscapes 128x256 tflite fp16 (export " \
+            "failed)" in result.stderr, result.output
         fp32, fp16 = json.loads(result.stdout)["rows"]
         assert (fp16["status"], fp16["error"], fp16["latency_ms"]) == ("export failed", "converter crashed", None)
         assert fp32["status"] == "ok" and fp32["profiled"] == ("measured" if run == 1 else "from results.jsonl")
@@ -129,7 +130,7 @@ def test_plot_draws_paper_points_and_labels(tmp_path, monkeypatch):
     import matplotlib.axes
 
     rows = [{"variant": "b1-cls", "precision": p, "resolution": [224, 224], "gmacs": 0.53, "latency_ms": ms,
-             "random_weights": True} for p, ms in (("fp32", 20.5), ("int8", 12.0))]
+             "random_weights": True, "status": "ok"} for p, ms in (("fp32", 20.5), ("int8", 12.0))]
     points = [{"variant": "b1-cls", "resolution": [224, 224], "gmacs": 0.52, "ms": 19, "device": "s8gen1"}]
     drawn = []
     original = matplotlib.axes.Axes.scatter
@@ -158,3 +159,34 @@ def test_a_sweep_shows_progress_when_its_output_is_not_a_terminal(b0_fp32, tmp_p
     assert lines[0].startswith("[1/1] b0-seg-cityscapes 128x256 tflite fp32"), lines
     assert any("profiling" in line for line in lines), lines
     json.loads(r.stdout)  # stdout stays the JSON
+
+
+def test_a_cell_that_failed_verification_is_never_hidden(b0_fp32, tmp_path, monkeypatch):
+    """At 80 columns the table keeps each cell's verdict, the sweep ends with the failed cells named,
+    exits 3 as `export` does, and the picture rings the failed point."""
+    import dataclasses
+
+    import matplotlib.axes
+    from rich.console import Console
+
+    import edgekit.report as report
+    import edgekit.sweep as sweep_module
+
+    _, manifest = b0_fp32
+    out = tmp_path / "artifacts"
+    shutil.copytree(manifest.artifact_dir, out / Path(manifest.artifact_dir).name)
+    failed = dataclasses.replace(manifest, verification={**manifest.verification, "passed": False})
+    monkeypatch.setattr(sweep_module, "_export", lambda *a, **k: (failed, True))
+    monkeypatch.setattr(report, "console", Console(width=80, soft_wrap=True))
+    rings = []
+    original = matplotlib.axes.Axes.annotate
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate",
+                        lambda self, text, xy, **kw: rings.append(text) or original(self, text, xy, **kw))
+    r = runner.invoke(app, ["sweep", "--variants", "b0-seg", "--resolutions", "128x256", "--runs", "2", "--warmup",
+                            "0", "--output", str(out)])
+    assert r.exit_code == 3, r.output
+    lines = r.stdout.splitlines()
+    table = lines[:next(i for i, line in enumerate(lines) if line.startswith("└")) + 1]
+    assert "VERIFICATION FAILED" in "".join(table) and max(len(line) for line in table) <= 80
+    assert "1 of 1 cells FAILED verification: b0-seg-cityscapes 128x256 tflite fp32" in r.stdout
+    assert r.stderr.splitlines()[-1].startswith("error: 1 of 1 cells FAILED verification") and "FAILED" in rings
