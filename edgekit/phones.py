@@ -67,7 +67,11 @@ def resolve_devices(device: str, adb: Adb | None = None, progress: Progress = la
                                "(see `edgekit devices`)")
         return [_known(adb, s) for s in serials]
     if device != "all":
-        profile = get_profile(device)  # an unknown name: one line listing the known ones
+        if device not in PROFILES:  # neither a connected phone's serial nor a profile's name
+            raise EdgekitError(f"--device {device}: no phone with this serial is connected to the adb server "
+                               f"{adb.server} ({len(connected)} connected: `edgekit devices` lists them), and no "
+                               f"device profile has this name (profiles: host, {', '.join(PROFILES)})")
+        profile = get_profile(device)
     if not connected:
         raise EdgekitError(f"no device connected to the adb server {adb.server} (adb devices lists none)")
     found, not_ready = [], []
@@ -225,7 +229,7 @@ def profile_verdict(records: list[dict]) -> RunVerdict:
     unsaved = [r for r in records if r.get("results_error")]
     if unsaved:
         return RunVerdict(1, unsaved[0]["results_error"])
-    skipped = [r for r in records if "skipped" in r]
+    skipped = [r for r in records if "skipped" in r and r.get("named", True)]
     if skipped:
         return RunVerdict(1, f"{len(skipped)} of the artifacts named {'was' if len(skipped) == 1 else 'were'} not "
                              f"profiled: {skipped[0]['skipped']}")

@@ -281,29 +281,34 @@ def _artifacts(opts: ProfileOptions) -> list[tuple[Path, bool]]:
     return paths
 
 
-def _not_profiled(path: Path, m) -> str:
-    return f"{path} is an artifact of the {m.target} target, which is not profiled: {m.spec.not_profiled}"
+def _why_not_profiled(m, on_host: bool) -> str | None:
+    """Why this artifact is not measured on this run's device, or None when it is."""
+    if m.spec.harness is None:
+        return f"the {m.target} target is not profiled: {m.spec.not_profiled}"
+    if on_host and m.spec.harness.host_module is None:
+        return m.spec.harness.no_host
+    return None
 
 
 def _selected(opts: ProfileOptions, progress: Progress) -> tuple[list, list[dict]]:
-    """(the manifests to measure, the artifacts the user named that their target does not profile).
-    Those are skipped, not fatal, when others are measured (the command then exits 1); named alone, one
-    is an error. One found in a folder is skipped with a note."""
+    """(the manifests to measure, one record per artifact this run does not measure, with why). A
+    skipped artifact the user named makes the command exit 1 when others are measured (`named`), and
+    is the error when it is the only one; one found in a folder is skipped with its line."""
     from edgekit.manifest import read_manifest
 
     manifests, skipped = [], []
     for path, named in _artifacts(opts):
         m = read_manifest(path)
-        if m.spec.harness is None:
-            if named:
-                skipped.append({"artifact": str(path), "variant": m.variant, "target": m.target,
-                                "precision": m.precision, "skipped": _not_profiled(path, m)})
-            progress(f"skipping {path.name}: {m.target} artifacts are not profiled")
+        why = _why_not_profiled(m, opts.device == "host")
+        if why is not None:
+            skipped.append({"artifact": str(path), "variant": m.variant, "target": m.target, "precision": m.precision,
+                            "skipped": f"{path.name}: {why}", "named": named})
+            progress(f"skipping {path.name}: {why}")
             continue
         manifests.append(m)
     if not manifests:
         if skipped:
-            raise EdgekitError("; ".join(s["skipped"] for s in skipped))
+            raise EdgekitError("nothing to profile here: " + "; ".join(s["skipped"] for s in skipped))
         raise EdgekitError(f"no artifacts to profile under {', '.join(map(str, opts.artifacts or (opts.root,)))}: "
                            "export one for a phone first (edgekit export b0-seg)")
     return manifests, skipped

@@ -237,6 +237,19 @@ def test_unauthorized_and_offline(connect, harness, artifact, tmp_path):
     assert not results.exists()
 
 
+def test_a_serial_that_is_not_connected_is_called_so(connect, harness, artifact, tmp_path):
+    """A phone's serial that adb does not list is not called an unknown profile."""
+    from eval_data import cityscapes
+
+    connect("present")
+    cityscapes(tmp_path / "cs")
+    for args in (["profile", artifact[1]], ["verify", artifact[1]], ["eval", artifact[1], "-d", str(tmp_path / "cs")]):
+        r = runner.invoke(app, [*args, "--device", "R5CT12345"])
+        assert r.exit_code == 1, r.output
+        err = r.stderr.strip()
+        assert "R5CT12345: no phone with this serial is connected" in err and "\n" not in err, (args, err)
+
+
 def test_disconnect_mid_run(connect, harness, artifact, tmp_path):
     phone = connect(drop_on="--num_runs")
     results = tmp_path / "results.jsonl"
@@ -322,7 +335,7 @@ def test_an_artifact_that_is_not_profiled_does_not_stop_the_others(b0_fp32, onnx
     r = runner.invoke(app, ["profile", coreml.artifact_dir, tflite.artifact_dir, onnx_b0.artifact_dir, "--runs", "2",
                             "--warmup", "0", "--results", str(results), "--json"])
     one_line_error(r, "1 of the artifacts named was not profiled")
-    assert "is an artifact of the coreml target, which is not profiled" in r.stderr and "a coreml" not in r.stderr
+    assert "the coreml target is not profiled" in r.stderr and "a coreml" not in r.stderr
     tflite_rec, onnx_rec, skipped = json.loads(r.stdout)
     assert tflite_rec["target"] == "tflite" and tflite_rec["median_ms"] > 0 and skipped["target"] == "coreml"
     # ONNX artifacts are profiled too: onnxruntime_perf_test's host stand-in, the CPU execution provider
@@ -330,8 +343,29 @@ def test_an_artifact_that_is_not_profiled_does_not_stop_the_others(b0_fp32, onnx
     assert [json.loads(line)["target"] for line in results.read_text().splitlines()] == ["tflite", "onnx"]
     # named alone: one line, nothing recorded
     r = runner.invoke(app, ["profile", coreml.artifact_dir, "--results", str(tmp_path / "other.jsonl")])
-    one_line_error(r, "is an artifact of the coreml target, which is not profiled")
+    one_line_error(r, "the coreml target is not profiled")
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_profile_over_a_folder_measures_what_runs_here_and_says_why_it_skips_the_rest(b0_fp32, tmp_path):
+    """`profile --device host` over a folder holding a QNN and a CoreML artifact beside a TFLite one:
+    the TFLite one is measured, each other one skipped with a line saying why, and the exit is 0 (none
+    was named). The QNN and CoreML artifacts are the TFLite one's files under their manifests' targets:
+    what is skipped is decided by the manifest alone, before any model is read."""
+    _, tflite = b0_fp32
+    folder = tmp_path / "arts"
+    shutil.copytree(tflite.artifact_dir, folder / "tfl")
+    for target in ("qnn", "coreml"):
+        shutil.copytree(tflite.artifact_dir, folder / target)
+        data = json.loads((folder / target / "edgekit.json").read_text())
+        (folder / target / "edgekit.json").write_text(json.dumps({**data, "target": target}))
+    r = runner.invoke(app, ["profile", str(folder), "--device", "host", "--runs", "2", "--warmup", "0"])
+    assert r.exit_code == 0, r.output
+    assert "qnn: the HTP simulator gives the NPU's numerics, not its latency" in r.stdout
+    assert "coreml: the coreml target is not profiled: CoreML runs on an iPhone" in r.stdout
+    records = json.loads(runner.invoke(app, ["profile", str(folder), "--runs", "2", "--warmup", "0",
+                                             "--json"]).stdout)
+    assert [x.get("skipped", "").split(":")[0] or x["target"] for x in records] == ["tflite", "coreml", "qnn"]
 
 
 def test_noisy_runs_are_called_noisy(monkeypatch):
