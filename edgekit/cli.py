@@ -107,9 +107,9 @@ class _Lines:
         return None
 
 
-def _status(message: str, lines_when_piped: bool = False):
-    """A spinner on stderr while long work runs (stdout stays clean for --json); with
-    `lines_when_piped`, one line per step when stderr is not a terminal."""
+def _status(message: str, lines_when_piped: bool = True):
+    """A spinner on stderr while long work runs (stdout stays clean for --json); one line per step
+    when stderr is not a terminal (a log, CI, a pipe), where a spinner would show nothing."""
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -443,7 +443,7 @@ def eval_cmd(
     from edgekit.eval import EvalOptions, evaluate, max_drop_failure
 
     opts = EvalOptions(model, data, data_format, limit, weights, resolution, threads, save_predictions)
-    with _status("evaluating", lines_when_piped=True) as status:
+    with _status("evaluating") as status:
         if device is None:
             _phone_flags_need_device(delegate=delegate, harness=harness, adb_server=adb_server, keep=keep)
             result = _run(evaluate, opts, lambda msg: status.update(msg))
@@ -521,7 +521,7 @@ def sweep(
     opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
                         output, runs, warmup, threads, plot, target_options or {}, eval_data, adb_server)
     try:
-        with _status("sweeping", lines_when_piped=True) as status:
+        with _status("sweeping") as status:
             result = _run(run_sweep, opts, lambda msg: status.update(msg))
     except KeyboardInterrupt:
         typer.echo("interrupted: finished cells are kept; run the same command again to finish the rest", err=True)

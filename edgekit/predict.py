@@ -6,7 +6,8 @@ writes, per photo, `<stem>-overlay.png` (the photo blended with the dataset's co
 of the classes covering most of it) and `<stem>-classes.png` (the class of every pixel as a
 palette-indexed PNG: pixel value = class index, shown in the dataset's colours). Classification
 writes `<stem>-top5.png` (the photo as the model saw it, beside its five best classes and their
-softmax probabilities). A random stand-in's pictures say on them that the classes mean nothing.
+softmax probabilities). A random stand-in's pictures say on them that the classes mean nothing, and an
+artifact that FAILED verification says so on every picture and in the report.
 """
 
 from __future__ import annotations
@@ -151,8 +152,8 @@ def _classification_picture(seen, top: list[tuple[str, float]], banners: list[st
 
 def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     """Run the artifact on each photo; write the pictures; return what it found per photo."""
-    from edgekit.calibration.images import center_crop, expand_images, load_rgb, preprocess
     from edgekit.artifacts import check_writable
+    from edgekit.calibration.images import center_crop, expand_images, load_rgb, preprocess
     from edgekit.labels import class_names, palette
     from edgekit.manifest import read_manifest
     from edgekit.registry import get_variant
@@ -182,7 +183,9 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     folder = Path(opts.output) / Path(manifest.artifact_dir).name
     check_writable(folder)
     random_weights = manifest.random_weights
-    banners = ([RANDOM_BANNER] if random_weights else []) + \
+    failed = None if manifest.verification.get("passed", True) else \
+        f"FAILED verification: {'; '.join(manifest.verification.get('failures') or ['see its manifest'])}"
+    banners = ([f"THIS ARTIFACT {failed}"] if failed else []) + ([RANDOM_BANNER] if random_weights else []) + \
         ([f"PROXY: {manifest.target}'s converted torch model ran here, not the artifact"] if proxy else [])
     results = []
     for path, photo in photos:
@@ -206,5 +209,5 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
         results.append(record)
     return {"artifact": manifest.artifact_dir, "variant": variant.name, "task": variant.task,
             "target": manifest.target, "precision": manifest.precision,
-            "runner": ran, "proxy": proxy,
+            "runner": ran, "proxy": proxy, "failed_verification": failed,
             "random_weights": random_weights, "output": str(folder), "predictions": results}

@@ -267,6 +267,8 @@ def export_report(m) -> None:
 
 def predict_report(r: dict) -> None:
     console.print(f"[bold]{r['variant']}[/] {r['target']} {r['precision']}, run by {r['runner']}")
+    if r.get("failed_verification"):
+        console.print(f"[red]this artifact {r['failed_verification']}: its outputs are not the model's[/]")
     for p in r["predictions"]:
         name = Path(p["image"]).name
         if r["task"] == "seg":

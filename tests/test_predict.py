@@ -93,3 +93,23 @@ def test_predict_classifier_top5_and_refusals(tmp_path, shared_artifact):
     top = np.asarray(Image.open(p["files"]["overlay"]))
     strip = Image.open(p["files"]["overlay"]).height - Image.open(p["files"]["classes"]).height
     assert (top[:strip, 5] == [180, 0, 0]).all(axis=1).mean() > 0.5  # two banners: random weights, proxy
+
+
+def test_predict_on_a_failed_artifact_says_so_in_the_report_and_on_the_picture(tflite_b0, tmp_path):
+    failed = tmp_path / "failed"
+    shutil.copytree(tflite_b0, failed)
+    data = json.loads((failed / "edgekit.json").read_text())
+    data["verification"] = {**data["verification"], "passed": False, "failures": ["SQNR min 12.0 dB < 20"]}
+    (failed / "edgekit.json").write_text(json.dumps(data))
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["predict", str(failed), str(PHOTOS / "city.png"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "this artifact FAILED verification: SQNR min 12.0 dB < 20" in r.stdout
+    result = json.loads(runner.invoke(app, ["predict", str(failed), str(PHOTOS / "city.png"), "-o", str(out),
+                                            "--json"]).stdout)
+    overlay = Image.open(result["predictions"][0]["files"]["overlay"])
+    ok = Image.open(json.loads(runner.invoke(app, ["predict", str(tflite_b0), str(PHOTOS / "city.png"), "-o",
+                                                   str(tmp_path / "ok"), "--json"]).stdout)["predictions"][0]["files"]
+                    ["overlay"])
+    assert overlay.height > ok.height  # one more banner strip: the FAILED one, above the photo
+    assert np.asarray(overlay)[5, 5].tolist() == [180, 0, 0]
