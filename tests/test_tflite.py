@@ -158,3 +158,17 @@ def test_search_flags_refusals(tmp_path):
     r = runner.invoke(app, ["export", "b0-seg", "-p", "int8", "--bias-correction", "on", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "--bias-correction on needs --keep-float N" in r.stderr, r.output
     assert not (tmp_path / "o").exists()  # refused before the model is built: no output folder made
+
+
+def test_every_precision_names_its_input_and_output_alike(tmp_path, shared_artifact):
+    """App code names the model's input: it must not change with the precision (the converter names a
+    quantised model's I/O after its SavedModel signature, serving_default_image:0, unless renamed)."""
+    from edgekit.targets.tflite.runner import TFLiteRunner
+
+    fp32 = shared_artifact("b0-seg", "tflite", "fp32", "64x128")
+    int8 = export(ExportOptions("b0-seg", "tflite", "int8", "64x128", output=tmp_path,
+                                target_options={"keep_float": 0}))
+    assert int8.io["input"]["name"] == fp32.io["input"]["name"] == "image"
+    assert int8.io["output"]["name"] == fp32.io["output"]["name"]
+    runner_ = TFLiteRunner(int8.model_path)
+    assert runner_.input["name"] == "image"  # the file itself, not only the manifest
