@@ -64,7 +64,8 @@ def check_writable(parent: Path, create: bool = True) -> None:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as e:
-        raise EdgekitError(f"output folder {parent} is not writable ({e.strerror or e})") from e
+        why = "it cannot be created there" if not Path(parent).exists() else (e.strerror or str(e))
+        raise EdgekitError(f"output folder {parent} is not writable ({why})") from e
 
 
 def _alive(pid: int) -> bool:

@@ -278,8 +278,8 @@ def _check_files(data: Dataset) -> None:
 
 def check_matches(data: Dataset, variant: Variant) -> None:
     if data.format != variant.dataset:
-        raise EdgekitError(f"{variant.name} predicts {variant.dataset} classes; {data.root} is a {data.format} "
-                           f"layout (pass the {variant.dataset} validation set)")
+        raise EdgekitError(f"{variant.name} predicts {variant.dataset} classes; {data.root} is in "
+                           f"{data.format}'s layout (pass the {variant.dataset} validation set)")
 
 
 def load_label(sample: Sample, fmt: str, image_size: tuple[int, int]) -> np.ndarray:

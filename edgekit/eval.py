@@ -31,6 +31,7 @@ CACHE_DIR = ".edgekit-cache"
 CACHE_VERSION = 1  # bump when preprocessing or scoring changes
 STAND_IN_METRIC_NOTE = ("no checkpoint was given, so the absolute metric means nothing (the classes are random); "
                         "the difference from PyTorch still measures what the conversion costs")
+STAND_IN_MODEL_NOTE = "no checkpoint was given, so the metric means nothing (the classes are random)"
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,8 @@ def _report(variant, data, sides: dict, secondary, runner: str, random_weights: 
         "preprocessing": preprocessing_note(variant, size),
         "resized": resized,  # photos whose size differed from the model's input
         "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED, "over": "images, paired"},
-        "random_weights": random_weights, "note": STAND_IN_METRIC_NOTE if random_weights else None,
+        "random_weights": random_weights,
+        "note": None if not random_weights else STAND_IN_METRIC_NOTE if art is not None else STAND_IN_MODEL_NOTE,
         **secondary,
     }
 

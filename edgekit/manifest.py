@@ -134,11 +134,24 @@ def manifest_from_dict(data: Any, where: str) -> Manifest:
     return Manifest(**{k: data[k] for k in _TYPES if k in data})
 
 
+def _export_first(name: str) -> str:
+    """For a variant's name given where an artifact directory is wanted: how to make one."""
+    from edgekit.errors import EdgekitError
+    from edgekit.registry import get_variant
+
+    try:
+        variant = get_variant(name)
+    except EdgekitError:  # not a variant's name: nothing to add
+        return ""
+    return (f": it is a variant, not an artifact; export it first (edgekit export {name}), then give the "
+            f"directory it writes under ./edgekit-artifacts/ ({variant.name}-...)")
+
+
 def read_manifest(artifact_dir: Path) -> Manifest:
     artifact_dir = Path(artifact_dir)
     path = artifact_dir / MANIFEST
     if not artifact_dir.exists():
-        raise ManifestError(f"{artifact_dir} not found")
+        raise ManifestError(f"{artifact_dir} not found{_export_first(str(artifact_dir))}")
     if not path.is_file():
         hint = ""
         if artifact_dir.is_dir() and any(artifact_dir.glob(f"*/{MANIFEST}")):

@@ -509,6 +509,8 @@ def sweep_table(result: dict) -> None:
     for r in rows:  # a cell's reason in full, outside the table, so no width cuts it
         if r["error"]:
             console.print(f"{_cell_name(r)}: {r['status']}: {r['error']}", markup=False)
+        if r.get("note"):
+            console.print(f"{_cell_name(r)}: {r['note']}", markup=False, style="yellow")
     if result.get("verdict"):
         console.print(f"[red]{result['verdict']}[/]")
     reused = sum(1 for r in rows if r["profiled"] == "from results.jsonl")

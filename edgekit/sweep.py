@@ -155,7 +155,7 @@ def _macs(variant: str, resolution: tuple[int, int], cache: dict) -> float:
 
 def _row(cell: Cell, gmacs: float) -> dict:
     return {"variant": cell.variant, "resolution": list(cell.resolution), "target": cell.target,
-            "precision": cell.precision, "gmacs": gmacs, "status": None, "error": None, "artifact": None,
+            "precision": cell.precision, "gmacs": gmacs, "status": None, "error": None, "note": None, "artifact": None,
             "size_mb": None, "sqnr_db_min": None, "sqnr_db_median": None, "agreement": None, "agreement_kind": None,
             "verified": None,
             "random_weights": None, "latency_ms": None, "phones": None, "paper_ms": None, "paper_device": None,
@@ -168,6 +168,11 @@ def _fill_from_manifest(row: dict, manifest) -> None:
     row.update(artifact=manifest.artifact_dir, size_mb=manifest.file_bytes / 1e6, sqnr_db_min=v.get("sqnr_db_min"),
                sqnr_db_median=v.get("sqnr_db_median"), agreement=v.get("agreement"),
                agreement_kind=v.get("agreement_kind"), verified=v["passed"], random_weights=manifest.random_weights)
+    search = (manifest.target_info.get("int8") or {}).get("search")
+    if search:  # an int8 cell whose recipe is not worth shipping says so, as its export did
+        from edgekit.int8.search import worth_it_line
+
+        row["note"] = worth_it_line(search)
 
 
 def _fill_from_record(row: dict, records: list[dict]) -> None:

@@ -79,8 +79,9 @@ def keep_float_option():
 def int8_goal_option():
     from edgekit.int8.search import DEFAULT_GOAL
 
-    return option(DEFAULT_GOAL, "--int8-goal", "int8 recipe search: SQNR MEDIAN,MIN in dB the recipe must meet "
-                  "on held-out calibration photos (against the float graph)")
+    return option(DEFAULT_GOAL, "--int8-goal", "int8 recipe search: MEDIAN,MIN SQNR in dB on held-out calibration "
+                  "photos (against the float graph) and SPEEDUP over the float graph on this host (0: not judged) "
+                  "that make int8 worth shipping")
 
 
 def search_budget_option():

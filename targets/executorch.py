@@ -193,6 +193,7 @@ def _search_int8(job: ConvertJob):
     class Recipes:
         no_int16 = NO_INT16_HERE
         quantiser = QUANTISER
+        instead = "--precision fp32, or --target qnn --precision w8a16 for the NPU"
         float_ms = None
 
         def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> bytes:

@@ -44,7 +44,7 @@ def test_b0_seg_fp16_image_input(tmp_path):
     assert meta["variant"] == "b0-seg-cityscapes" and meta["resolution"] == "128x256"
     assert spec.get_spec().specificationVersion >= 7  # iOS 16 mlprogram
     assert json.loads((art / "edgekit.json").read_text())["target_options"] == {"ios": 16, "input": "image", "keep_float": None,
-                                                                      "int8_goal": "25,20", "search_budget": 900.0}
+                                                                      "int8_goal": "25,20,1.2", "search_budget": 900.0}
 
 
 def test_m0_cls_int8_weights_is_a_classifier(tmp_path):

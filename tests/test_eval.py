@@ -258,3 +258,12 @@ def test_an_interrupted_eval_leaves_no_file(tmp_path, cityscapes, monkeypatch):
     monkeypatch.undo()
     done = evaluate(EvalOptions(m.artifact_dir, cityscapes, save_predictions=tmp_path / "pred"))
     assert not done["pytorch_cached"] and len(list((tmp_path / "pred").rglob("*.png"))) == 4
+
+
+def test_a_variant_alone_and_a_layout_it_does_not_predict_are_said_plainly(cityscapes, imagenet):
+    """A variant scored alone has no conversion to measure, and a set of another dataset is named by
+    its layout."""
+    result = _eval("b0-seg", "--data", str(cityscapes), "-r", "64x128")
+    assert result["note"] == "no checkpoint was given, so the metric means nothing (the classes are random)"
+    err = _one_line_error(["b0-seg", "--data", str(imagenet[0]), "-r", "64x128"], "predicts cityscapes classes")
+    assert "is in imagenet's layout" in err

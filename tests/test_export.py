@@ -52,7 +52,7 @@ def test_tflite_fp32_export_is_verified_and_complete(b0_fp32):
     assert "RESIZE_NEAREST_NEIGHBOR" not in on_disk["ops"]
     assert on_disk["tools"]["onnx2tf"] and on_disk["tools"]["tensorflow"] and "coremltools" not in on_disk["tools"]
     assert on_disk["schema"] == 2 and on_disk["target_options"] == {"layout": "nhwc", "io": "float", "keep_float": None,
-                                                                "int8_goal": "25,20", "search_budget": 900.0,
+                                                                "int8_goal": "25,20,1.2", "search_budget": 900.0,
                                                                 "equalize": "off", "bias_correction": "off"}
     v = on_disk["verification"]
     assert v["passed"] and v["max_rel"] <= 1e-4 and v["agreement"] == 1.0 and v["artifact_run"]

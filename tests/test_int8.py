@@ -39,7 +39,7 @@ def test_parse_goal_refusals():
     from edgekit.int8.search import parse_goal
 
     assert parse_goal("30,22.5").min_db == 22.5
-    for bad in ("25", "a,b", "20,25"):
+    for bad in ("25", "a,b", "20,25", "25,20,1,2", "25,20,-1"):
         with pytest.raises(EdgekitError, match="--int8-goal"):
             parse_goal(bad)
 
@@ -148,3 +148,26 @@ def test_a_recipe_record_round_trips_through_the_manifest():
     assert Recipe.from_json(record) == r and r.rewrites == ("cross_layer_equalization",)
     fixed = Recipe(0, [], "--keep-float", {"weights": "int8"})
     assert "search" not in fixed.to_json() and Recipe.from_json(fixed.to_json()) == fixed and fixed.rewrites == ()
+
+
+def test_the_goal_takes_a_speed_up_and_a_faithful_but_slow_recipe_is_not_worth_shipping():
+    from edgekit.int8.search import Goal, Search, parse_goal, run_recipes, summary_lines, worth_it_line
+
+    assert parse_goal("25,20") == Goal(25, 20, 1.2) and parse_goal("30,22,1.5") == Goal(30, 22, 1.5)
+    assert parse_goal("25,20,0").min_speedup is None  # speed not judged
+    recipes = _StandIn(lambda eq, k: 30.0)  # full int8 is faithful; measure() times it at 2x the float graph
+    for min_speedup, met in ((1.5, True), (3.0, False), (None, True)):
+        search = Search(Goal(25, 20), 1e9, recipes.measure, 2.0, min_speedup=min_speedup)
+        chosen, _, _ = run_recipes(search, recipes)
+        record = search.record(chosen, "--precision fp16", judged_on="x")
+        assert record["met"] is met and record["fidelity_met"] and chosen["recipe"] == "full int8"
+        line = worth_it_line(record)
+        if met:
+            assert line is None and record["instead"] is None
+        else:
+            assert line == ("int8 does not pay off here: the chosen recipe keeps the fidelity but runs at 2.00x the "
+                            "float graph's speed here (goal 3x); use --precision fp16 instead")
+            assert summary_lines(record)[-1] == line and "too slow" in summary_lines(record)[1]
+    unmeasured = Search(Goal(25, 20), 1e9, lambda b: {**recipes.measure(b), "median_ms": None}, None, min_speedup=1.2)
+    chosen, _, _ = run_recipes(unmeasured, recipes)
+    assert chosen["fast_enough"] is None and unmeasured.record(chosen, "fp16")["met"]  # no runtime here: not judged

@@ -4,7 +4,7 @@ that quantised, read back by the report lines of every quantising target."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 CHOSEN_BY_FLAG = "--keep-float"
 CHOSEN_BY_SEARCH = "the recipe search"
@@ -46,6 +46,14 @@ class Recipe:
         return cls(record["keep_float"], record["kept_float"], record.get("chosen_by", CHOSEN_BY_FLAG),
                    {k: v for k, v in record.items() if k not in _KEYS}, record.get(key), record.get("equalized"),
                    record.get("search"), key)
+
+    def renamed(self, names: dict[str, str]) -> Recipe:
+        """The record with the units named in `names` renamed (a tensor the target renamed in the file)."""
+        def rename(units: list[dict]) -> list[dict]:
+            return [{**u, "node": names.get(u["node"], u["node"])} for u in units]
+
+        ranking = None if self.ranking is None else {**self.ranking, "most_costly": rename(self.ranking["most_costly"])}
+        return replace(self, kept_float=rename(self.kept_float), ranking=ranking)
 
     @property
     def rewrites(self) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from edgekit.errors import EdgekitError
 
-DEFAULT_GOAL = "25,20"
+DEFAULT_GOAL = "25,20,1.2"
 DEFAULT_BUDGET_S = 900.0
 EQUALIZED = "cross-layer equalised (exact), "  # how the equalised recipes' names start, every target
 MAX_FOLDS = 4  # cross-validation folds over the calibration images (each fold holds out 1/4 of them)
@@ -31,16 +31,26 @@ MAX_FOLDS = 4  # cross-validation folds over the calibration images (each fold h
 
 @dataclass(frozen=True)
 class Goal:
-    """SQNR in dB against the float graph, over the held-out samples: the median and the worst."""
+    """SQNR in dB against the float graph, over the held-out samples: the median and the worst; and
+    the speed-up over the float graph on this host an int8 recipe must show to be worth shipping
+    (None: not asked). `met` judges the fidelity, which more ops kept float only improves (the
+    bisection needs that); the speed is judged on the recipe the fidelity chose (Search.fast_enough)."""
 
     median_db: float
     min_db: float
+    min_speedup: float | None = None
 
     def met(self, trial: dict) -> bool:
         return trial["sqnr_db_median"] >= self.median_db and trial["sqnr_db_min"] >= self.min_db
 
     def __str__(self) -> str:
         return f"{self.median_db:g}/{self.min_db:g} dB median/min"
+
+
+def _goal_text(search: dict) -> str:
+    speed = search.get("min_speedup")
+    text = search.get("goal_text") or str(Goal(**search["goal"]))
+    return text + (f" and {speed:g}x the float graph's speed on this host" if speed else "")
 
 
 @dataclass(frozen=True)
@@ -70,13 +80,21 @@ class TaskJudge:
 
 
 def parse_goal(text: str) -> Goal:
+    """MEDIAN,MIN in dB and, optionally, SPEEDUP (0: speed not judged); without it, DEFAULT_GOAL's."""
+    default_speedup = float(DEFAULT_GOAL.split(",")[2])
     try:
-        median, minimum = (float(v) for v in text.split(","))
+        values = [float(v) for v in text.split(",")]
+        if len(values) not in (2, 3):
+            raise ValueError
     except ValueError:
-        raise EdgekitError(f"--int8-goal takes MEDIAN,MIN in dB, e.g. {DEFAULT_GOAL} (got {text!r})") from None
+        raise EdgekitError(f"--int8-goal takes MEDIAN,MIN in dB and optionally the speed-up over the float graph, "
+                           f"e.g. {DEFAULT_GOAL} (got {text!r})") from None
+    median, minimum, speedup = (*values, default_speedup)[:3]
     if minimum > median:
         raise EdgekitError(f"--int8-goal {text}: the worst photo's SQNR (MIN) cannot exceed the median")
-    return Goal(median, minimum)
+    if speedup < 0:
+        raise EdgekitError(f"--int8-goal {text}: the speed-up must be 0 (not judged) or more")
+    return Goal(median, minimum, speedup or None)
 
 
 def validate_int8_search(precision: str, options, int8: str = "int8") -> None:
@@ -150,6 +168,7 @@ class Search:
     measure: Callable[[object], dict]
     float_ms: float | None
     progress: Callable[[str], None] = lambda _m: None
+    min_speedup: float | None = None  # over the float graph, for the chosen recipe to be worth shipping
     trials: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
@@ -181,6 +200,7 @@ class Search:
                  if m.get("median_ms") and self.float_ms else None,
                  "seconds": round(time.perf_counter() - t0, 1)}
         trial["meets_goal"] = self.goal.met(trial)
+        trial["fast_enough"] = self.fast_enough(trial)
         self.trials.append(trial)
         self.progress(f"int8 search: {recipe}: {trial['sqnr_db_median']:.1f}/{trial['sqnr_db_min']:.1f} dB, "
                       f"{_metric_text(trial)}{_speed_text(trial)} -> "
@@ -208,6 +228,13 @@ class Search:
 
         return found[bisect(0, n, meets)]
 
+    def fast_enough(self, trial: dict) -> bool | None:
+        """Whether a recipe runs at least `min_speedup` times the float graph's speed here (None: not
+        asked, or no runtime here to time it)."""
+        if self.min_speedup is None or trial.get("speedup_over_float") is None:
+            return None
+        return trial["speedup_over_float"] >= self.min_speedup
+
     def choice(self) -> dict:
         """The first recipe (in the target's order: fastest expected first) that met the goal; when none
         did, the most faithful one tried (worst photo first), so verification reports what it costs."""
@@ -226,10 +253,15 @@ class Search:
                                                              self.trials[j]["sqnr_db_median"]))
         return self.trials[i]
 
-    def record(self, chosen: dict, **facts) -> dict:
-        return {"goal": asdict(self.goal), "goal_text": str(self.goal), "budget_s": self.budget_s, "seconds": round(self.elapsed(), 1),
-                "float_ms": self.float_ms, **facts, "tried": self.trials, "skipped": self.skipped,
-                "chosen": chosen["recipe"], "met": chosen["meets_goal"]}
+    def record(self, chosen: dict, instead: str, **facts) -> dict:
+        """The search for the manifest; `met`: the chosen recipe meets the fidelity goal and, where this
+        host times it, the speed-up; `instead`: what to use when it does not (int8 does not pay off)."""
+        met = chosen["meets_goal"] and chosen.get("fast_enough") is not False
+        return {"goal": asdict(self.goal), "goal_text": str(self.goal), "min_speedup": self.min_speedup,
+                "budget_s": self.budget_s, "seconds": round(self.elapsed(), 1), "float_ms": self.float_ms, **facts,
+                "tried": self.trials, "skipped": self.skipped, "chosen": chosen["recipe"], "met": met,
+                "fidelity_met": chosen["meets_goal"], "fast_enough": chosen.get("fast_enough"),
+                "instead": None if met else instead}
 
 
 class Recipes(Protocol):
@@ -331,15 +363,33 @@ def _metric_text(trial: dict) -> str:
 
 def summary_lines(search: dict) -> list[str]:
     """The search as `edgekit export` prints it (and the report shows)."""
-    goal = search.get("goal_text") or str(Goal(**search["goal"]))
-    lines = [f"int8 recipe search (goal {goal} on {search['judged_on']}; "
+    lines = [f"int8 recipe search (goal {_goal_text(search)}, on {search['judged_on']}; "
              f"{search['seconds']:g} s of a {search['budget_s']:g} s budget):"]
     for t in search["tried"]:
         mark = "*" if t["recipe"] == search["chosen"] else " "
+        misses = ([] if t["meets_goal"] else ["below the goal"]) + (["too slow"] if t.get("fast_enough") is False else [])
+        missed = f" ({', '.join(misses)})" if misses else ""
         lines.append(f" {mark} {t['recipe']}: {t['sqnr_db_median']:.1f}/{t['sqnr_db_min']:.1f} dB, "
                      f"{t['agreement_kind']} {t['agreement_min']:.3f} (worst), {_metric_text(t)}"
-                     f"{_speed_text(t)}{'' if t['meets_goal'] else ' (below the goal)'}")
+                     f"{_speed_text(t)}{missed}")
     lines += [f"   {s['recipe']}: skipped ({s['why']})" for s in search["skipped"]]
-    lines.append(f"   chosen: {search['chosen']}" + ("" if search["met"] else
-                 " - no recipe tried met the goal: the most faithful one was kept"))
-    return lines
+    lines.append(f"   chosen: {search['chosen']}")
+    verdict = worth_it_line(search)
+    return lines + ([verdict] if verdict else [])
+
+
+def worth_it_line(search: dict) -> str | None:
+    """One line when the chosen recipe is not worth shipping: why, and what to use instead."""
+    if search.get("met", True):
+        return None
+    fidelity = search.get("fidelity_met", False)
+    why = (f"the chosen recipe keeps the fidelity but runs at {_speed(search)} the float graph's speed here "
+           f"(goal {search['min_speedup']:g}x)" if fidelity else "no recipe tried met the goal: the most faithful "
+           "one was kept")
+    return f"int8 does not pay off here: {why}; use {search.get('instead') or 'a float precision'} instead"
+
+
+def _speed(search: dict) -> str:
+    chosen = next((t for t in search["tried"] if t["recipe"] == search["chosen"]), {})
+    speed = chosen.get("speedup_over_float")
+    return "an unmeasured" if speed is None else f"{speed:.2f}x"

@@ -181,15 +181,16 @@ class TorchSearchRequest:
     budget_s: float
     judge: object = None
     progress: Callable[[str], None] = lambda _m: None
+    min_speedup: float | None = None  # over the float program, where this host runs it
 
     @classmethod
     def of(cls, job) -> TorchSearchRequest:
         from edgekit.int8.search import parse_goal
 
-        judge = job.task_judge
+        judge, goal = job.task_judge, parse_goal(job.options.int8_goal)
         return cls(job.deploy, job.size, job.calibration, job.calibration_originals, job.variant.task,
-                   parse_goal(job.options.int8_goal) if judge is None else judge.goal, job.options.search_budget,
-                   judge, job.progress)
+                   goal if judge is None else judge.goal, job.options.search_budget, judge, job.progress,
+                   goal.min_speedup)
 
 
 class TorchRecipes(Protocol):
@@ -200,6 +201,7 @@ class TorchRecipes(Protocol):
     float_ms: float | None
     no_int16: str
     quantiser: dict
+    instead: str  # what to ship when no int8 recipe pays off
 
     def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> object: ...
 
@@ -270,14 +272,15 @@ def search_torch_model(request: TorchSearchRequest, target: TorchRecipes) -> Tor
     from edgekit.int8.search import Search, judged_on, run_recipes
 
     side = _TorchSide(request, target)
-    search = Search(request.goal, request.budget_s, side.measure, target.float_ms, request.progress)
+    search = Search(request.goal, request.budget_s, side.measure, target.float_ms, request.progress,
+                    request.min_speedup)
     chosen, equalized, order = run_recipes(search, side)
     k = chosen["options"]["keep_float"]
     kept = order[:k] if order else []
     n, fit, judged = len(request.calibration), side.fit, side.judged
     split = (f"the {len(judged)} samples of every second calibration image (of {request.originals}), each recipe "
              f"calibrated on the other images' {len(fit)} (one split, not folds)")
-    record = search.record(chosen, judged_on=judged_on(request.judge, split),
+    record = search.record(chosen, target.instead, judged_on=judged_on(request.judge, split),
                            reference="the float deploy form in PyTorch", calibrated_on=[len(fit)],
                            artifact=f"the chosen recipe calibrated on all {n} samples (its verification on the "
                            "verification photos follows)")

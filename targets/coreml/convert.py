@@ -178,6 +178,7 @@ def _int8(job: ConvertJob) -> tuple[nn.Module, dict]:
     class Recipes:
         no_int16 = NO_INT16_HERE
         quantiser = QUANTISER
+        instead = "--precision fp16 (or int8-weights, which keeps fp16 activations)"
         float_ms = None  # the CoreML runtime needs macOS: no speed is measured here
 
         def quantize(self, model, samples: np.ndarray, keep: tuple[str, ...]) -> nn.Module:

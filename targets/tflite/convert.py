@@ -64,7 +64,9 @@ def convert(
     recipe = None
     if precision not in (Precision.FP32, Precision.FP16):
         model, recipe = quantize(out, precision, calibration_nchw, layout, request, progress)
-        target.write_bytes(_io_names_of(model, out / f"{simplified.stem}_float32.tflite"))
+        model, renamed = _io_names_of(model, out / f"{simplified.stem}_float32.tflite")
+        target.write_bytes(model)
+        recipe = recipe.renamed(renamed) if recipe else None
     ops = tflite_ops(target)
     flex = [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
     if flex:
@@ -72,18 +74,22 @@ def convert(
     return TFLiteResult(target, ops, recipe)
 
 
-def _io_names_of(model: bytes, like: Path) -> bytes:
-    """`model` with its input and output tensors named as in `like`, onnx2tf's float model: the converter
-    names a quantised model's I/O after its SavedModel signature (serving_default_image:0), and app code
-    that names the input must not break when the precision changes."""
+def _io_names_of(model: bytes, like: Path) -> tuple[bytes, dict[str, str]]:
+    """`model` with its input and output tensors named as in `like`, onnx2tf's float model, and the
+    renames (old name -> new): the converter names a quantised model's I/O after its SavedModel
+    signature (serving_default_image:0), and app code that names the input must not break when the
+    precision changes."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     ours, theirs = flatbuffer_utils.read_model_from_bytearray(bytearray(model)), flatbuffer_utils.read_model(str(like))
+    renamed: dict[str, str] = {}
     for mine, reference in ((ours.subgraphs[0].inputs, theirs.subgraphs[0].inputs),
                             (ours.subgraphs[0].outputs, theirs.subgraphs[0].outputs)):
         for i, j in zip(mine, reference, strict=True):
-            ours.subgraphs[0].tensors[i].name = theirs.subgraphs[0].tensors[j].name
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(ours))
+            old, new = ours.subgraphs[0].tensors[i].name, theirs.subgraphs[0].tensors[j].name
+            renamed[old.decode()] = new.decode()
+            ours.subgraphs[0].tensors[i].name = new
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(ours)), renamed
 
 
 def _equalized_graph(job: ConvertJob):

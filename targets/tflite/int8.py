@@ -169,6 +169,8 @@ def _fixed_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
 
 # 16-bit activations: TFLite's int16x8 mode exists, but XNNPACK (the CPU runtime this target ships and
 # is timed with) has only 8-bit quantised kernels, so such a model would leave XNNPACK: not a fast recipe here.
+# what to ship when no int8 recipe is faithful and faster than the float graph here
+INSTEAD = "--precision fp16 (XNNPACK's fp16 kernels on ARM, the GPU delegate), or --target qnn --precision w8a16 for the NPU"
 NO_INT16_HERE = "XNNPACK, this target's CPU runtime, has no 16-bit activation kernels (w8a16 is the NPU's: --target qnn)"
 
 
@@ -260,7 +262,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     recipes = _Recipes(saved_model, calibration_nchw, layout, request, progress)
     judge = request.judge
     recipes.search = search = Search(request.goal if judge is None else judge.goal, request.budget_s,
-                                     recipes.measure, recipes.float_ms(), progress)
+                                     recipes.measure, recipes.float_ms(), progress, request.goal.min_speedup)
     chosen, equalized, order = run_recipes(search, recipes)
     k = chosen["options"]["keep_float"]
     kept = [] if order is None else order[:k]
@@ -269,7 +271,7 @@ def search_int8(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout,
     folds_text = (f"all {n} calibration samples of {request.originals} images, "
                   f"{len(splits)}-fold: each judged by a model calibrated without its image")
     record = search.record(
-        chosen, judged_on=judged_on(judge, folds_text),
+        chosen, INSTEAD, judged_on=judged_on(judge, folds_text),
         reference="the float graph without equalisation (the calibrated model)",
         calibrated_on=[len(fit) for fit, _ in splits],
         artifact=f"the chosen recipe calibrated on all {n} samples (its verification on the verification "
