@@ -25,7 +25,9 @@ from edgekit.errors import EdgekitError
 from edgekit.registry import Size, Variant
 
 BUILTIN_DIR = Path(__file__).parent / "images"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# what a folder or a glob of photos is read for: the formats a file named alone is read in too
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_KINDS = "/".join(IMAGE_SUFFIXES)
 CLS_CROP_RATIO = 0.875  # resize the short side to size/0.875, then centre-crop (ImageNet eval)
 
 # Calibration: two scenes (a Cityscapes-style street, an ADE20K-style room) and two objects.
@@ -70,12 +72,12 @@ def image_files(folder: Path) -> list[Path]:
         raise EdgekitError(f"{folder} is not a folder of images")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise EdgekitError(f"image folder {folder} has no .jpg/.jpeg/.png images")
+        raise EdgekitError(f"image folder {folder} has no {IMAGE_KINDS} images")
     return paths
 
 
 def expand_images(given) -> list[Path]:
-    """The photos a user named: files, folders (their .jpg/.jpeg/.png, sorted) and glob patterns
+    """The photos a user named: files, folders (their IMAGE_SUFFIXES images, sorted) and glob patterns
     (`shots/*.jpg`, as a shell that did not expand them would pass them), in the order given, each
     once; a name that is none of these is a one-line error."""
     import glob
@@ -91,7 +93,7 @@ def expand_images(given) -> list[Path]:
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True)
                              if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
             if not matches:
-                raise EdgekitError(f"no .jpg/.jpeg/.png images match {item}")
+                raise EdgekitError(f"no {IMAGE_KINDS} images match {item}")
             found += matches
         else:
             raise EdgekitError(f"{item} not found")

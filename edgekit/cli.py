@@ -404,6 +404,9 @@ def predict(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the pictures.")] = Path(
         "edgekit-predictions"),
     top: Annotated[int, typer.Option("--top", help="Classes to show for a classifier.")] = 5,
+    skip_unreadable: Annotated[bool, typer.Option("--skip-unreadable", help="Skip a photo that cannot be read "
+                                                                              "(named in the report) instead of "
+                                                                              "stopping.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run an artifact on your photos here: overlay and class-map PNGs, or the top classes."""
@@ -411,7 +414,7 @@ def predict(
     from edgekit.predict import predict as run_predict
 
     with _status("predicting") as status:
-        result = _run(run_predict, PredictOptions(artifact_dir, tuple(images), output, top),
+        result = _run(run_predict, PredictOptions(artifact_dir, tuple(images), output, top, skip_unreadable),
                       lambda msg: status.update(msg))
     _show(result, as_json, "predict_report")
 

@@ -36,6 +36,7 @@ class PredictOptions:
     images: tuple[Path, ...]
     output: Path = DEFAULT_OUTPUT
     top: int = 5
+    skip_unreadable: bool = False  # a photo that cannot be read is skipped with its line, not the batch's end
 
 
 def _font(size: int):
@@ -166,7 +167,17 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
         raise EdgekitError(f"--top must be at least 1 (got {opts.top})")
     manifest = read_manifest(Path(opts.artifact))
     variant = get_variant(manifest.variant)
-    photos = [(path, load_rgb(path)) for path in expand_images(opts.images)]
+    photos, unreadable = [], []
+    for path in expand_images(opts.images):
+        try:
+            photos.append((path, load_rgb(path)))
+        except EdgekitError as e:
+            if not opts.skip_unreadable:
+                raise EdgekitError(f"{e} (--skip-unreadable runs the others)") from None
+            unreadable.append({"image": str(path), "why": str(e)})
+            progress(f"skipping {path.name}: {e}")
+    if not photos:
+        raise EdgekitError("none of the photos could be read: " + "; ".join(u["why"] for u in unreadable))
     proxy = False
     try:
         runner = open_runner(manifest)  # checks the model file's sha256; NotRunnable where the host cannot
@@ -210,4 +221,5 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     return {"artifact": manifest.artifact_dir, "variant": variant.name, "task": variant.task,
             "target": manifest.target, "precision": manifest.precision,
             "runner": ran, "proxy": proxy, "failed_verification": failed,
-            "random_weights": random_weights, "output": str(folder), "predictions": results}
+            "random_weights": random_weights, "output": str(folder), "predictions": results,
+            "unreadable": unreadable}

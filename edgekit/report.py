@@ -125,24 +125,21 @@ def inspect_tables(d: dict) -> None:
     if d["weights_note"]:
         console.print(f"[yellow]{d['weights_note']}[/]")
     agree = "pixels argmax same" if d["task"] == "seg" else "top-1 same"
-    rw = Table(title="rewrites (each against the step before / against the trained model)")
-    rw.add_column("rewrite", no_wrap=True)
-    for col in ("exact", "max abs", "max rel", "min SQNR dB", agree, "cum. min SQNR dB"):
-        rw.add_column(col, justify="left" if col == "exact" else "right")
+    columns = [("rewrite", "left", 0), ("exact", "left", 1), ("max abs", "right", 3), ("max rel", "right", 2),
+               ("min SQNR dB", "right", 1), (agree, "right", 2), ("cum. min SQNR dB", "right", 1)]
+    rows = []
     for s in d["rewrites"]:
         p, c = s["vs_previous"], s["vs_trained"]
-        rw.add_row(s["name"], "yes" if s["exact"] else "[yellow]no[/]", _num(p["max_abs"]), _num(p["max_rel"]),
-                   _num(p["sqnr_db_min"], ".1f"), f"{p['agreement']:.2%}", _num(c["sqnr_db_min"], ".1f"))
-    console.print(rw)
+        rows.append([s["name"], "yes" if s["exact"] else "[yellow]no[/]", _num(p["max_abs"]), _num(p["max_rel"]),
+                     _num(p["sqnr_db_min"], ".1f"), f"{p['agreement']:.2%}", _num(c["sqnr_db_min"], ".1f")])
+    print_fitted("rewrites (each against the step before / against the trained model)", columns, rows)
     if "upsample_options" in d:
-        up = Table(title="seg-head upsampling (against the trained bicubic model)")
-        for col in ("upsample", "max abs", "min SQNR dB", agree, "CPU ms", "CPU ratio"):
-            up.add_column(col, justify="left" if col == "upsample" else "right")
-        for u in d["upsample_options"]:
-            v = u["vs_trained"]
-            up.add_row(u["upsample"], _num(v["max_abs"]), _num(v["sqnr_db_min"], ".1f"), f"{v['agreement']:.2%}",
-                       f"{u['cpu_ms']:.1f}", f"{u['cpu_ratio']:.3f}")
-        console.print(up)
+        columns = [("upsample", "left", 0), ("max abs", "right", 2), ("min SQNR dB", "right", 1), (agree, "right", 1),
+                   ("CPU ms", "right", 2), ("CPU ratio", "right", 1)]
+        rows = [[u["upsample"], _num(u["vs_trained"]["max_abs"]), _num(u["vs_trained"]["sqnr_db_min"], ".1f"),
+                 f"{u['vs_trained']['agreement']:.2%}", f"{u['cpu_ms']:.1f}", f"{u['cpu_ratio']:.3f}"]
+                for u in d["upsample_options"]]
+        print_fitted("seg-head upsampling (against the trained bicubic model)", columns, rows)
     f16 = d["fp16"]
     verdict = "[green]finite[/]" if f16["finite"] else "[red]inf/NaN[/]"
     ok = "[green]>=[/]" if f16["sqnr_db_min"] >= f16["sqnr_target_db"] else "[red]<[/]"
@@ -284,6 +281,8 @@ def predict_report(r: dict) -> None:
         console.print(f"  [dim]{', '.join(p['files'].values())}[/]")
     if r["random_weights"]:
         console.print("[yellow]RANDOM WEIGHTS: no checkpoint was given, so these classes mean nothing[/]")
+    for u in r.get("unreadable", []):
+        console.print(f"[yellow]skipped: {u['why']}[/]")
 
 
 def _pct(x: float | None, sign: bool = False) -> str:

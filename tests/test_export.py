@@ -144,7 +144,7 @@ def test_export_bad_input(tmp_path):
     _cli_error(["b0-seg", "--target", "onnx", "--precision", "fp16"], "is not one of: fp32", out)
     empty = tmp_path / "empty"
     empty.mkdir()
-    _cli_error(["b0-seg", "-p", "int8", "--calibration", str(empty)], "has no .jpg/.jpeg/.png images", out)
+    _cli_error(["b0-seg", "-p", "int8", "--calibration", str(empty)], "has no .jpg/.jpeg/.png/.webp/.bmp/.tif/.tiff images", out)
     _cli_error(["b0-seg", "-p", "int8", "--calibration", str(tmp_path / "nope")], "calibration folder not found", out)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

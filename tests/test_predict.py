@@ -27,21 +27,23 @@ def test_predict_takes_files_folders_and_globs(onnx_b0, tmp_path):
     photos.mkdir()
     for name in ("mit-fig-5.jpeg", "mit-fig-6.jpeg"):
         shutil.copy(IMAGES / name, photos / name)
+    Image.open(IMAGES / "city.png").convert("RGB").save(photos / "street.webp")  # a format a file alone is read in
     (photos / "notes.txt").write_text("not a photo")
     out = str(tmp_path / "p")
-    for given, expected in (([str(photos)], ["mit-fig-5.jpeg", "mit-fig-6.jpeg"]),
+    for given, expected in (([str(photos)], ["mit-fig-5.jpeg", "mit-fig-6.jpeg", "street.webp"]),
                             ([str(photos / "*-6.jpeg"), str(IMAGES / "city.png")], ["mit-fig-6.jpeg", "city.png"]),
-                            ([str(photos / "mit-fig-5.jpeg"), str(photos)], ["mit-fig-5.jpeg", "mit-fig-6.jpeg"])):
+                            ([str(photos / "mit-fig-5.jpeg"), str(photos)], ["mit-fig-5.jpeg", "mit-fig-6.jpeg",
+                                                                            "street.webp"])):
         r = runner.invoke(app, ["predict", onnx_b0.artifact_dir, *given, "-o", out, "--json"])
         assert r.exit_code == 0, r.output
         assert [Path(p["image"]).name for p in json.loads(r.stdout)["predictions"]] == expected
     one_line_error(runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(photos / "*.gif"), "-o", out]),
-              "no .jpg/.jpeg/.png images match")
+              "no .jpg/.jpeg/.png/.webp/.bmp/.tif/.tiff images match")
     one_line_error(runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(tmp_path / "missing.jpg"), "-o", out]),
               "missing.jpg not found")
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(empty), "-o", out]), "has no .jpg/.jpeg/.png")
+    one_line_error(runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(empty), "-o", out]), "has no .jpg/.jpeg/.png/.webp")
 
 
 PHOTOS = REPO / "calibration" / "images"
@@ -113,3 +115,20 @@ def test_predict_on_a_failed_artifact_says_so_in_the_report_and_on_the_picture(t
                     ["overlay"])
     assert overlay.height > ok.height  # one more banner strip: the FAILED one, above the photo
     assert np.asarray(overlay)[5, 5].tolist() == [180, 0, 0]
+
+
+def test_one_unreadable_photo_stops_the_batch_unless_it_is_skipped(onnx_b0, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(IMAGES / "mit-fig-5.jpeg", photos / "a.jpeg")
+    (photos / "b.jpeg").write_bytes((IMAGES / "mit-fig-6.jpeg").read_bytes()[:300])  # truncated
+    out = tmp_path / "p"
+    one_line_error(runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(photos), "-o", str(out)]),
+                   "b.jpeg")
+    assert not out.exists()  # nothing written
+    r = runner.invoke(app, ["predict", onnx_b0.artifact_dir, str(photos), "-o", str(out), "--skip-unreadable",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert [Path(p["image"]).name for p in result["predictions"]] == ["a.jpeg"]
+    assert [Path(u["image"]).name for u in result["unreadable"]] == ["b.jpeg"]
