@@ -462,6 +462,22 @@ def eval_cmd(
         raise typer.Exit(3)
 
 
+@app.command("demo-data")
+def demo_data(
+    folder: Annotated[Path, typer.Argument(help="A new folder for the set.")],
+    data_format: Annotated[str, typer.Option("--format", help="cityscapes | ade20k | imagenet (the layout).")] = (
+        "cityscapes"),
+) -> None:
+    """Write a small DEMO labelled set in a dataset's real layout from the built-in photos, to try `edgekit
+    eval` on (its labels are a model's own predictions with noise: not a measure of accuracy)."""
+    from edgekit.demo_data import make
+
+    with _status(f"writing a {data_format} demo set"):
+        made = _run(make, folder, data_format.lower())
+    typer.echo(f"{made}: a {data_format} DEMO set (labels are a model's predictions, not annotations; see "
+               f"{made / 'README.txt'})")
+
+
 @app.command("targets")
 def targets_cmd(as_json: JsonOpt = False) -> None:
     """List the targets: model file, precisions, host runner, app platform, how each is profiled."""

@@ -267,3 +267,18 @@ def test_a_variant_alone_and_a_layout_it_does_not_predict_are_said_plainly(citys
     assert result["note"] == "no checkpoint was given, so the metric means nothing (the classes are random)"
     err = _one_line_error(["b0-seg", "--data", str(imagenet[0]), "-r", "64x128"], "predicts cityscapes classes")
     assert "is in imagenet's layout" in err
+
+
+@pytest.mark.parametrize("fmt,variant", [("cityscapes", "b0-seg"), ("ade20k", "b1-seg-ade20k"), ("imagenet", "m0-cls")])
+def test_demo_data_makes_a_set_eval_reads_and_says_it_is_a_demo(tmp_path, fmt, variant):
+    """The README's eval example runs on a set one documented command makes: each layout, read back by
+    eval's own layout detection, marked a demo in its folder."""
+    folder = tmp_path / "demo"
+    r = runner.invoke(app, ["demo-data", str(folder), "--format", fmt])
+    assert r.exit_code == 0, r.output
+    assert "DEMO" in r.stdout and "not human annotations" in (folder / "README.txt").read_text()
+    result = _eval(variant, "-d", folder, "-r", "64x64" if fmt != "cityscapes" else "64x128")
+    assert result["dataset"] == fmt and result["images"] >= 4
+    again = runner.invoke(app, ["demo-data", str(folder)])
+    assert again.exit_code == 1 and "exists" in again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # nothing half-written beside it
