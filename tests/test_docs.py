@@ -93,3 +93,36 @@ def test_python_md_lists_each_options_field(name):
     fields = [f.name for f in dataclasses.fields(getattr(edgekit, name))]
     given = [a.strip() for a in listed.group(1).split(",")]
     assert given == fields[:len(given)] and (given == fields or given[-1] == "..."), (given, fields)
+
+
+def test_the_readme_is_a_guide_and_the_docs_name_no_issue():
+    """At most 300 lines, and no page points at the tracker instead of saying what it means."""
+    assert len((REPO / "README.md").read_text().splitlines()) <= 300
+    cited = [f"{doc.name}: {line.strip()}" for doc in DOCS for line in doc.read_text().splitlines()
+             if re.search(r"\bissues? \d+", line)]
+    assert cited == []
+
+
+def test_the_test_command_shows_why_each_test_was_skipped():
+    import tomllib
+
+    options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "-rs" in options["addopts"].split()
+
+
+def test_a_long_path_is_printed_whole_at_80_columns(monkeypatch):
+    """A path longer than the terminal is not broken inside its name (the terminal wraps the line)."""
+    import io
+
+    from rich.console import Console
+
+    import edgekit.report as report
+
+    buffer = io.StringIO()
+    # the report's own console, at 80 columns
+    monkeypatch.setattr(report, "console", Console(file=buffer, width=80, soft_wrap=report.console.soft_wrap))
+    path = "/home/someone/projects/edgekit-artifacts/b0-seg-cityscapes-1024x2048-tflite-fp32/my-street-overlay.png"
+    report.predict_report({"variant": "b0-seg-cityscapes", "target": "tflite", "precision": "fp32", "runner": "x",
+                           "task": "seg", "random_weights": False, "predictions": [
+                               {"image": "my-street.jpg", "classes": [], "files": {"overlay": path}}]})
+    assert path in buffer.getvalue()
