@@ -290,7 +290,7 @@ def _why_not_profiled(m, on_host: bool) -> str | None:
     return None
 
 
-def _selected(opts: ProfileOptions, progress: Progress) -> tuple[list, list[dict]]:
+def _selected(opts: ProfileOptions) -> tuple[list, list[dict]]:
     """(the manifests to measure, one record per artifact this run does not measure, with why). A
     skipped artifact the user named makes the command exit 1 when others are measured (`named`), and
     is the error when it is the only one; one found in a folder is skipped with its line."""
@@ -302,8 +302,7 @@ def _selected(opts: ProfileOptions, progress: Progress) -> tuple[list, list[dict
         why = _why_not_profiled(m, opts.device == "host")
         if why is not None:
             skipped.append({"artifact": str(path), "variant": m.variant, "target": m.target, "precision": m.precision,
-                            "skipped": f"{path.name}: {why}", "named": named})
-            progress(f"skipping {path.name}: {why}")
+                            "skipped": f"{path.name}: {why}", "named": named})  # the report prints why
             continue
         manifests.append(m)
     if not manifests:
@@ -346,7 +345,7 @@ def profile(opts: ProfileOptions, progress: Progress = lambda _m: None) -> list[
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
     if opts.threads is not None and opts.threads < 1:
         raise EdgekitError(f"--threads must be at least 1 (got {opts.threads})")
-    manifests, skipped = _selected(opts, progress)
+    manifests, skipped = _selected(opts)
     shas = [_measured_sha(m, opts.force) for m in manifests]
     results_paths = [Path(opts.results) if opts.results else Path(m.artifact_dir).parent / RESULTS for m in manifests]
     for path in dict.fromkeys(results_paths):

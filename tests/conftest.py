@@ -29,12 +29,22 @@ def require_tools(*tools: str, package: str) -> None:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def error_line(stderr: str) -> str:
+    """A failed command's error: one line, "error: ...", the last on stderr. Lines before it may only
+    be the command's progress (a test's stderr is not a terminal, where progress is printed line by
+    line), never a traceback or another error."""
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), stderr
+    assert not [line for line in lines[:-1] if line.startswith(("error", "Traceback", "  File "))], stderr
+    return lines[-1]
+
+
 def one_line_error(result, needle: str, code: int = 1) -> None:
-    """A CLI run (typer's CliRunner result) that failed as edgekit fails: exit `code` and one line on
-    stderr, "error: ..." naming `needle`."""
-    err = result.stderr.strip()
+    """A CLI run (typer's CliRunner result) that failed as edgekit fails: exit `code` and its one
+    error line naming `needle`."""
     assert result.exit_code == code, result.output
-    assert err.startswith("error: ") and needle in err and "\n" not in err, err
+    err = error_line(result.stderr)
+    assert needle in err, err
 
 
 def run_edgekit(*args, cwd=None, env=None, timeout=600):

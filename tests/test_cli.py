@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import REPO, run_edgekit
+from conftest import REPO, error_line, run_edgekit
 from edgekit.cli import app
 from edgekit.models import build_model
 from edgekit.registry import VARIANTS, get_variant
@@ -72,7 +72,7 @@ def _one_line_error(args, needle):
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert result.stdout == ""
-    err = result.stderr.strip()
+    err = error_line(result.stderr)
     assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err
 
 

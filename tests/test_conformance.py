@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import error_line
 from edgekit.cli import app
 from edgekit.deploy import plan_rewrites
 from edgekit.manifest import read_manifest
@@ -39,7 +40,7 @@ def exported(request, tmp_path_factory, shared_artifact):
 
 
 def _one_line_error(result, needle: str, code: int = 1) -> None:
-    err = result.stderr.strip()
+    err = error_line(result.stderr)
     assert result.exit_code == code, result.output
     assert err.startswith("error: ") and needle in err and "\n" not in err, err
 

@@ -9,7 +9,7 @@ import coremltools as ct
 import pytest
 from typer.testing import CliRunner
 
-from conftest import every_variant_resolution
+from conftest import error_line, every_variant_resolution
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
 from edgekit.registry import VARIANTS
@@ -164,7 +164,7 @@ def test_tensor_input(tmp_path):
 )
 def test_coreml_bad_input(tmp_path, args, needle):
     result = runner.invoke(app, ["export", "m0-cls", "--target", "coreml", *args, "-o", str(tmp_path / "o")])
-    assert result.exit_code == 1 and needle in result.stderr and "\n" not in result.stderr.strip()
+    assert result.exit_code == 1 and needle in error_line(result.stderr)
     assert not (tmp_path / "o").exists()
 
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import error_line
 from edgekit.accuracy import Scores, paired_bootstrap
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
@@ -32,7 +33,7 @@ def _eval(*args, code: int = 0) -> dict:
 
 def _one_line_error(args, needle: str) -> str:
     result = runner.invoke(app, ["eval", *map(str, args)])
-    err = result.stderr.strip()
+    err = error_line(result.stderr)
     assert result.exit_code != 0 and err.startswith("error: ") and "\n" not in err, result.output
     assert needle in err, err
     return err

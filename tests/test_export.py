@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import REPO, every_variant_resolution, one_line_error
+from conftest import REPO, error_line, every_variant_resolution, one_line_error
 from edgekit.artifacts import sha256
 from edgekit.calibration.images import VERIFICATION
 from edgekit.cli import app
@@ -132,7 +132,7 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
 def _cli_error(args, needle, out_dir):
     result = runner.invoke(app, ["export", *args, "--output", str(out_dir)])
     assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
+    err = error_line(result.stderr)
     assert err.startswith("error: ") and needle in err and "\n" not in err
     assert not out_dir.exists()  # every check runs before the output folder is made
 

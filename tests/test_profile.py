@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import one_line_error
+from conftest import error_line, one_line_error
 from edgekit.android_harness import benchmark_output
 from edgekit.android_harness.host_benchmark import write_launcher
 from edgekit.artifacts import sha256
@@ -184,7 +184,9 @@ def test_profile_defaults_to_every_tflite_artifact(artifact, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["profile", "--runs", "2", "--warmup", "0", "--json"])
     assert r.exit_code == 0, r.output
-    assert [rec["artifact"] for rec in json.loads(r.stdout)] == [str(Path("edgekit-artifacts") / "b0")]
+    measured, skipped = json.loads(r.stdout)  # the CoreML one is listed with why, not measured
+    assert measured["artifact"] == str(Path("edgekit-artifacts") / "b0") and "median_ms" in measured
+    assert skipped["artifact"] == str(Path("edgekit-artifacts") / "b0-coreml") and not skipped["named"]
     assert len(read_results(root / "results.jsonl")) == 1
 
 
@@ -246,7 +248,7 @@ def test_a_serial_that_is_not_connected_is_called_so(connect, harness, artifact,
     for args in (["profile", artifact[1]], ["verify", artifact[1]], ["eval", artifact[1], "-d", str(tmp_path / "cs")]):
         r = runner.invoke(app, [*args, "--device", "R5CT12345"])
         assert r.exit_code == 1, r.output
-        err = r.stderr.strip()
+        err = error_line(r.stderr)
         assert "R5CT12345: no phone with this serial is connected" in err and "\n" not in err, (args, err)
 
 
@@ -254,7 +256,7 @@ def test_disconnect_mid_run(connect, harness, artifact, tmp_path):
     phone = connect(drop_on="--num_runs")
     results = tmp_path / "results.jsonl"
     r = _profile([artifact[1], "--device", "s8gen1", "--harness", str(harness)], results)
-    assert r.exit_code == 1 and "lost device" in r.stderr and "\n" not in r.stderr.strip()
+    assert r.exit_code == 1 and "lost device" in error_line(r.stderr)
     assert not results.exists() and phone.commands
 
 

@@ -15,6 +15,7 @@ import pytest
 from toy_target import TOY, ToyOptions
 from typer.testing import CliRunner
 
+from conftest import error_line
 from edgekit import targets
 from edgekit.cli import app
 from edgekit.devices import htp_socs
@@ -165,7 +166,7 @@ def _artifact_copy(b0_fp32, tmp_path: Path, edit) -> Path:
 
 def _one_line(args, needle, code=1):
     r = runner.invoke(app, args)
-    err = r.stderr.strip()
+    err = error_line(r.stderr)
     assert r.exit_code == code, r.output
     assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err, err
 

@@ -23,6 +23,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import error_line
 from edgekit.calibration.images import image_batch, stand_in_images
 from edgekit.cli import app
 from edgekit.export import ExportOptions, export
@@ -172,7 +173,7 @@ def test_a_timm_file_for_another_model_is_one_line(timm_files, tmp_path):
     ]
     for args, needle in cases:
         r = runner.invoke(app, [*args, "-o", str(tmp_path / "x")] if args[0] == "export" else args)
-        err = r.stderr.strip()
+        err = error_line(r.stderr)
         assert r.exit_code == 1 and err.startswith("error: ") and "\n" not in err and needle in err, (args, err)
     assert not (tmp_path / "x").exists()
     broken = tmp_path / "broken.safetensors"
