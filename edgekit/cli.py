@@ -107,13 +107,13 @@ class _Lines:
         return None
 
 
-def _status(message: str, lines_when_piped: bool = True):
+def _status(message: str):
     """A spinner on stderr while long work runs (stdout stays clean for --json); one line per step
     when stderr is not a terminal (a log, CI, a pipe), where a spinner would show nothing."""
     from rich.console import Console
 
     console = Console(stderr=True)
-    if lines_when_piped and not console.is_terminal:
+    if not console.is_terminal:
         return _Lines()  # only the steps: an error before the first stays the command's one line
     return console.status(message)
 
@@ -345,7 +345,8 @@ DEVICE_HELP = ("host, a profile (every connected phone of it: s8gen1, ...), all 
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help=DEVICE_HELP)]
 PhonesOpt = Annotated[str | None, typer.Option("--device", "-d", help=DEVICE_HELP + " Default: this machine.")]
 # eval's -d is --data (the option every eval needs); its --device has no short flag
-EvalPhonesOpt = Annotated[str | None, typer.Option("--device", help=DEVICE_HELP + " Default: this machine.")]
+EvalPhonesOpt = Annotated[str | None, typer.Option("--device", help=DEVICE_HELP + " Default: this machine. An "
+                                                                                "interrupted run on a phone resumes.")]
 AdbServerOpt = Annotated[str | None, typer.Option(
     "--adb-server", help="HOST:PORT of the adb server the phones are on (a lab's; default: $ADB_SERVER_SOCKET, "
                          "else adb's own local server).")]
