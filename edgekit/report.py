@@ -1,4 +1,6 @@
-"""Rich rendering of the library's result dicts (the same dicts `--json` prints)."""
+"""Rich rendering of the library's result dicts (the same dicts `--json` prints). One file on purpose,
+though long: one function per command's output, sharing the table fitting (`print_fitted`) and the
+number formats, so every command prints alike."""
 
 from __future__ import annotations
 
