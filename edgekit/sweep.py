@@ -221,11 +221,13 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, se
         except EdgekitError as e:
             row.update(status="eval failed", error=first_line(e))
             return
-    if manifest.spec.harness is None:
+    harness = manifest.spec.harness
+    if harness is None or (serials == [None] and harness.host_module is None):  # an iPhone's; the NPU's on the host
+        why = manifest.spec.not_profiled if harness is None else harness.no_host
         if manifest.verification["passed"]:
-            row["status"] = f"exported; not profiled ({manifest.spec.not_profiled})"
+            row["status"] = f"exported; not profiled ({why})"
         else:
-            row.update(status="verification failed", error=f"not profiled: {manifest.spec.not_profiled}")
+            row.update(status="verification failed", error=f"not profiled: {why}")
         return
     records = done(manifest.sha256)  # {serial: the last record of this artifact on that phone}
     missing = [s for s in serials if s not in records]

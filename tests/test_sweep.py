@@ -190,3 +190,20 @@ def test_a_cell_that_failed_verification_is_never_hidden(b0_fp32, tmp_path, monk
     assert "VERIFICATION FAILED" in "".join(table) and max(len(line) for line in table) <= 80
     assert "1 of 1 cells FAILED verification: b0-seg-cityscapes 128x256 tflite fp32" in r.stdout
     assert r.stderr.splitlines()[-1].startswith("error: 1 of 1 cells FAILED verification") and "FAILED" in rings
+
+
+def test_a_cell_the_host_cannot_time_is_exported_and_said_so_not_failed(b0_fp32, tmp_path, monkeypatch):
+    """A QNN cell on the host (the simulator has no latency) is a finished cell, like an iPhone's: its
+    status says why it was not profiled, and the sweep exits 0."""
+    import dataclasses
+
+    import edgekit.sweep as sweep_module
+
+    _, manifest = b0_fp32
+    qnn = dataclasses.replace(manifest, target="qnn")
+    monkeypatch.setattr(sweep_module, "_export", lambda *a, **k: (qnn, True))
+    r = runner.invoke(app, ["sweep", "--variants", "b0-seg", "--resolutions", "128x256", "--output",
+                            str(tmp_path / "s"), "--json"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.stdout)["rows"]
+    assert row["status"].startswith("exported; not profiled (the HTP simulator gives the NPU's numerics")
