@@ -136,6 +136,7 @@ def manifest_from_dict(data: Any, where: str) -> Manifest:
 
 def _export_first(name: str) -> str:
     """For a variant's name given where an artifact directory is wanted: how to make one."""
+    from edgekit.artifacts import ARTIFACTS_DIR
     from edgekit.errors import EdgekitError
     from edgekit.registry import get_variant
 
@@ -144,7 +145,7 @@ def _export_first(name: str) -> str:
     except EdgekitError:  # not a variant's name: nothing to add
         return ""
     return (f": it is a variant, not an artifact; export it first (edgekit export {name}), then give the "
-            f"directory it writes under ./edgekit-artifacts/ ({variant.name}-...)")
+            f"directory it writes under ./{ARTIFACTS_DIR}/ ({variant.name}-...)")
 
 
 def read_manifest(artifact_dir: Path) -> Manifest:

@@ -218,9 +218,10 @@ def measured(records: list[dict]) -> list[dict]:
     return [r for r in records if "failed" not in r and "skipped" not in r]
 
 
-def _phones_failed_line(failed: list[dict]) -> str:
-    return (f"{len(failed)} phone{'s' if len(failed) > 1 else ''} failed: "
-            f"{failed[0]['device']['serial']}: {failed[0]['failed']}")
+def _phones_failed_line(failed: list[dict], of: int | None = None) -> str:
+    """"2 phones failed: SERIAL: why" (or "2 of 3 phones failed: ..."), naming the first."""
+    count = f"{len(failed)} of {of} phones" if of else f"{len(failed)} phone{'s' if len(failed) > 1 else ''}"
+    return f"{count} failed: {failed[0]['device']['serial']}: {failed[0]['failed']}"
 
 
 def profile_verdict(records: list[dict]) -> RunVerdict:
@@ -245,7 +246,4 @@ def device_verify_verdict(result: dict) -> RunVerdict:
         return RunVerdict(3, f"verification failed on {r['device']['serial']}: "
                              + "; ".join(r["verification"]["failures"]))
     failed = result["failed"]
-    if failed:
-        return RunVerdict(1, f"{len(failed)} of {len(failed) + len(result['devices'])} phones failed: "
-                             f"{failed[0]['device']['serial']}: {failed[0]['failed']}")
-    return RunVerdict()
+    return RunVerdict(1, _phones_failed_line(failed, len(failed) + len(result["devices"]))) if failed else RunVerdict()

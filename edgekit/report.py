@@ -480,10 +480,6 @@ def _latency(row: dict) -> str:
     return f"{row['latency_ms']:.2f}"
 
 
-def _cell_name(r: dict) -> str:
-    return f"{r['variant']} {_res(r['resolution'])} {r['target']} {r['precision']}"
-
-
 def sweep_table(result: dict) -> None:
     rows = result["rows"]
     paper_devices = sorted({r["paper_device"] for r in rows if r["paper_device"]})
@@ -509,9 +505,9 @@ def sweep_table(result: dict) -> None:
                  columns, table_rows)
     for r in rows:  # a cell's reason in full, outside the table, so no width cuts it
         if r["error"]:
-            console.print(f"{_cell_name(r)}: {r['status']}: {r['error']}", markup=False)
+            console.print(f"{r['cell']}: {r['status']}: {r['error']}", markup=False)
         if r.get("note"):
-            console.print(f"{_cell_name(r)}: {r['note']}", markup=False, style="yellow")
+            console.print(f"{r['cell']}: {r['note']}", markup=False, style="yellow")
     if result.get("verdict"):
         console.print(f"[red]{result['verdict']}[/]")
     reused = sum(1 for r in rows if r["profiled"] == "from results.jsonl")

@@ -154,7 +154,7 @@ def _macs(variant: str, resolution: tuple[int, int], cache: dict) -> float:
 
 
 def _row(cell: Cell, gmacs: float) -> dict:
-    return {"variant": cell.variant, "resolution": list(cell.resolution), "target": cell.target,
+    return {"cell": cell.label, "variant": cell.variant, "resolution": list(cell.resolution), "target": cell.target,
             "precision": cell.precision, "gmacs": gmacs, "status": None, "error": None, "note": None, "artifact": None,
             "size_mb": None, "sqnr_db_min": None, "sqnr_db_median": None, "agreement": None, "agreement_kind": None,
             "verified": None,
@@ -202,7 +202,7 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, se
               done, progress: Progress, data=None) -> None:
     """Fill `row` for one cell: export (or reuse), then profile unless already measured."""
     from edgekit.phones import failed_phones, measured
-    from edgekit.profile import ProfileOptions, profile
+    from edgekit.profile import ProfileOptions, profile, why_not_profiled
 
     try:
         manifest, reused = _export(cell, opts, device_profile, progress, data)
@@ -221,9 +221,8 @@ def _run_cell(cell: Cell, row: dict, opts: SweepOptions, device_profile: str, se
         except EdgekitError as e:
             row.update(status="eval failed", error=first_line(e))
             return
-    harness = manifest.spec.harness
-    if harness is None or (serials == [None] and harness.host_module is None):  # an iPhone's; the NPU's on the host
-        why = manifest.spec.not_profiled if harness is None else harness.no_host
+    why = why_not_profiled(manifest, serials == [None])  # an iPhone's; the NPU's on the host
+    if why is not None:
         if manifest.verification["passed"]:
             row["status"] = f"exported; not profiled ({why})"
         else:
@@ -292,10 +291,6 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
             "rows": rows, "paper_points": points, "verdict": verdict(rows)}
 
 
-def _cell_name(r: dict) -> str:
-    return f"{r['variant']} {r['resolution'][0]}x{r['resolution'][1]} {r['target']} {r['precision']}"
-
-
 def verdict(rows: list[dict]) -> str | None:
     """The line a sweep ends with when cells failed (how many, and which), None when none did."""
     failed = [r for r in rows if r["status"] == "verification failed"]
@@ -303,10 +298,10 @@ def verdict(rows: list[dict]) -> str | None:
     parts = []
     if failed:
         parts.append(f"{len(failed)} of {len(rows)} cells FAILED verification: "
-                     + ", ".join(_cell_name(r) for r in failed))
+                     + ", ".join(r["cell"] for r in failed))
     if broken:
         parts.append(f"{len(broken)} of {len(rows)} cells failed to run: "
-                     + ", ".join(f"{_cell_name(r)} ({r['status']})" for r in broken))
+                     + ", ".join(f"{r['cell']} ({r['status']})" for r in broken))
     return "; ".join(parts) or None
 
 

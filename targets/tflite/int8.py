@@ -182,11 +182,6 @@ class _Base:
     per_fold: list[bytes]
 
 
-def _calibrated_base(saved_model: Path, calibration_nchw: np.ndarray, layout: Layout, splits) -> _Base:
-    return _Base(calibrate(saved_model, calibration_nchw, layout),
-                 [calibrate(saved_model, calibration_nchw[fit], layout) for fit, _ in splits])
-
-
 class _Recipes:
     """The TFLite side of the recipe search (edgekit.int8.search.Recipes): each recipe quantised from
     the float graph calibrated once per fold, judged on the samples of the images the fold held out
