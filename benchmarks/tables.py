@@ -231,10 +231,50 @@ def qnn_precisions() -> str:
     return _table(header, rows)
 
 
+# train_sr.py and sr_targets.py --------------------------------------------------------------------
+def sr_training() -> str:
+    data = _load("sr_training")
+    names = [n for n in ("sr-x2", "sr-x2-w0.75") if n in data]
+    photos = [p["photo"] for p in data[names[0]]["photos"]]
+    header = ["photo", "bicubic x2", *(f"{n} (gain)" for n in names)]
+    rows = []
+    for i, photo in enumerate(photos):
+        row = [photo, f"{data[names[0]]['photos'][i]['bicubic_psnr_y']:.2f}"]
+        for n in names:
+            p = data[n]["photos"][i]
+            row.append(f"{p['psnr_y']:.2f} ({p['gain_db']:+.2f})")
+        rows.append(row)
+    rows.append(["**median gain**", "", *(f"**{data[n]['median_gain_db']:+.2f}** (min {data[n]['min_gain_db']:+.2f})"
+                                         for n in names)])
+    rows.append(["training", "", *(f"{data[n]['steps']} steps, {data[n]['minutes']:.0f} min" for n in names)])
+    return _table(header, rows)
+
+
+def sr_targets() -> str:
+    data = _load("sr_targets")
+    rows = []
+    for variant, entry in data.items():
+        fp32 = next((c for c in entry["cases"] if (c["target"], c["precision"]) == ("tflite", "fp32")), None)
+        for c in entry["cases"]:
+            speed = "-"
+            if c.get("host_ms") is not None:
+                speed = f"{c['host_ms']:.1f}"
+                if fp32 and fp32.get("host_ms"):
+                    speed += f" ({fp32['host_ms'] / c['host_ms']:.2f}x)"
+            lo, hi = c["delta_ci95"]
+            rows.append([f"{variant} {c['target']} {c['precision']}", f"{c['psnr_y']:.3f}", f"{c['delta_db']:+.3f} "
+                         f"({lo:+.3f} to {hi:+.3f})", f"{c['ssim_y']:.4f}",
+                         f"{c['psnr_y_vs_pytorch_db'][1]:.1f}", "pass" if c["verified"] else "FAIL", speed])
+        rows.append([f"{variant} PyTorch / bicubic", f"{entry['cases'][0]['pytorch_psnr_y']:.3f} / "
+                     f"{entry['cases'][0]['bicubic_psnr_y']:.3f}", "", "", "", "", ""])
+    return _table(["artifact", "PSNR-Y dB vs HR", "delta vs PyTorch dB (95% CI)", "SSIM-Y",
+                   "PSNR-Y vs PyTorch, worst photo", "verify", "host ms per 160x240 tile (vs TFLite fp32)"], rows)
+
+
 GENERATORS = {"runtime_latency": runtime_latency, "runtime_fidelity": runtime_fidelity,
               "int8_frontier": int8_frontier, "sweep": sweep, "trained_like_int8": trained_like_int8,
               "int8_search": int8_search, "int8_search_recipes": int8_search_recipes,
-              "qnn_precisions": qnn_precisions}
+              "qnn_precisions": qnn_precisions, "sr_training": sr_training, "sr_targets": sr_targets}
 
 
 def regions(text: str) -> list[tuple[str, str]]:

@@ -37,7 +37,9 @@ VERIFICATION = {
     "scenes": ("mit-fig-1.jpeg", "mit-fig-5.jpeg", "mit-fig-6.jpeg", "mit-fig-7.jpeg"),
     "objects": ("bear.jpeg", "mit-fig-2.jpeg", "mit-fig-3.jpeg", "mit-fig-1.jpeg"),
 }
-KIND = {"cityscapes": "scenes", "ade20k": "scenes", "imagenet": "objects"}
+# super-resolution is judged on every verification photo: any photo is its own label
+VERIFICATION["photos"] = tuple(dict.fromkeys((*VERIFICATION["scenes"], *VERIFICATION["objects"])))
+KIND = {"cityscapes": "scenes", "ade20k": "scenes", "imagenet": "objects", "div2k": "photos"}
 
 
 def _kind(dataset: str) -> str:
@@ -49,7 +51,7 @@ def _kind(dataset: str) -> str:
 def calibration_images(dataset: str) -> list[Path]:
     """The calibration photos, those of the dataset's kind first (they come first in a calibration
     set smaller than the whole list)."""
-    first = ("city.png", "indoor.jpg") if _kind(dataset) == "scenes" else ("girl.png", "cat.jpg")
+    first = ("girl.png", "cat.jpg") if _kind(dataset) == "objects" else ("city.png", "indoor.jpg")
     return [BUILTIN_DIR / n for n in (*first, *(n for n in CALIBRATION if n not in first))]
 
 
@@ -126,16 +128,44 @@ def describe(path: Path) -> dict:
 
 
 def preprocess(image, variant: Variant, size: Size) -> np.ndarray:
-    """(3, H, W) float32, normalised; seg: resize to HxW; cls: short-side resize + centre crop."""
+    """(3, H, W) float32, normalised; seg: resize to HxW; cls: short-side resize + centre crop; SR: the
+    photo's low-resolution version (sr_input) at HxW."""
     from PIL import Image
 
     h, w = size
+    if variant.task == "sr":
+        return sr_input(image, variant.scale, size)
     if variant.task == "seg":
         image = image.resize((w, h), Image.BILINEAR)
     else:
         image = center_crop(image, size)
     x = np.asarray(image, dtype=np.float32) / 255.0
     x = (x - np.array(variant.mean, dtype=np.float32)) / np.array(variant.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def low_resolution(hr: np.ndarray, scale: int) -> np.ndarray:
+    """(H/scale, W/scale, 3) in 0..255, as the SR benchmark sets make their inputs: MATLAB's antialiased
+    bicubic, rounded to 8 bits (the HR cropped to a multiple of `scale` first)."""
+    from edgekit.sr_metrics import imresize
+
+    h, w = hr.shape[:2]
+    hr = np.asarray(hr, dtype=np.float64)[: h - h % scale, : w - w % scale]
+    return np.clip(np.round(imresize(hr, 1 / scale)), 0, 255)
+
+
+def sr_input(image, scale: int, size: Size) -> np.ndarray:
+    """(3, H, W) float32 in [0, 1]: the centre HxW of the photo's low-resolution version (the photo first
+    enlarged, bicubic, when that is smaller than HxW)."""
+    from PIL import Image
+
+    h, w = size
+    grow = max(h * scale / image.size[1], w * scale / image.size[0], 1.0)
+    if grow > 1:
+        image = image.resize((math.ceil(image.size[0] * grow), math.ceil(image.size[1] * grow)), Image.BICUBIC)
+    lr = low_resolution(np.asarray(image), scale)
+    top, left = (lr.shape[0] - h) // 2, (lr.shape[1] - w) // 2
+    x = lr[top:top + h, left:left + w].astype(np.float32) / 255.0
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 

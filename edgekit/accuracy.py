@@ -74,16 +74,25 @@ def pixel_accuracy(counts: np.ndarray) -> float:
     return float(counts[0].sum() / labelled) if labelled else float("nan")
 
 
+METRICS = {"seg": "mIoU", "cls": "top-1", "sr": "PSNR-Y"}
+
+
+def drop_units(metric: str) -> tuple[float, str]:
+    """How a drop in `metric` is counted: mIoU and top-1 in points (0.01), PSNR in dB."""
+    return (1.0, "dB") if metric == "PSNR-Y" else (100.0, "points")
+
+
 @dataclass
 class Scores:
-    """Per-image scores of one model over a set: (N, 3, C) segmentation counts or (N, 2) top-k hits."""
+    """Per-image scores of one model over a set: (N, 3, C) segmentation counts, (N, 2) top-k hits, or
+    (N, 2) PSNR-Y (dB) and SSIM-Y (super-resolution: the set's value is their mean, as SR papers report)."""
 
     task: str
     per_image: np.ndarray
 
     @property
     def metric(self) -> str:
-        return "mIoU" if self.task == "seg" else "top-1"
+        return METRICS[self.task]
 
     def value(self, index: np.ndarray | None = None) -> float:
         rows = self.per_image if index is None else self.per_image[index]
@@ -92,6 +101,8 @@ class Scores:
         return float(rows[:, 0].mean())
 
     def secondary(self) -> tuple[str, float]:
+        if self.task == "sr":
+            return "SSIM-Y", float(self.per_image[:, 1].mean())
         if self.task == "seg":
             return "pixel accuracy", pixel_accuracy(self.per_image.sum(0))
         return "top-5", float(self.per_image[:, 1].mean())

@@ -40,6 +40,8 @@ _LIST_FIRST = 5
 
 
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+# edgekit's own super-resolution weights (the authors published none), made by benchmarks/train_sr.py
+SR_WEIGHTS_DIR = Path(__file__).parent / "data" / "sr"
 # timm model names of a Hugging Face folder's config.json "architecture" -> edgekit variant names
 _TIMM_ARCH = re.compile(r"^efficientvit_(?P<size>[blm]\d)$")
 
@@ -193,6 +195,8 @@ def detect_layout(state: dict[str, torch.Tensor]) -> str:
         return "mit"
     if any(k.startswith(("patch_embed.0.", "blocks1.")) for k in keys):
         return "msra"
+    if any(k.startswith("to_subpixels.") for k in keys):
+        return "edgekit-sr"
     return "unknown"
 
 
@@ -236,7 +240,13 @@ def to_edgekit_names(state: dict[str, torch.Tensor], layout: str, model: nn.Modu
     """The state dict under edgekit's (the authors') names; one line when the layout cannot be this
     variant's."""
     names = {"mit": "the authors' MIT EfficientViT", "msra": "the authors' Microsoft EfficientViT",
-             "timm-mit": "timm's EfficientViT (MIT)", "timm-msra": "timm's EfficientViT (Microsoft, M series)"}
+             "timm-mit": "timm's EfficientViT (MIT)", "timm-msra": "timm's EfficientViT (Microsoft, M series)",
+             "edgekit-sr": "edgekit's super-resolution"}
+    if (layout == "edgekit-sr") != (variant.task == "sr") and layout != "unknown":
+        what = "a super-resolution model" if variant.task == "sr" else "a classifier or segmenter"
+        raise EdgekitError(f"this is {names[layout]} layout, which cannot be {variant.name} ({what})")
+    if layout == "edgekit-sr":
+        return state
     if layout != "unknown" and _family(layout) != variant.family:
         raise EdgekitError(f"this is {names[layout]} layout, which cannot be {variant.name} (a "
                            f"{'Microsoft' if variant.family == 'msra' else 'MIT'} EfficientViT)")
@@ -269,3 +279,29 @@ def load_weights(model: nn.Module, path: str | Path, variant: Variant) -> dict:
     state = check_state_dict(to_edgekit_names(state, layout, model, variant), model, variant)
     model.load_state_dict(state, strict=True)
     return {"file": str(file), "format": fmt, "layout": layout}
+
+
+def sr_weights_metadata(photos: int, steps: int) -> dict[str, str]:
+    """What a shipped SR weights file says of itself (safetensors metadata)."""
+    return {"trained_by": "benchmarks/train_sr.py", "train_photos": str(photos), "steps": str(steps)}
+
+
+def shipped_weights(variant: Variant) -> Path | None:
+    """The weights edgekit ships for `variant` (its own SR models), or None (the authors' are the user's)."""
+    if variant.task != "sr":
+        return None
+    path = SR_WEIGHTS_DIR / f"{variant.name}.safetensors"
+    if not path.is_file():
+        raise EdgekitError(f"{variant.name}: edgekit's weights {path} are missing from this install "
+                           f"(benchmarks/train_sr.py {variant.name} makes them)")
+    return path
+
+
+def shipped_weights_note(path: Path) -> str:
+    """One line for reports: whose weights these are and how they were made."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return (f"edgekit's own weights, trained on {meta.get('train_photos', '?')} photos by "
+            f"{meta.get('trained_by', 'benchmarks/train_sr.py')}: a small demonstration model, not the authors'")

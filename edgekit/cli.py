@@ -270,12 +270,13 @@ AllowCalibrationOpt = Annotated[
 
 
 DataOpt = Annotated[Path, typer.Option("--data", "-d", help="A labelled validation set in its real layout: "
-                                                            "Cityscapes, ADE20K or ImageNet (docs/accuracy.md).")]
-FormatOpt = Annotated[str, typer.Option("--format", help="auto | cityscapes | ade20k | imagenet (auto: from the "
-                                                         "folder's layout).")]
+                                                            "Cityscapes, ADE20K, ImageNet, or an SR set (HR/ + "
+                                                            "LR_bicubic/X2, DIV2K, HR photos only; docs/accuracy.md).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="auto | cityscapes | ade20k | imagenet | sr-benchmark | "
+                                                         "div2k | hr-only (auto: from the folder's layout).")]
 MaxDropOpt = Annotated[float | None, typer.Option("--max-drop", help="Fail (exit 3) when the artifact loses more "
                                                                      "than this many points of mIoU or top-1 "
-                                                                     "against PyTorch (1 point = 0.01).")]
+                                                                     "against PyTorch (1 point = 0.01; PSNR: dB).")]
 
 
 def export(
@@ -408,14 +409,17 @@ def predict(
     skip_unreadable: Annotated[bool, typer.Option("--skip-unreadable", help="Skip a photo that cannot be read "
                                                                               "(named in the report) instead of "
                                                                               "stopping.")] = False,
+    hr: Annotated[Path | None, typer.Option("--hr", help="Super-resolution: the photos' high-resolution originals "
+                                                         "(a file, or a folder matched by name), to print PSNR-Y.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run an artifact on your photos here: overlay and class-map PNGs, or the top classes."""
+    """Run an artifact on your photos here: overlay and class-map PNGs, the top classes, or the x2 photo."""
     from edgekit.predict import PredictOptions
     from edgekit.predict import predict as run_predict
 
     with _status("predicting") as status:
-        result = _run(run_predict, PredictOptions(artifact_dir, tuple(images), output, top, skip_unreadable),
+        result = _run(run_predict, PredictOptions(artifact_dir, tuple(images), output, top, skip_unreadable, hr),
                       lambda msg: status.update(msg))
     _show(result, as_json, "predict_report")
 
@@ -466,17 +470,19 @@ def eval_cmd(
 @app.command("demo-data")
 def demo_data(
     folder: Annotated[Path, typer.Argument(help="A new folder for the set.")],
-    data_format: Annotated[str, typer.Option("--format", help="cityscapes | ade20k | imagenet (the layout).")] = (
-        "cityscapes"),
+    data_format: Annotated[str, typer.Option("--format", help="cityscapes | ade20k | imagenet | sr-benchmark | "
+                                                              "div2k | hr-only (the layout).")] = "cityscapes",
 ) -> None:
     """Write a small DEMO labelled set in a dataset's real layout from the built-in photos, to try `edgekit
-    eval` on (its labels are a model's own predictions with noise: not a measure of accuracy)."""
+    eval` on (classes: a model's own predictions with noise, not a measure of accuracy; super-resolution: the
+    verification photos, real but only 7)."""
     from edgekit.demo_data import make
 
     with _status(f"writing a {data_format} demo set"):
         made = _run(make, folder, data_format.lower())
-    typer.echo(f"{made}: a {data_format} DEMO set (labels are a model's predictions, not annotations; see "
-               f"{made / 'README.txt'})")
+    what = "photos as their own labels" if data_format.lower() in ("sr-benchmark", "div2k", "hr-only") else \
+        "labels are a model's predictions, not annotations"
+    typer.echo(f"{made}: a {data_format} DEMO set ({what}; see {made / 'README.txt'})")
 
 
 @app.command("targets")

@@ -22,6 +22,8 @@ Preprocessing follows the authors' evaluation scripts, read in their repositorie
   ceil(size / 0.95) (bicubic), centre crop; microsoft/Cream `EfficientViT/classification/data/
   datasets.py` `build_transform`: short side to int(256 / 224 * size) (bicubic), centre crop
   (torchvision's Resize and CenterCrop, reproduced here).
+
+Super-resolution sets (HR photos are their own labels) are found and scored by edgekit.sr_data.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ import numpy as np
 from edgekit.calibration.images import IMAGE_SUFFIXES
 from edgekit.errors import EdgekitError
 from edgekit.registry import Size, Variant
+from edgekit.sr_data import LAYOUTS as SR_LAYOUTS
+from edgekit.sr_data import SR_FORMATS
 
-FORMATS = ("cityscapes", "ade20k", "imagenet")
+FORMATS = ("cityscapes", "ade20k", "imagenet", *SR_FORMATS)
 IGNORE = 255  # label value of an ignored pixel, in every segmentation label map edgekit reads
 LABEL_MODES = ("L", "P", "I", "I;16")
 LIST_FILES = ("labels.txt", "val.txt")
@@ -54,6 +58,7 @@ _LAYOUTS = {
     "cityscapes": "leftImg8bit/val/<city>/*_leftImg8bit.png with gtFine/val/<city>/*_gtFine_labelIds.png",
     "ade20k": "images/validation/*.jpg with annotations/validation/*.png",
     "imagenet": "val/<wnid>/*.JPEG class folders, or images with a labels.txt of 'filename label' lines",
+    **SR_LAYOUTS,
 }
 
 
@@ -61,12 +66,12 @@ _LAYOUTS = {
 class Sample:
     name: str  # the image's path relative to the dataset folder
     image: Path
-    label: Path | int  # a label map (segmentation) or a class index
+    label: Path | int  # a label map (segmentation), a class index, or the HR photo (super-resolution)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    format: str  # cityscapes | ade20k | imagenet
+    format: str  # one of FORMATS
     root: Path
     samples: tuple[Sample, ...]
     note: str = ""  # how the labels were read (e.g. "labelTrainIds")
@@ -112,6 +117,10 @@ def _imagenet_root(folder: Path) -> Path | None:
 
 
 def detect_format(folder: Path) -> str:
+    from edgekit.sr_data import detect
+
+    if (sr := detect(folder)) is not None:
+        return sr
     if _cityscapes_root(folder) is not None:
         return "cityscapes"
     if _ade_root(folder) is not None:
@@ -234,7 +243,12 @@ def open_dataset(folder: Path, fmt: str = "auto", num_classes: int = 1000, limit
     if limit is not None and limit < 1:
         raise EdgekitError(f"--limit must be at least 1 (got {limit})")
     fmt = detect_format(folder) if fmt == "auto" else fmt
-    if fmt == "cityscapes":
+    if fmt in SR_FORMATS:
+        from edgekit.sr_data import samples
+
+        data = Dataset(fmt, folder, tuple(Sample(name, lr, hr) for name, lr, hr in samples(folder, fmt)),
+                       "HR photos as labels" + (", inputs made with MATLAB-style bicubic" if fmt == "hr-only" else ""))
+    elif fmt == "cityscapes":
         if _cityscapes_root(folder) is None:
             raise EdgekitError(f"{folder}: not a Cityscapes layout ({_LAYOUTS['cityscapes']})")
         data = _cityscapes(folder)
@@ -265,9 +279,13 @@ def _header(path: Path, what: str):
 
 def _check_files(data: Dataset) -> None:
     """Before any work: every image readable, every label map one channel and its image's size."""
+    from edgekit.sr_data import check_pair
+
     for s in data.samples:
         size, _ = _header(s.image, "image")
-        if isinstance(s.label, Path):
+        if data.format in SR_FORMATS:
+            check_pair(size, _header(s.label, "HR image")[0], 2, s.image, s.label)
+        elif isinstance(s.label, Path):
             label_size, mode = _header(s.label, "label")
             if mode not in LABEL_MODES:
                 raise EdgekitError(f"{s.label}: a label map must be one channel (got mode {mode})")
@@ -277,6 +295,12 @@ def _check_files(data: Dataset) -> None:
 
 
 def check_matches(data: Dataset, variant: Variant) -> None:
+    if (data.format in SR_FORMATS) != (variant.task == "sr"):
+        what = "super-resolution" if variant.task == "sr" else f"{variant.dataset} classes"
+        raise EdgekitError(f"{variant.name} predicts {what}; {data.root} is in {data.format}'s layout "
+                           f"({'a super-resolution set' if variant.task == 'sr' else 'pass its validation set'})")
+    if variant.task == "sr":
+        return
     if data.format != variant.dataset:
         raise EdgekitError(f"{variant.name} predicts {variant.dataset} classes; {data.root} is in "
                            f"{data.format}'s layout (pass the {variant.dataset} validation set)")
@@ -356,6 +380,9 @@ def eval_input(image, variant: Variant, size: Size) -> np.ndarray:
 
 def preprocessing_note(variant: Variant, size: Size) -> str:
     h, w = size
+    if variant.task == "sr":
+        return (f"each input in [0, 1], run whole when it is {h}x{w}, else in overlapping {h}x{w} tiles blended "
+                f"back (smaller: padded); PSNR/SSIM on Y, {variant.scale} pixels cropped at each border")
     if variant.task == "seg":
         return (f"each photo resized to the model's {h}x{w} input with bicubic (OpenCV INTER_CUBIC, as the authors' "
                 "eval), logits resized to the label's size with bicubic before the argmax")
@@ -373,9 +400,13 @@ def write_prediction(folder: Path, fmt: str, sample: Sample, prediction: np.ndar
     """One prediction in the dataset's own submission format, for its official tools:
     Cityscapes: `<city>/<name>_leftImg8bit.png` of label ids (what cityscapesScripts'
     evalPixelLevelSemanticLabeling reads); ADE20K: `<name>.png` of 1..150 (SceneParsing);
-    ImageNet: a `predictions.txt` line `name top1 .. top5` (class indices)."""
+    ImageNet: a `predictions.txt` line `name top1 .. top5` (class indices); super-resolution: the 8-bit
+    output as `<HR name>.png` (the HR file's own name, as SR benchmark results are shared)."""
     from PIL import Image
 
+    if fmt in SR_FORMATS:
+        Image.fromarray(np.asarray(prediction, dtype=np.uint8)).save(folder / f"{Path(sample.label).stem}.png")
+        return
     if fmt == "imagenet":
         top = np.argsort(-np.asarray(prediction, dtype=np.float64))[:5]
         with open(folder / "predictions.txt", "a") as f:

@@ -118,7 +118,34 @@ def imagenet(root: Path, variant="m0-cls", size=(224, 224), names=OBJECTS, layou
     return truth
 
 
-FORMATS = ("cityscapes", "ade20k", "imagenet")
+def super_resolution(root: Path, fmt: str, names=None, scale: int = 2) -> list[Path]:
+    """The built-in verification photos (never trained on by edgekit's SR weights) as an SR set in `fmt`'s
+    layout: HR PNGs cropped to a multiple of `scale`, and (except "hr-only") their x`scale` inputs made as
+    the benchmark sets were, MATLAB-style bicubic. The HR files."""
+    from edgekit.calibration.images import VERIFICATION, low_resolution
+
+    hr_dir, lr_dir = {"sr-benchmark": ("HR", f"LR_bicubic/X{scale}"),
+                      "div2k": ("DIV2K_valid_HR", f"DIV2K_valid_LR_bicubic/X{scale}"), "hr-only": (".", None)}[fmt]
+    written = []
+    for i, name in enumerate(names or VERIFICATION["photos"]):
+        hr = np.asarray(load_rgb(BUILTIN_DIR / name))
+        hr = hr[: hr.shape[0] - hr.shape[0] % scale, : hr.shape[1] - hr.shape[1] % scale]
+        stem = f"{801 + i:04d}" if fmt == "div2k" else Path(name).stem
+        out = root / hr_dir / f"{stem}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(hr).save(out)
+        if lr_dir is not None:
+            lr = root / lr_dir / f"{stem}x{scale}.png"
+            lr.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(low_resolution(hr, scale).astype(np.uint8)).save(lr)
+        written.append(out)
+    return written
+
+
+FORMATS = ("cityscapes", "ade20k", "imagenet", "sr-benchmark", "div2k", "hr-only")
+SR_NOTE = ("A DEMO of the {format} layout, made by `edgekit demo-data` from edgekit's built-in verification photos\n"
+           "(which edgekit's own SR weights were never trained on). The high-resolution images are real photos,\n"
+           "so the scores are real PSNR/SSIM, but on 7 photos: a smoke test of a conversion, not a benchmark.\n")
 DEMO_NOTE = ("A DEMO of the {format} layout, made by `edgekit demo-data` from edgekit's built-in photos. Its labels\n"
              "are a model's own predictions with noise added, not human annotations: scores on it show that\n"
              "`edgekit eval` runs, not how accurate any model is. Use your own validation set for that.\n")
@@ -141,8 +168,12 @@ def make(folder: Path, fmt: str) -> Path:
     check_writable(folder.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        {"cityscapes": cityscapes, "ade20k": ade20k, "imagenet": imagenet}[fmt](tmp)
-        (tmp / "README.txt").write_text(DEMO_NOTE.format(format=fmt))
+        if fmt in ("cityscapes", "ade20k", "imagenet"):
+            {"cityscapes": cityscapes, "ade20k": ade20k, "imagenet": imagenet}[fmt](tmp)
+        else:
+            super_resolution(tmp, fmt)
+        (tmp / "README.txt").write_text((SR_NOTE if fmt not in ("cityscapes", "ade20k", "imagenet")
+                                         else DEMO_NOTE).format(format=fmt))
         tmp.rename(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

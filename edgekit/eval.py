@@ -48,9 +48,40 @@ class EvalOptions:
 
 @dataclass
 class _Model:
-    """One side of the comparison: something that maps an input batch to logits."""
+    """One side of the comparison: something that maps an input batch to logits. `upscale`: a whole
+    (3, H, W) image to its super-resolved (3, sH, sW), for a side that is not a fixed-input model
+    (bicubic); a model's is its `run` over tiles."""
 
-    run: Callable[[np.ndarray], np.ndarray]
+    run: Callable[[np.ndarray], np.ndarray] | None
+    upscale: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def _bicubic_side(scale: int) -> _Model:
+    from edgekit.sr_data import bicubic
+
+    return _Model(None, lambda x: bicubic(x.transpose(1, 2, 0) * 255, scale).transpose(2, 0, 1) / 255)
+
+
+def _sr_row(variant, size, sample, models, rows, keep, journal, i) -> bool:
+    """Score one SR image for each model (True when its size differed from the input: tiled or padded)."""
+    from edgekit.sr_data import load_pair, scores, to_pixels
+    from edgekit.tiling import run_tiled
+
+    scale = variant.scale
+    lr, hr = load_pair(sample.image, sample.label, scale)
+    x = np.ascontiguousarray((lr / 255).astype(np.float32).transpose(2, 0, 1))
+    for k, (model, out) in enumerate(zip(models, rows)):
+        if k == 0 and journal is not None and i < journal.resumed:
+            out.append(journal.rows[i])
+            continue
+        image = model.upscale(x) if model.upscale is not None else run_tiled(model.run, x, size, scale)
+        pixels = to_pixels(image)
+        out.append(scores(pixels, hr, scale))
+        if keep is not None and k == 0:
+            keep(sample, pixels)
+        if k == 0 and journal is not None:
+            journal.add(out[-1])
+    return lr.shape[:2] != tuple(size)
 
 
 def _eta(seconds: float) -> str:
@@ -72,6 +103,10 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
     rows: list[list[np.ndarray]] = [[] for _ in models]
     started, n, resized = time.perf_counter(), len(data.samples), 0
     for i, sample in enumerate(data.samples):
+        if variant.task == "sr":
+            resized += _sr_row(variant, size, sample, models, rows, keep, journal, i)
+            _progress(progress, started, i, n, sample)
+            continue
         photo = load_rgb(sample.image)
         label = load_label(sample, data.format, photo.size) if variant.task == "seg" else sample.label
         resized += photo.size != (size[1], size[0])
@@ -90,11 +125,15 @@ def _score_set(variant, size, data, models: list[_Model], progress: Progress,
                 keep(sample, prediction)
             if k == 0 and journal is not None:
                 journal.add(out[-1])
-        done = i + 1
-        rate = (time.perf_counter() - started) / done
-        progress(f"[{done}/{n}] {sample.name}: {rate:.2f} s/image" + (f", about {_eta(rate * (n - done))} left"
-                                                                     if done < n else ""))
+        _progress(progress, started, i, n, sample)
     return [np.stack(r) for r in rows], resized
+
+
+def _progress(progress: Progress, started: float, i: int, n: int, sample) -> None:
+    done = i + 1
+    rate = (time.perf_counter() - started) / done
+    progress(f"[{done}/{n}] {sample.name}: {rate:.2f} s/image" + (f", about {_eta(rate * (n - done))} left"
+                                                                 if done < n else ""))
 
 
 def task_scorer(variant, size, data) -> Callable[[Callable], object]:
@@ -216,6 +255,8 @@ def _report(variant, data, sides: dict, secondary, runner: str, random_weights: 
 
     names = class_names(variant)
     scored = {k: (Scores(variant.task, v) if v is not None else None) for k, v in sides.items()}
+    if variant.task != "sr":
+        scored.pop("bicubic", None)
     art, ref = scored["artifact"], scored["pytorch"]
     side = {k: (None if s is None else {"value": s.value(), "per_class": s.per_class(names)})
             for k, s in scored.items()}
@@ -228,7 +269,8 @@ def _report(variant, data, sides: dict, secondary, runner: str, random_weights: 
     return {
         "task": variant.task, "dataset": data.format, "images": len(data.samples),
         "metric": (art or ref).metric,
-        "artifact": side["artifact"], "pytorch": side["pytorch"], "delta": delta, "delta_ci95": ci, "runner": runner,
+        "artifact": side["artifact"], "pytorch": side["pytorch"], "bicubic": side.get("bicubic"), "delta": delta,
+        "delta_ci95": ci, "runner": runner,
         "secondary": {"metric": name, **{k: (None if s is None else s.secondary()[1]) for k, s in scored.items()}},
         "data": str(data.root), "fingerprint": data.fingerprint(), "labels": data.note, "variant": variant.name,
         "resolution": [h, w],
@@ -305,6 +347,8 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
             progress(f"resuming: {journal.resumed} of {len(data.samples)} images were scored by an interrupted run")
     progress(f"evaluating {manifest.target} {manifest.precision} on {len(data.samples)} {data.format} images"
              + (" (PyTorch's scores from the cache)" if cached is not None else " and PyTorch on the same images"))
+    if variant.task == "sr":
+        models.append(_bicubic_side(variant.scale))
     try:
         with _predictions_folder(save_predictions, data.format) as keep:
             scores, resized = _score_set(variant, size, data, models, progress, keep, journal)
@@ -314,13 +358,14 @@ def evaluate_artifact(manifest, data, progress: Progress = lambda _m: None, weig
         raise
     if journal is not None:
         journal.done()
+    bicubic = scores.pop() if variant.task == "sr" else None
     if cached is None:
         _write_cache(cache, scores[1])
     extra = {"artifact_dir": manifest.artifact_dir, "target": manifest.target, "precision": manifest.precision,
              "proxy": proxy, "pytorch_cached": cached is not None,
              "resumed_images": journal.resumed if journal is not None else 0}
-    return _report(variant, data, {"artifact": scores[0], "pytorch": cached if cached is not None else scores[1]},
-                   extra, ran, manifest.random_weights, resized, size)
+    return _report(variant, data, {"artifact": scores[0], "pytorch": cached if cached is not None else scores[1],
+                                   "bicubic": bicubic}, extra, ran, manifest.random_weights, resized, size)
 
 
 def evaluate(opts: EvalOptions, progress: Progress = lambda _m: None) -> dict:
@@ -354,19 +399,24 @@ def _evaluate(opts: EvalOptions, progress: Progress) -> dict:
     progress(f"building {variant.name} at {size[0]}x{size[1]}")
     reference, source = _reference(variant, size, opts.weights)
     progress(f"evaluating PyTorch on {len(data.samples)} {data.format} images")
+    sides = [reference, *([_bicubic_side(variant.scale)] if variant.task == "sr" else [])]
     with _predictions_folder(opts.save_predictions, data.format) as keep:
-        (scores,), resized = _score_set(variant, size, data, [reference], progress, keep)
-    return _report(variant, data, {"artifact": None, "pytorch": scores},
+        scores, resized = _score_set(variant, size, data, sides, progress, keep)
+    return _report(variant, data, {"artifact": None, "pytorch": scores[0],
+                                   "bicubic": scores[1] if variant.task == "sr" else None},
                    {"artifact_dir": None, "target": None, "precision": None, "proxy": None, "pytorch_cached": False,
                     "resumed_images": 0},
                    "PyTorch (the model alone)", source.get("weights") is None, resized, size)
 
 
 def max_drop_failure(result: dict, max_drop: float | None) -> str | None:
-    """Why the artifact loses too much (`max_drop` in points: 1.0 = 0.01 of the metric), or None."""
+    """Why the artifact loses too much (`max_drop` in points, 1.0 = 0.01 of the metric; PSNR in dB), or None."""
+    from edgekit.accuracy import drop_units
+
     if max_drop is None or result["delta"] is None:
         return None
-    if result["delta"] < -max_drop / 100:
-        return (f"{result['metric']} {100 * result['delta']:+.2f} points against PyTorch on {result['images']} "
+    per, unit = drop_units(result["metric"])
+    if result["delta"] < -max_drop / per:
+        return (f"{result['metric']} {per * result['delta']:+.2f} {unit} against PyTorch on {result['images']} "
                 f"images, more than the --max-drop {max_drop:g}")
     return None

@@ -217,11 +217,11 @@ def _task_judge(plan: ExportPlan, opts: ExportOptions):
     """--eval-data with --max-drop on a calibrated precision: the labelled set judges the int8 recipe."""
     if plan.eval_data is None or opts.max_drop is None or plan.calibration is None:
         return None
+    from edgekit.accuracy import METRICS
     from edgekit.eval import task_scorer
     from edgekit.int8.search import MetricGoal, TaskJudge
 
-    metric = "mIoU" if plan.variant.task == "seg" else "top-1"
-    return TaskJudge(MetricGoal(metric, opts.max_drop, len(plan.eval_data.samples)),
+    return TaskJudge(MetricGoal(METRICS[plan.variant.task], opts.max_drop, len(plan.eval_data.samples)),
                      task_scorer(plan.variant, plan.size, plan.eval_data))
 
 

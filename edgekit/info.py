@@ -65,6 +65,12 @@ def describe_variant(name: str, resolution: str | None = None, weights: str | Pa
     size: Size = parse_resolution(resolution, variant)
     measured = measure(variant, size)
     weights_info = None
+    if weights is None:
+        from edgekit.checkpoints import shipped_weights, shipped_weights_note
+
+        shipped = shipped_weights(variant)
+        if shipped is not None:
+            weights_info = {"path": str(shipped), "shipped": shipped_weights_note(shipped)}
     if weights is not None:
         from edgekit.checkpoints import load_weights
         from edgekit.models import build_model

@@ -1,4 +1,5 @@
-"""Class names (and segmentation colours) for each dataset, in output-index order (edgekit/data/)."""
+"""Class names (and segmentation colours) for each dataset, in output-index order (edgekit/data/); for
+super-resolution ("div2k") the names of the output image's channels."""
 
 from __future__ import annotations
 

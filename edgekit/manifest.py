@@ -59,9 +59,10 @@ class Manifest:
         return (int(self.resolution[0]), int(self.resolution[1]))
 
     def logits_shape(self) -> list[int]:
-        """The NCHW logits of one image (Variant.logits_shape, from what the manifest records)."""
-        return [1, self.classes, *(s // self.output_stride for s in self.size)] if self.task == "seg" \
-            else [1, self.classes]
+        """The NCHW output of one image (the variant's, at the recorded resolution)."""
+        from edgekit.registry import get_variant
+
+        return list(get_variant(self.variant).logits_shape(self.size))
 
     @property
     def random_weights(self) -> bool:

@@ -5,7 +5,8 @@ The headline is SQNR per image: the power of the reference logits over the power
 squared over the mean squared error), it does not stay high while the class decisions change.
 Segmentation also reports the share of output pixels keeping their class; classification, top-1
 agreement and top-5 agreement (the share of the reference's five best classes that are among the
-output's five best). A peak-based PSNR is kept, labelled as such, for comparison with old reports.
+output's five best). Super-resolution reports its own terms: PSNR-Y of the output image against
+PyTorch's (both as 8-bit pixels) and the share of 8-bit values within 1 of PyTorch's. A peak-based PSNR is kept, labelled as such, for comparison with old reports.
 """
 
 from __future__ import annotations
@@ -35,11 +36,25 @@ def _top5_overlap(ref: np.ndarray, out: np.ndarray) -> float:
     return len(a & b) / k
 
 
+AGREEMENT_KIND = {"seg": "pixels keeping their class", "cls": "top-1 agreement",
+                  "sr": "8-bit values within 1 of PyTorch's"}
+
+
+def _image_agreement(reference: np.ndarray, output: np.ndarray) -> dict:
+    """An SR output against PyTorch's, both (3, H, W) in [0, 1], as the pixels an app would write."""
+    from edgekit.sr_metrics import psnr_y
+
+    if not np.isfinite(output).all():
+        return {"agreement": 0.0, "psnr_y_db": -math.inf}
+    ref8, out8 = (np.clip(np.round(a.transpose(1, 2, 0) * 255), 0, 255) for a in (reference, output))
+    return {"agreement": float(np.mean(np.abs(ref8 - out8) <= 1)), "psnr_y_db": psnr_y(out8, ref8, 0)}
+
+
 def compare(reference: np.ndarray, output: np.ndarray, task: str | None = None,
             names: list[str] | None = None) -> dict:
-    """Errors of `output` against `reference`, both (N, classes[, H, W]) logits, per image and over
-    all of them (`task`: "seg" for per-pixel classes, "cls" for one class per image; by default
-    taken from the rank: 4-D outputs are segmentation maps)."""
+    """Errors of `output` against `reference`, both (N, classes[, H, W]) logits (or, "sr", RGB images in
+    [0, 1]), per image and over all of them (`task`: "seg" for per-pixel classes, "cls" for one class per
+    image, "sr" for images; by default taken from the rank: 4-D outputs are segmentation maps)."""
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(output, dtype=np.float64)
     task = task or ("seg" if ref.ndim == 4 else "cls")
@@ -49,7 +64,9 @@ def compare(reference: np.ndarray, output: np.ndarray, task: str | None = None,
     for name, r, o in zip(names, ref, out):
         row = {"name": name, "sqnr_db": sqnr_db(r, o),
                "max_abs": float(np.abs(o - r).max()) if np.isfinite(o).all() else math.inf}
-        if task == "seg":
+        if task == "sr":
+            row.update(_image_agreement(r, o))
+        elif task == "seg":
             row["agreement"] = float(np.mean(r.argmax(axis=0) == o.argmax(axis=0)))
         else:
             row["agreement"] = float(r.argmax() == o.argmax())
@@ -68,10 +85,13 @@ def compare(reference: np.ndarray, output: np.ndarray, task: str | None = None,
         "max_rel": float(diff.max() / max(np.abs(ref).max(), 1e-30)) if finite else math.inf,
         "agreement": float(np.mean([row["agreement"] for row in per_image])),
         "agreement_min": min(row["agreement"] for row in per_image),
-        "agreement_kind": "pixels keeping their class" if task == "seg" else "top-1 agreement",
+        "agreement_kind": AGREEMENT_KIND.get(task, "top-1 agreement"),
         "psnr_peak_db": (math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)) if finite else 0.0,
     }
-    if task != "seg":
+    if task == "sr":
+        psnrs = [row["psnr_y_db"] for row in per_image]
+        result |= {"psnr_y_db_median": statistics.median(psnrs), "psnr_y_db_min": min(psnrs)}
+    elif task != "seg":
         result["top5_agreement"] = float(np.mean([row["top5_agreement"] for row in per_image]))
     return result
 

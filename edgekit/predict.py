@@ -6,13 +6,13 @@ writes, per photo, `<stem>-overlay.png` (the photo blended with the dataset's co
 of the classes covering most of it) and `<stem>-classes.png` (the class of every pixel as a
 palette-indexed PNG: pixel value = class index, shown in the dataset's colours). Classification
 writes `<stem>-top5.png` (the photo as the model saw it, beside its five best classes and their
-softmax probabilities). A random stand-in's pictures say on them that the classes mean nothing, and an
+softmax probabilities). Super-resolution writes the upscaled photo and a comparison (edgekit.predict_sr).
+A random stand-in's pictures say on them that the classes mean nothing, and an
 artifact that FAILED verification says so on every picture and in the report.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,9 @@ import numpy as np
 
 from edgekit.accuracy import class_map
 from edgekit.errors import EdgekitError
+from edgekit.pictures import banner as _banner
+from edgekit.pictures import font as _font
+from edgekit.pictures import save_png as _save_png
 
 DEFAULT_OUTPUT = Path("edgekit-predictions")
 OVERLAY_ALPHA = 0.55  # weight of the class colours over the photo
@@ -37,24 +40,7 @@ class PredictOptions:
     output: Path = DEFAULT_OUTPUT
     top: int = 5
     skip_unreadable: bool = False  # a photo that cannot be read is skipped with its line, not the batch's end
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: a fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _save_png(image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format="PNG")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    hr: Path | None = None  # super-resolution: the photos' high-resolution originals (a file, or a folder by stem)
 
 
 def _fit(image):
@@ -64,21 +50,6 @@ def _fit(image):
     if scale >= 1:
         return image
     return image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
-
-
-def _banner(canvas, text: str):
-    """The picture with a red strip carrying `text` added above it: a margin, so nothing of the photo
-    is covered."""
-    from PIL import Image, ImageDraw
-
-    size = max(14, canvas.width // 60)
-    font = _font(size)
-    box = ImageDraw.Draw(canvas).textbbox((0, 0), text, font=font)
-    strip = box[3] - box[1] + size
-    out = Image.new("RGB", (canvas.width, canvas.height + strip), (180, 0, 0))
-    out.paste(canvas, (0, strip))
-    ImageDraw.Draw(out).text((size // 2, size // 3), text, fill=(255, 255, 255), font=font)
-    return out
 
 
 def _legend(canvas, entries: list[tuple[str, tuple[int, int, int], float]]) -> None:
@@ -178,6 +149,9 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
             progress(f"skipping {path.name}: {e}")
     if not photos:
         raise EdgekitError("none of the photos could be read: " + "; ".join(u["why"] for u in unreadable))
+    if opts.hr is not None and (variant.task != "sr" or not Path(opts.hr).exists()):
+        raise EdgekitError(f"--hr {opts.hr}: " + ("is for a super-resolution artifact" if variant.task != "sr"
+                                                   else "not found"))
     proxy = False
     try:
         runner = open_runner(manifest)  # checks the model file's sha256; NotRunnable where the host cannot
@@ -201,6 +175,12 @@ def predict(opts: PredictOptions, progress: Progress = lambda _m: None) -> dict:
     results = []
     for path, photo in photos:
         progress(f"running {manifest.target} {manifest.precision} on {path.name}")
+        if variant.task == "sr":
+            from edgekit.predict_sr import predict_sr
+
+            hr = Path(opts.hr) if opts.hr is not None else None
+            results.append(predict_sr(runner, manifest, variant, path, photo, folder, banners, hr))
+            continue
         x = preprocess(photo, variant, manifest.size)[None]
         logits = runner.run(x, variant.logits_shape(manifest.size))[0]
         record = {"image": str(path), "size": list(photo.size)}

@@ -39,12 +39,22 @@ def source_model(variant: Variant, size: Size, weights: Path | None, stand_in: s
     from edgekit.artifacts import sha256
     from edgekit.models import build_model
 
+    from edgekit.checkpoints import shipped_weights, shipped_weights_note
+
     torch.manual_seed(STAND_IN_SEED)
     model = build_model(variant, size)
     if stand_in not in STAND_INS:
         from edgekit.errors import EdgekitError
 
         raise EdgekitError(f"--stand-in {stand_in!r}: choose {' or '.join(STAND_INS)}")
+    shipped = shipped_weights(variant) if weights is None else None
+    if shipped is not None and stand_in != "plain":
+        from edgekit.errors import EdgekitError
+
+        raise EdgekitError(f"--stand-in: {variant.name} has trained weights (edgekit's own); there is no stand-in")
+    if shipped is not None:
+        model, source = source_model(variant, size, shipped)
+        return model, {**source, "shipped": shipped_weights_note(shipped)}
     if weights is not None:
         if stand_in != "plain":
             from edgekit.errors import EdgekitError

@@ -62,13 +62,13 @@ def agrees_with_paper(measured: float, printed: str, rel_tol: float) -> bool:
 class Variant:
     name: str
     family: str  # "mit" | "msra"
-    task: str  # "cls" | "seg"
-    dataset: str  # "imagenet" | "cityscapes" | "ade20k"
-    num_classes: int
+    task: str  # "cls" | "seg" | "sr"
+    dataset: str  # "imagenet" | "cityscapes" | "ade20k" | "div2k"
+    num_classes: int  # output channels for "sr" (RGB: 3)
     resolution: Size  # default input (H, W)
     config: dict = field(hash=False, compare=False)
     paper: PaperFigures = PaperFigures()
-    checkpoint_layout: str = "state_dict"  # how the authors publish it: "state_dict" or "model"
+    checkpoint_layout: str = "state_dict"  # how the authors publish it: "state_dict", "model"; SR: "edgekit"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -77,14 +77,29 @@ class Variant:
         """Seg logits come out at 1/8 of the input; classifiers have no spatial output."""
         return 8 if self.task == "seg" else None
 
+    @property
+    def scale(self) -> int | None:
+        """A super-resolution model's upscaling factor."""
+        return self.config["scale"] if self.task == "sr" else None
+
+    @property
+    def side_multiple(self) -> int:
+        """Every input side must be a multiple of this: the downsampling of cls/seg (32); SR keeps its
+        resolution throughout, so any size runs."""
+        return 1 if self.task == "sr" else 32
+
     def logits_shape(self, size: tuple[int, int]) -> tuple[int, ...]:
-        """The NCHW logits of one image at `size` (what runners are asked to return)."""
+        """The NCHW output of one image at `size` (what runners are asked to return)."""
+        if self.task == "sr":
+            return (1, self.num_classes, *(s * self.scale for s in size))
         return (1, self.num_classes, *(s // self.output_stride for s in size)) if self.task == "seg" \
             else (1, self.num_classes)
 
     @property
     def output_semantics(self) -> str:
         """What the model's output means, for manifests, reports and app metadata."""
+        if self.task == "sr":
+            return f"RGB in [0, 1] at {self.scale}x the input resolution (clamp before writing pixels)"
         if self.task == "seg":
             return f"{self.dataset} class logits at 1/{self.output_stride} of the input resolution"
         return f"{self.dataset} class logits"
@@ -255,6 +270,27 @@ def _msra_cls(size: str) -> Variant:
     )
 
 
+# --- Super-resolution (x2) -----------------------------------------------------------------------
+# The high-resolution paper's Table 7 rows "EfficientViT" and "EfficientViT w0.75" (BSD100 x2, 160x240 ->
+# 320x480). The authors published no SR code or weights: the architecture (edgekit/models/efficientvit_sr.py)
+# is edgekit's, and the shipped weights are edgekit's own, trained by benchmarks/train_sr.py.
+_SR_BSD100 = (160, 240)
+_SR = {  # name: width, Table 7's BSD100 PSNR/SSIM and A100 latency (TensorRT fp16), as printed
+    "sr-x2": (48, "32.33 dB PSNR, 0.9019 SSIM on BSD100; 3.2 ms on an A100"),
+    "sr-x2-w0.75": (36, "32.31 dB PSNR, 0.9016 SSIM on BSD100; 2.8 ms on an A100"),
+}
+SR_DESIGN = ("edgekit's own design after the high-resolution paper (the authors published no SR code or "
+             "weights)")
+
+
+def _sr(name: str) -> Variant:
+    width, figures = _SR[name]
+    return Variant(name=name, family="mit", task="sr", dataset="div2k", num_classes=3, resolution=_SR_BSD100,
+                   config={"width": width, "depth": 4, "dim": 16, "expand_ratio": 4, "scale": 2},
+                   paper=PaperFigures(source=f"high-resolution paper, Table 7 ({figures}); {SR_DESIGN}"),
+                   checkpoint_layout="edgekit", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
 def _build_registry() -> dict[str, Variant]:
     variants = [_mit_seg(s, "cityscapes") for s in ("b0", "b1", "b2", "b3")]
     variants += [_mit_seg(s, "ade20k") for s in ("b1", "b2", "b3")]
@@ -262,6 +298,7 @@ def _build_registry() -> dict[str, Variant]:
     variants += [_mit_l_cls(s) for s in _MIT_L_CLS]
     variants += [_mit_l_seg(s, d) for s, d in _MIT_L_SEG]
     variants += [_msra_cls(s) for s in _MSRA]
+    variants += [_sr(name) for name in _SR]
     return {v.name: v for v in variants}
 
 
@@ -283,8 +320,8 @@ def get_variant(name: str) -> Variant:
 def parse_resolution(text: str | None, variant: Variant) -> Size:
     """'HxW' or a single side 'S' (square); None means the variant's default.
 
-    Every family downsamples by 32 (MIT: 5 stride-2 stages; MSRA: patch 16 then two stride-2
-    merges), so every side must be a positive multiple of 32.
+    Every classifier and segmenter downsamples by 32 (MIT: 5 stride-2 stages; MSRA: patch 16 then two
+    stride-2 merges), so every side must be a positive multiple of 32; SR models take any size.
     """
     if text is None:
         return variant.resolution
@@ -299,13 +336,14 @@ def parse_resolution(text: str | None, variant: Variant) -> Size:
         raise EdgekitError(f"resolution {text!r} is not HxW or a single number (e.g. 512x1024 or 224)")
     if any(s <= 0 for s in size):
         raise EdgekitError(f"resolution {text!r} must be positive")
-    if any(s % 32 for s in size):
+    step = variant.side_multiple
+    if any(s % step for s in size):
         raise EdgekitError(
-            f"resolution {text!r}: each side must be a multiple of 32 for {variant.name} "
-            f"(nearest: {_round32(size[0])}x{_round32(size[1])})"
+            f"resolution {text!r}: each side must be a multiple of {step} for {variant.name} "
+            f"(nearest: {_round_to(size[0], step)}x{_round_to(size[1], step)})"
         )
     return size  # type: ignore[return-value]
 
 
-def _round32(x: int) -> int:
-    return max(32, round(x / 32) * 32)
+def _round_to(x: int, step: int) -> int:
+    return max(step, round(x / step) * step)

@@ -93,7 +93,8 @@ def info_table(d: dict) -> None:
                  f"mean {tuple(inp['mean'])}, std {tuple(inp['std'])}")
     head.add_row("output", f"{'x'.join(map(str, d['output']['shape']))}: {d['output']['semantics']}")
     w = d["weights"]
-    head.add_row("weights", f"{w['path']} (loaded strictly, {w['tensors']} tensors)" if w
+    head.add_row("weights", w["shipped"] if w and w.get("shipped") else
+                 f"{w['path']} (loaded strictly, {w['tensors']} tensors)" if w
                  else "[yellow]random initialisation (pass --weights for the authors' checkpoint)[/]")
     console.print(head)
 
@@ -186,23 +187,34 @@ def quantization_tables(d: dict, top: int = 15) -> None:
         console.print(f"{what}: SQNR median {_num(p['sqnr_db_median'], '.1f')} dB, min {_num(p['sqnr_db_min'], '.1f')} dB")
 
 
+def _agreement_columns(v: dict) -> list[tuple[str, object]]:
+    """The task's own columns of a verification table: (title, cell of a photo's row)."""
+    kind = v["agreement_kind"]
+    if kind.startswith("pixels"):
+        return [("pixels kept", lambda r: f"{r['agreement']:.2%}")]
+    if kind.startswith("8-bit"):
+        return [("PSNR-Y dB", lambda r: _num(r.get("psnr_y_db"), ".1f")),
+                ("8-bit within 1", lambda r: f"{r['agreement']:.2%}")]
+    return [("top-1 same", lambda r: "yes" if r["agreement"] == 1 else "[yellow]no[/]"),
+            ("top-5 overlap", lambda r: f"{r['top5_agreement']:.0%}")]
+
+
 def verification_table(v: dict, precision: str, random_weights: bool, spec=None) -> None:
     """`spec`: the artifact's target (its `check_lines` say what its own checks found)."""
     seg = v["agreement_kind"].startswith("pixels")
     t = Table(title=f"verification ({precision}) on {v['image_set']}: {v['compared']} vs {v['reference']}")
     t.add_column("photo", no_wrap=True)
-    for col in ("SQNR dB", "max abs", "pixels kept" if seg else "top-1 same", *(() if seg else ("top-5 overlap",))):
+    columns = _agreement_columns(v)
+    for col in ("SQNR dB", "max abs", *(title for title, _ in columns)):
         t.add_column(col, justify="right")
     for row in v["images"]:
-        cells = [row["name"], _num(row["sqnr_db"], ".1f"), _num(row["max_abs"])]
-        cells.append(f"{row['agreement']:.2%}" if seg else ("yes" if row["agreement"] == 1 else "[yellow]no[/]"))
-        if not seg:
-            cells.append(f"{row['top5_agreement']:.0%}")
-        t.add_row(*cells)
+        t.add_row(row["name"], _num(row["sqnr_db"], ".1f"), _num(row["max_abs"]), *(cell(row) for _, cell in columns))
     console.print(t)
     verdict = "[green]pass[/]" if v["passed"] else "[red]FAIL[/]"
+    psnr = (f"PSNR-Y vs PyTorch median {_num(v['psnr_y_db_median'], '.1f')} dB, min "
+            f"{_num(v['psnr_y_db_min'], '.1f')} dB; " if "psnr_y_db_median" in v else "")
     console.print(f"SQNR median {_num(v['sqnr_db_median'], '.1f')} dB, min {_num(v['sqnr_db_min'], '.1f')} dB; "
-                  f"max rel {_num(v['max_rel'])}; {v['agreement_kind']} {v['agreement']:.2%} "
+                  f"{psnr}max rel {_num(v['max_rel'])}; {v['agreement_kind']} {v['agreement']:.2%} "
                   f"(peak-based PSNR {_num(v['psnr_peak_db'], '.1f')} dB)")
     console.print(f"tolerance: {_tolerance_text(v['tolerance'], seg)}: {verdict}")
     if seg and not v.get("agreement_held", True) and "pixel_agreement" in v["tolerance"]:
@@ -250,6 +262,8 @@ def export_report(m) -> None:
     console.print(f"input {inp['name']} {'x'.join(map(str, inp['shape']))} {inp['layout']} {inp['dtype']}{quant}; "
                   f"output {m.output_semantics}")
     console.print("rewrites: " + ", ".join(r["name"] for r in m.rewrites))
+    if m.source.get("shipped"):
+        console.print(f"weights: {m.source['shipped']}", markup=False, soft_wrap=True)
     if m.spec.describe is not None:
         for line in m.spec.describe(m):
             console.print(line, markup=False)
@@ -270,7 +284,13 @@ def predict_report(r: dict) -> None:
         console.print(f"[red]this artifact {r['failed_verification']}: its outputs are not the model's[/]")
     for p in r["predictions"]:
         name = Path(p["image"]).name
-        if r["task"] == "seg":
+        if r["task"] == "sr":
+            w, h = p["output_size"]
+            psnr = (f"; PSNR-Y {p['psnr_y']:.2f} dB against {Path(p['hr']).name} (bicubic {p['bicubic_psnr_y']:.2f} "
+                    f"dB)" if "psnr_y" in p else f"; {p['hr_missing']}" if p.get("hr_missing") else "")
+            console.print(f"{name}: upscaled to {w}x{h} in {p['tiles']} tile{'s' if p['tiles'] > 1 else ''}{psnr}",
+                          markup=False, soft_wrap=True)
+        elif r["task"] == "seg":
             classes = ", ".join(f"{c['label']} {c['share']:.0%}" for c in p["classes"][:5])
             console.print(f"{name}: {classes}")
         else:
@@ -297,7 +317,8 @@ def eval_summary(r: dict) -> list[str]:
     """The lines a reader needs: what ran on what, the metric of both sides, the difference."""
     what = f"{r['variant']} {r['target']} {r['precision']}" if r["artifact"] is not None else f"{r['variant']} (PyTorch)"
     lines = [f"{what} on {r['images']} {r['dataset']} images from {r['data']}; labels: {r['labels']}",
-             f"preprocessing: {r['preprocessing']}" + (f"; {r['resized']} of {r['images']} photos were resized to "
+             f"preprocessing: {r['preprocessing']}" + (f"; {r['resized']} of {r['images']} photos were "
+                                                      f"{'tiled or padded' if r['task'] == 'sr' else 'resized'} to "
                                                       "the fixed input" if r["resized"] else ""),
              f"ran: {r['runner']}"]
     if r.get("device"):
@@ -307,6 +328,8 @@ def eval_summary(r: dict) -> list[str]:
     if r.get("resumed_images"):
         lines[2] += f"; resumed: {r['resumed_images']} images scored by the interrupted run before"
     sec = r["secondary"]
+    if r["task"] == "sr":
+        return lines + _sr_eval_lines(r)
     if r["artifact"] is None:
         lines.append(f"{r['metric']} {_pct(r['pytorch']['value'])}, {sec['metric']} {_pct(sec['pytorch'])}")
     else:
@@ -316,6 +339,23 @@ def eval_summary(r: dict) -> list[str]:
                      f"delta {_pct(r['delta'], True)} points (95% CI {_pct(lo, True)} to {_pct(hi, True)}, paired "
                      f"bootstrap over images){cached}")
         lines.append(f"{sec['metric']}: artifact {_pct(sec['artifact'])}, PyTorch {_pct(sec['pytorch'])}")
+    return lines
+
+
+def _sr_eval_lines(r: dict) -> list[str]:
+    """PSNR in dB and SSIM as SR papers print them, with bicubic x2 as the baseline."""
+    sec = r["secondary"]
+    sides = [(k, label) for k, label in (("artifact", "artifact"), ("pytorch", "PyTorch"), ("bicubic", "bicubic"))
+             if r.get(k) is not None]
+    lines = [f"{r['metric']}: " + ", ".join(f"{label} {r[k]['value']:.3f} dB" for k, label in sides)]
+    if r["artifact"] is not None:
+        lo, hi = r["delta_ci95"]
+        cached = " (PyTorch's scores from the cache)" if r.get("pytorch_cached") else ""
+        lines[0] += (f"; delta {r['delta']:+.3f} dB (95% CI {lo:+.3f} to {hi:+.3f}, paired bootstrap over "
+                     f"images){cached}")
+    gain = (r["artifact"] or r["pytorch"])["value"] - r["bicubic"]["value"]
+    lines[0] += f"; {gain:+.2f} dB over bicubic"
+    lines.append(f"{sec['metric']}: " + ", ".join(f"{label} {sec[k]:.4f}" for k, label in sides))
     return lines
 
 

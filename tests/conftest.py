@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -142,6 +145,16 @@ def onnx_b0(tmp_path_factory):
     return export(ExportOptions("b0-seg", "onnx", resolution="64x128", output=tmp_path_factory.mktemp("onnx")))
 
 
+@pytest.fixture(scope="session")
+def onnx_sr(tmp_path_factory):
+    """An sr-x2 ONNX artifact (edgekit's shipped weights) at 64x96, a small input that keeps tiled runs quick;
+    read only."""
+    from edgekit.export import ExportOptions, export
+
+    return Path(export(ExportOptions("sr-x2", "onnx", resolution="64x96",
+                                     output=tmp_path_factory.mktemp("onnx-sr"))).artifact_dir)
+
+
 @pytest.fixture(scope="module")
 def tflite_b0(tmp_path_factory):
     """A b0-seg TFLite fp32 artifact directory at 64x128, per test module: tests that change it copy it."""
@@ -224,5 +237,38 @@ def connect(adb_server, tmp_path):
     for phone in phones:
         subprocess.run(["adb", "disconnect", phone.serial], capture_output=True, timeout=30)
         phone.close()
+
+
+
+
+# ---- BasicSR, the peer for super-resolution metrics ------------------------------------------------
+INSTALL = ("pip install --no-deps opencv-python-headless==4.10.0.84 && pip install --no-deps --no-build-isolation "
+           "basicsr==1.4.2")
+
+
+@pytest.fixture(scope="session")
+def basicsr():
+    """(psnr_ssim, matlab_functions) from the installed BasicSR, its package __init__ never run."""
+    spec = importlib.util.find_spec("basicsr")
+    if spec is None or importlib.util.find_spec("cv2") is None:
+        reason = f"BasicSR or OpenCV is not installed ({INSTALL})"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{reason}: CI=true, so this test may not be skipped")
+        pytest.skip(reason)
+    root = Path(spec.submodule_search_locations[0])
+    saved = {k: v for k, v in sys.modules.items() if k == "basicsr" or k.startswith("basicsr.")}
+    try:
+        for name, path in (("basicsr", root), ("basicsr.utils", root / "utils"), ("basicsr.metrics", root / "metrics")):
+            stand_in = types.ModuleType(name)
+            stand_in.__path__ = [str(path)]
+            sys.modules[name] = stand_in
+        color = importlib.import_module("basicsr.utils.color_util")
+        sys.modules["basicsr.utils"].bgr2ycbcr = color.bgr2ycbcr  # what metric_util takes from the package
+        yield importlib.import_module("basicsr.metrics.psnr_ssim"), importlib.import_module(
+            "basicsr.utils.matlab_functions")
+    finally:
+        for k in [k for k in sys.modules if k == "basicsr" or k.startswith("basicsr.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
 
 

@@ -86,6 +86,9 @@ SEG_CALL = """val classes = model.segment(bitmap)
         val colored = model.colorize(classes)
         val argb = (0 until colored.height).flatMap { y -> (0 until colored.width).map { x -> colored.getPixel(x, y) } }
         work.resolve("colors.txt").writeText(argb.joinToString("\\n"))"""
+SR_CALL = """val up = model.upscale(bitmap)
+        val argb = (0 until up.height).flatMap { y -> (0 until up.width).map { x -> up.getPixel(x, y) } }
+        work.resolve("upscaled.txt").writeText("${up.width} ${up.height}\\n" + argb.joinToString("\\n"))"""
 CLS_CALL = """val top = model.classify(bitmap, 5)
         work.resolve("top.txt").writeText(top.joinToString("\\n") { "${it.first}\\t${it.second}" })"""
 
@@ -120,7 +123,8 @@ def run_kotlin(bundle: Path, stub_classes: Path, work: Path, pixels: np.ndarray,
     argb = (0xFF << 24) | (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) \
         | pixels[..., 2].astype(np.uint32)
     (work / "pixels.bin").write_bytes(np.array([w, h], ">i4").tobytes() + argb.astype(">u4").tobytes())
-    call = SEG_CALL if "fun segment" in (bundle / "EdgekitModel.kt").read_text() else CLS_CALL
+    code = (bundle / "EdgekitModel.kt").read_text()
+    call = SEG_CALL if "fun segment" in code else SR_CALL if "fun upscale" in code else CLS_CALL
     (work / "Driver.kt").write_text(DRIVER.replace("CALL", call))
     jar = work / "app.jar"
     done = subprocess.run(["kotlinc", str(bundle / "EdgekitModel.kt"), str(work / "Driver.kt"), "-cp", str(stub_classes),
@@ -296,6 +300,29 @@ def _stub_tensors(spec: dict) -> tuple[dict, dict]:
             {"name": out["name"], "shape": out["shape"], "dtype": np.float32})
 
 
+def test_android_sr_bundle_tiles_as_edgekit_does(onnx_sr, tmp_path, stub_classes):
+    """upscale() on a photo larger than the input in both directions: the snippet's tiles, edge padding and
+    ramp blending give edgekit.tiling's image (the stub runtime answers every tile with one real output)."""
+    from edgekit.sr_data import to_pixels
+    from edgekit.tiling import run_tiled
+
+    _, bundle, spec = _single(package(PackageOptions((onnx_sr,), "android", tmp_path / "b")))
+    assert spec["tiling"] == {"scale": 2, "overlap": 16, "tile": [64, 96]} and spec["output"]["height"] == 128
+    pixels = photo("bear.jpeg", 150, 100)  # 2x2 tiles of 64x96, overlapping
+    tile = pixels[:64, :96].astype(np.float32).transpose(2, 0, 1)[None] / 255
+    import onnxruntime as ort
+
+    output = ort.InferenceSession(str(bundle / "model.onnx")).run(None, {spec["input"]["name"]: tile})[0]
+    run_kotlin(bundle, stub_classes, tmp_path / "kotlin", pixels, output, _stub_tensors(spec))
+    lines = (tmp_path / "kotlin" / "upscaled.txt").read_text().split("\n")
+    assert lines[0] == "300 200"
+    argb = np.array(lines[1:], dtype=np.int64).astype(np.uint32).reshape(200, 300)
+    got = np.stack([(argb >> 16) & 0xFF, (argb >> 8) & 0xFF, argb & 0xFF], axis=-1).astype(np.int64)
+    x = pixels.astype(np.float32).transpose(2, 0, 1) / 255
+    expected = to_pixels(run_tiled(lambda _t: output, x, (64, 96), 2)).astype(np.int64)
+    assert np.abs(got - expected).max() <= 1  # float32 sums and round-half-up against float64
+
+
 @pytest.mark.parametrize("target", ["executorch", "qnn", "onnx"])
 def test_android_bundles_of_the_new_targets_run(tmp_path, stub_classes, target):
     """ExecuTorch (Module.load, Tensor.fromBlob), QNN (ONNX Runtime's QNN EP on the compiled EPContext
@@ -346,6 +373,23 @@ def test_ios_bundle_of_m0_cls(tmp_path):
     with zipfile.ZipFile(record["zip"]) as z:  # the package directory is zipped whole
         assert any(n.startswith(f"{bundle.name}/model.mlpackage/Data/") for n in z.namelist())
         assert f"{bundle.name}/model.mlpackage/Manifest.json" in z.namelist()
+
+
+def test_ios_bundle_of_an_sr_model_tiles(tmp_path):
+    """The Swift snippet of an SR model upscales any photo in tiles, with model.json's tiling (Swift cannot
+    be compiled off macOS: the constants are checked against the model, the tiling against Kotlin's)."""
+    import coremltools as ct
+
+    m = export(ExportOptions("sr-x2", "coreml", "fp16", "64x96", output=tmp_path / "a"))
+    _, bundle, spec = _single(package(PackageOptions((Path(m.artifact_dir),), "ios", tmp_path / "b")))
+    code = (bundle / "EdgekitModel.swift").read_text()
+    s = swift_constants(code)
+    desc = ct.models.MLModel(str(bundle / "model.mlpackage"), skip_model_load=True).get_spec().description
+    assert s["inputShape"] == [1, 3, 64, 96] and s["outputShape"] == [1, 3, 128, 192]
+    assert s["outputName"] == desc.output[0].name and s["scale"] == 2 and s["overlap"] == 16
+    assert spec["tiling"] == {"scale": 2, "overlap": 16, "tile": [64, 96]}
+    assert "func upscale(_ photo: CGImage) throws -> CGImage" in code and "argmax" not in code
+    assert "min(y0 + y, h - 1)" in code  # past the photo's edge its edge pixels repeat, as edgekit.tiling pads
 
 
 def test_ios_bundle_of_a_tensor_input_seg_model(tmp_path):

@@ -17,8 +17,8 @@ FOLDERS = {"edgekit": "edgekit", "targets": "edgekit.targets", "calibration": "e
 # bottom to top; a module may import its own layer and the ones below, never above
 CORE, TARGETS, ORCHESTRATION, CLI = range(4)
 LAYER_NAMES = ("core", "targets", "orchestration", "CLI")
-ORCHESTRATION_MODULES = {"export", "verify", "runtime", "inspect", "predict", "package", "profile", "sweep",
-                         "sweep_plot", "manifest", "info", "report", "eval", "phones", "ondevice"}
+ORCHESTRATION_MODULES = {"export", "verify", "runtime", "inspect", "predict", "predict_sr", "package", "profile",
+                         "sweep", "sweep_plot", "manifest", "info", "report", "eval", "phones", "ondevice"}
 
 
 def _modules() -> dict[str, Path]:

@@ -9,6 +9,7 @@ def test_registry_names_cover_the_issue():
     expected |= {f"b{i}-cls" for i in range(4)} | {f"m{i}-cls" for i in range(6)}
     expected |= {"l1-cls", "l2-cls", "l3-cls", "l1-seg-cityscapes", "l2-seg-cityscapes", "l1-seg-ade20k",
                  "l2-seg-ade20k"}  # the authors' zoo: no L3 segmentation model
+    expected |= {"sr-x2", "sr-x2-w0.75"}  # the high-resolution paper's Table 7 rows (edgekit's own design)
     assert set(VARIANTS) == expected
     assert "b0-seg-ade20k" not in VARIANTS  # the paper has no B0 ADE20K model
 

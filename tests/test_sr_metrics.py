@@ -5,11 +5,6 @@ loads only the three modules it compares with, under stand-in parent packages.""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -19,36 +14,6 @@ from PIL import Image
 from edgekit.sr_metrics import imresize, psnr_y, ssim_y
 
 PHOTOS = Path(__file__).resolve().parents[1] / "calibration" / "images"
-INSTALL = ("pip install --no-deps opencv-python-headless==4.10.0.84 && pip install --no-deps --no-build-isolation "
-           "basicsr==1.4.2")
-
-
-@pytest.fixture(scope="module")
-def basicsr():
-    """(psnr_ssim, matlab_functions) from the installed BasicSR, its package __init__ never run."""
-    spec = importlib.util.find_spec("basicsr")
-    if spec is None or importlib.util.find_spec("cv2") is None:
-        reason = f"BasicSR or OpenCV is not installed ({INSTALL})"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{reason}: CI=true, so this test may not be skipped")
-        pytest.skip(reason)
-    root = Path(spec.submodule_search_locations[0])
-    saved = {k: v for k, v in sys.modules.items() if k == "basicsr" or k.startswith("basicsr.")}
-    try:
-        for name, path in (("basicsr", root), ("basicsr.utils", root / "utils"), ("basicsr.metrics", root / "metrics")):
-            stand_in = types.ModuleType(name)
-            stand_in.__path__ = [str(path)]
-            sys.modules[name] = stand_in
-        color = importlib.import_module("basicsr.utils.color_util")
-        sys.modules["basicsr.utils"].bgr2ycbcr = color.bgr2ycbcr  # what metric_util takes from the package
-        yield importlib.import_module("basicsr.metrics.psnr_ssim"), importlib.import_module(
-            "basicsr.utils.matlab_functions")
-    finally:
-        for k in [k for k in sys.modules if k == "basicsr" or k.startswith("basicsr.")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
-
-
 def _photo(name: str, size=(240, 160)) -> np.ndarray:
     with Image.open(PHOTOS / name) as im:
         return np.asarray(im.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float64)

@@ -53,6 +53,10 @@ def _constants(spec: dict) -> list[str]:
     ]
     if spec["task"] == "cls":
         lines.append(f"const val CROP_RATIO = {float(inp['crop_ratio'])!r}f")
+    elif spec["task"] == "sr":
+        tiling = spec["tiling"]
+        lines += [f"const val OUTPUT_HEIGHT = {out['height']}", f"const val OUTPUT_WIDTH = {out['width']}",
+                  f"const val SCALE = {tiling['scale']}", f"const val OVERLAP = {tiling['overlap']}  // input pixels"]
     else:
         lines += [f"const val OUTPUT_HEIGHT = {out['height']}", f"const val OUTPUT_WIDTH = {out['width']}"]
     for side, d in (("INPUT", inp), ("OUTPUT", out)):
@@ -67,6 +71,10 @@ def _constants(spec: dict) -> list[str]:
 
 
 def _crop(spec: dict) -> str:
+    if spec["task"] == "sr":
+        return """        // One tile of the photo: upscale() cuts any photo into tiles of the input size.
+        require(bitmap.width == INPUT_WIDTH && bitmap.height == INPUT_HEIGHT) { "a tile is ${INPUT_WIDTH}x${INPUT_HEIGHT}" }
+        val image = bitmap"""
     if spec["task"] == "seg":
         return """        // The model was verified on the whole photo stretched to the input size.
         val image = Bitmap.createScaledBitmap(bitmap, INPUT_WIDTH, INPUT_HEIGHT, true)"""
@@ -129,7 +137,64 @@ def _read_output(spec: dict, runtime: KotlinRuntime) -> str:
     }}"""
 
 
+def _upscale(spec: dict) -> str:
+    """Tiles as edgekit.tiling makes them: starts overlapping by OVERLAP, edge pixels repeated past the photo,
+    each tile's output weighted by linear ramps across its overlaps, the sums divided by the weights."""
+    value = "z[(y * OUTPUT_WIDTH + x) * 3 + c]" if spec["output"]["layout"] == "NHWC" else \
+        "z[c * OUTPUT_HEIGHT * OUTPUT_WIDTH + y * OUTPUT_WIDTH + x]"
+    return f"""    /** Tile starts covering `length`, overlapping by at least OVERLAP, the last flush with the end. */
+    private fun starts(length: Int, tile: Int): List<Int> {{
+        if (length <= tile) return listOf(0)
+        return (0 until length - tile step maxOf(1, tile - OVERLAP)).toList() + (length - tile)
+    }}
+
+    /** 1 inside; a linear ramp over the first `rise` and the last `fall` samples (never 0). */
+    private fun ramp(n: Int, rise: Int, fall: Int) = FloatArray(n) {{ i ->
+        var w = if (i < rise) (i + 1f) / (rise + 1) else 1f
+        if (i >= n - fall) w = minOf(w, (n - i).toFloat() / (fall + 1))
+        w
+    }}
+
+    /** The photo upscaled SCALE x, any size: run in overlapping tiles blended with linear ramps. */
+    fun upscale(bitmap: Bitmap): Bitmap {{
+        val w = bitmap.width
+        val h = bitmap.height
+        val src = IntArray(w * h).also {{ bitmap.getPixels(it, 0, w, 0, 0, w, h) }}
+        val ys = starts(maxOf(h, INPUT_HEIGHT), INPUT_HEIGHT)
+        val xs = starts(maxOf(w, INPUT_WIDTH), INPUT_WIDTH)
+        val ow = maxOf(w, INPUT_WIDTH) * SCALE
+        val plane = ow * maxOf(h, INPUT_HEIGHT) * SCALE
+        val sum = FloatArray(3 * plane)
+        val weight = FloatArray(plane)
+        val tile = IntArray(INPUT_WIDTH * INPUT_HEIGHT)
+        for ((i, y0) in ys.withIndex()) for ((j, x0) in xs.withIndex()) {{
+            for (y in 0 until INPUT_HEIGHT) for (x in 0 until INPUT_WIDTH) {{  // past the photo: its edge pixels
+                tile[y * INPUT_WIDTH + x] = src[minOf(y0 + y, h - 1) * w + minOf(x0 + x, w - 1)]
+            }}
+            val z = logits(Bitmap.createBitmap(tile, INPUT_WIDTH, INPUT_HEIGHT, Bitmap.Config.ARGB_8888))
+            val ry = ramp(OUTPUT_HEIGHT, if (i > 0) (ys[i - 1] + INPUT_HEIGHT - y0) * SCALE else 0,
+                          if (i + 1 < ys.size) (y0 + INPUT_HEIGHT - ys[i + 1]) * SCALE else 0)
+            val rx = ramp(OUTPUT_WIDTH, if (j > 0) (xs[j - 1] + INPUT_WIDTH - x0) * SCALE else 0,
+                          if (j + 1 < xs.size) (x0 + INPUT_WIDTH - xs[j + 1]) * SCALE else 0)
+            for (y in 0 until OUTPUT_HEIGHT) for (x in 0 until OUTPUT_WIDTH) {{
+                val o = (y0 * SCALE + y) * ow + x0 * SCALE + x
+                val wt = ry[y] * rx[x]
+                weight[o] += wt
+                for (c in 0 until 3) sum[c * plane + o] += wt * {value}
+            }}
+        }}
+        val argb = IntArray(w * SCALE * h * SCALE) {{ k ->
+            val o = k / (w * SCALE) * ow + k % (w * SCALE)
+            val rgb = IntArray(3) {{ c -> (sum[c * plane + o] / weight[o] * 255f).roundToInt().coerceIn(0, 255) }}
+            (0xFF shl 24) or (rgb[0] shl 16) or (rgb[1] shl 8) or rgb[2]
+        }}
+        return Bitmap.createBitmap(argb, w * SCALE, h * SCALE, Bitmap.Config.ARGB_8888)
+    }}"""
+
+
 def _decode(spec: dict) -> str:
+    if spec["task"] == "sr":
+        return _upscale(spec)
     if spec["task"] == "cls":
         return """    /** The topK classes with their softmax probabilities. */
     fun classify(bitmap: Bitmap, topK: Int = 5): List<Pair<String, Float>> {
@@ -172,7 +237,7 @@ def snippet(spec: dict, runtime: KotlinRuntime) -> str:
     imports = ["android.content.Context", "android.graphics.Bitmap", *runtime.imports, "java.nio.ByteBuffer",
                "java.nio.ByteOrder"]
     imports += ["kotlin.math.exp"] if spec["task"] == "cls" else []
-    imports += ["kotlin.math.roundToInt"] if inp["quantization"] or spec["task"] == "cls" else []
+    imports += ["kotlin.math.roundToInt"] if inp["quantization"] or spec["task"] in ("cls", "sr") else []
     import_lines = "\n".join(f"import {i}" for i in dict.fromkeys(imports))
     setup = "\n".join(f"// {line}" for line in runtime.setup)
     return f"""// Generated by {spec['generated_by']} from {spec['artifact']} ({spec['variant']}, {spec['precision']}).

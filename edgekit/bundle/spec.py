@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.labels import palette
+from edgekit.tiling import DEFAULT_OVERLAP as TILE_OVERLAP
 
 FORMAT = "edgekit-bundle/1"
 
@@ -22,6 +23,9 @@ def _crop_ratio(manifest) -> float | None:
 
 def _preprocessing(manifest) -> str:
     h, w = manifest.size
+    if manifest.task == "sr":
+        return (f"cut the photo into {w}x{h} tiles overlapping by {TILE_OVERLAP} pixels (past its edge, repeat the "
+                "edge pixels)")
     if manifest.task == "seg":
         return f"resize the photo to {w}x{h} (width x height), no crop"
     ratio = _crop_ratio(manifest)
@@ -48,7 +52,8 @@ def bundle_spec(manifest, model_path: Path, platform: str) -> dict:
     inp, out = manifest.spec.packaging.io(manifest, model_path)
     image_input = inp.pop("normalization_inside", False)
     norm = manifest.normalization
-    seg = manifest.task == "seg"
+    seg, sr = manifest.task == "seg", manifest.task == "sr"
+    scale = manifest.logits_shape()[2] // h if sr else None
     source = manifest.source
     verification = manifest.verification
     warnings = _warnings(manifest)
@@ -85,11 +90,14 @@ def bundle_spec(manifest, model_path: Path, platform: str) -> dict:
             **out,
             "semantics": manifest.output_semantics,
             "stride": manifest.output_stride,
-            "height": h // manifest.output_stride if seg else None,
-            "width": w // manifest.output_stride if seg else None,
+            "height": h // manifest.output_stride if seg else h * scale if sr else None,
+            "width": w // manifest.output_stride if seg else w * scale if sr else None,
             "decode": "argmax over the classes at each output pixel" if seg
-            else "the scores are logits: softmax for probabilities, the largest is the class",
+            else (f"RGB of the x{scale} tile: clamp to [0, 1], x 255, round; blend overlapping tiles with linear "
+                  "ramps across each overlap" if sr else
+                  "the scores are logits: softmax for probabilities, the largest is the class"),
         },
+        "tiling": {"scale": scale, "overlap": TILE_OVERLAP, "tile": [h, w]} if sr else None,
         "labels": "labels.txt",
         "palette": palette(manifest.dataset) if seg else None,
         "verification": {k: verification.get(k) for k in

@@ -33,6 +33,11 @@ def _constants(spec: dict, image_input: bool) -> list[str]:
     if spec["task"] == "cls":
         lines += [f'static let scoresName = "{out["scores"]}"  // label -> logit',
                   f"static let cropRatio = {float(inp['crop_ratio'])!r}"]
+    elif spec["task"] == "sr":
+        tiling = spec["tiling"]
+        lines += [f"static let outputShape = [{_ints(out['shape'])}]  // NCHW, {out['dtype']}",
+                  f"static let scale = {tiling['scale']}",
+                  f"static let overlap = {tiling['overlap']}  // input pixels shared by neighbouring tiles"]
     else:
         lines += [f"static let outputShape = [{_ints(out['shape'])}]  // NCHW, {out['dtype']}",
                   f"static let outputHeight = {out['height']}",
@@ -113,7 +118,107 @@ _ARGMAX = """
 """
 
 
+_PIXELS = """
+    /// RGBA bytes of an image, drawn at its own size.
+    static func rgba(_ image: CGImage) -> [UInt8] {
+        let w = image.width, h = image.height
+        var bytes = [UInt8](repeating: 255, count: w * h * 4)
+        bytes.withUnsafeMutableBytes { buffer in
+            let context = CGContext(data: buffer.baseAddress, width: w, height: h, bitsPerComponent: 8,
+                                    bytesPerRow: w * 4, space: CGColorSpaceCreateDeviceRGB(),
+                                    bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue)!
+            context.draw(image, in: CGRect(x: 0, y: 0, width: w, height: h))
+        }
+        return bytes
+    }
+
+    /// An image of RGBA bytes.
+    static func image(_ rgba: [UInt8], width: Int, height: Int) -> CGImage {
+        var bytes = rgba
+        return bytes.withUnsafeMutableBytes { buffer in
+            CGContext(data: buffer.baseAddress, width: width, height: height, bitsPerComponent: 8,
+                      bytesPerRow: width * 4, space: CGColorSpaceCreateDeviceRGB(),
+                      bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue)!.makeImage()!
+        }
+    }
+"""
+
+_UPSCALE = """
+    /// Tile starts covering `length`, overlapping by at least `overlap`, the last flush with the end.
+    static func starts(_ length: Int, _ tile: Int) -> [Int] {
+        if length <= tile { return [0] }
+        return Array(stride(from: 0, to: length - tile, by: max(1, tile - Info.overlap))) + [length - tile]
+    }
+
+    /// 1 inside; a linear ramp over the first `rise` and the last `fall` samples (never 0).
+    static func ramp(_ n: Int, rise: Int, fall: Int) -> [Float] {
+        (0..<n).map { i in
+            var w: Float = i < rise ? Float(i + 1) / Float(rise + 1) : 1
+            if i >= n - fall { w = min(w, Float(n - i) / Float(fall + 1)) }
+            return w
+        }
+    }
+
+    /// The photo upscaled `scale` x, any size: run in overlapping tiles blended with linear ramps
+    /// (past the photo's edge, its edge pixels repeat), as edgekit verified it.
+    func upscale(_ photo: CGImage) throws -> CGImage {
+        let w = photo.width, h = photo.height, th = Info.inputHeight, tw = Info.inputWidth, s = Info.scale
+        let src = Self.rgba(photo)
+        let ys = Self.starts(max(h, th), th), xs = Self.starts(max(w, tw), tw)
+        let ow = max(w, tw) * s, plane = ow * max(h, th) * s
+        var sum = [Float](repeating: 0, count: 3 * plane), weight = [Float](repeating: 0, count: plane)
+        var tile = [UInt8](repeating: 255, count: tw * th * 4)
+        for (i, y0) in ys.enumerated() {
+            for (j, x0) in xs.enumerated() {
+                for y in 0..<th {
+                    for x in 0..<tw {
+                        let from = (min(y0 + y, h - 1) * w + min(x0 + x, w - 1)) * 4
+                        for c in 0..<4 { tile[(y * tw + x) * 4 + c] = src[from + c] }
+                    }
+                }
+                guard let out = try output(Self.image(tile, width: tw, height: th)) else {
+                    throw EdgekitModelError.noOutput(Info.outputName)
+                }
+                let ry = Self.ramp(th * s, rise: i > 0 ? (ys[i - 1] + th - y0) * s : 0,
+                                   fall: i + 1 < ys.count ? (y0 + th - ys[i + 1]) * s : 0)
+                let rx = Self.ramp(tw * s, rise: j > 0 ? (xs[j - 1] + tw - x0) * s : 0,
+                                   fall: j + 1 < xs.count ? (x0 + tw - xs[j + 1]) * s : 0)
+                for y in 0..<(th * s) {
+                    for x in 0..<(tw * s) {
+                        let o = (y0 * s + y) * ow + x0 * s + x, wt = ry[y] * rx[x]
+                        weight[o] += wt
+                        for c in 0..<3 {
+                            // subscripting by index honours the array's strides and converts float16 to Float
+                            sum[c * plane + o] += wt * out[[0, c, y, x].map { NSNumber(value: $0) }].floatValue
+                        }
+                    }
+                }
+            }
+        }
+        var rgba = [UInt8](repeating: 255, count: w * s * h * s * 4)
+        for y in 0..<(h * s) {
+            for x in 0..<(w * s) {
+                let o = y * ow + x
+                for c in 0..<3 {
+                    rgba[(y * w * s + x) * 4 + c] = UInt8(max(0, min(255, (sum[c * plane + o] / weight[o] * 255).rounded())))
+                }
+            }
+        }
+        return Self.image(rgba, width: w * s, height: h * s)
+    }
+"""
+
+
 def _entry_point(spec: dict, image_input: bool) -> str:
+    if spec["task"] == "sr":
+        get = ("(try observe(tile).first as? VNCoreMLFeatureValueObservation)?.featureValue.multiArrayValue"
+               if image_input else "try predict(tile).featureValue(for: Info.outputName)?.multiArrayValue")
+        return f"""
+    /// The model's output for one inputWidth x inputHeight tile: RGB in [0, 1] at `scale` x, NCHW.
+    func output(_ tile: CGImage) throws -> MLMultiArray? {{
+        {get}
+    }}
+""" + _PIXELS + _UPSCALE
     if spec["task"] == "cls":
         if image_input:
             return """

@@ -56,7 +56,7 @@ def _goal_text(search: dict) -> str:
 @dataclass(frozen=True)
 class MetricGoal:
     """With a labelled set (`--eval-data` and `--max-drop`): the task metric (mIoU, top-1) of the
-    recipe at most `max_drop` points below the float graph's on that set's `images`."""
+    recipe at most `max_drop` points (PSNR: dB) below the float graph's on that set's `images`."""
 
     metric: str
     max_drop: float
@@ -66,7 +66,9 @@ class MetricGoal:
         return trial.get("metric_drop") is not None and trial["metric_drop"] <= self.max_drop
 
     def __str__(self) -> str:
-        return f"{self.metric} at most {self.max_drop:g} points below the float graph's"
+        from edgekit.accuracy import drop_units
+
+        return f"{self.metric} at most {self.max_drop:g} {drop_units(self.metric)[1]} below the float graph's"
 
 
 @dataclass(frozen=True)
@@ -325,9 +327,11 @@ def task_fields(judge, run: Callable, float_metric: float) -> dict:
     float graph's; nothing without a labelled set."""
     if judge is None:
         return {}
+    from edgekit.accuracy import drop_units
+
     value = judge.score(run).value()
     return {"metric_name": judge.goal.metric, "metric": value, "metric_float": float_metric,
-            "metric_drop": round(100 * (float_metric - value), 3)}
+            "metric_drop": round(drop_units(judge.goal.metric)[0] * (float_metric - value), 3)}
 
 
 def judged_on(judge, split: str) -> str:
@@ -358,7 +362,10 @@ def _speed_text(trial: dict) -> str:
 def _metric_text(trial: dict) -> str:
     if trial.get("metric_drop") is None:
         return ""
-    return f"{trial['metric_name']} {trial['metric']:.4f} ({0.0 - trial['metric_drop']:+.2f} points), "
+    from edgekit.accuracy import drop_units
+
+    unit = drop_units(trial["metric_name"])[1]
+    return f"{trial['metric_name']} {trial['metric']:.4f} ({0.0 - trial['metric_drop']:+.2f} {unit}), "
 
 
 def summary_lines(search: dict) -> list[str]:

@@ -14,7 +14,11 @@ def build_model(variant: Variant, resolution: Size | None = None) -> nn.Module:
     the input resolution at construction time (as upstream).
     """
     resolution = resolution or variant.resolution
-    if variant.family == "mit":
+    if variant.task == "sr":
+        from edgekit.models.efficientvit_sr import build_efficientvit_sr
+
+        model = build_efficientvit_sr(variant.config)
+    elif variant.family == "mit":
         from edgekit.models.efficientvit_mit import build_efficientvit_mit
 
         model = build_efficientvit_mit(variant.config, variant.num_classes, variant.task)
