@@ -41,12 +41,14 @@ AGREEMENT_KIND = {"seg": "pixels keeping their class", "cls": "top-1 agreement",
 
 
 def _image_agreement(reference: np.ndarray, output: np.ndarray) -> dict:
-    """An SR output against PyTorch's, both (3, H, W) in [0, 1], as the pixels an app would write."""
+    """An SR output against PyTorch's, both (3, H, W) in [0, 1] (or (H, W, 3): a TFLite graph's own
+    layout, which the int8 search compares in), as the pixels an app would write."""
     from edgekit.sr_metrics import psnr_y
 
     if not np.isfinite(output).all():
         return {"agreement": 0.0, "psnr_y_db": -math.inf}
-    ref8, out8 = (np.clip(np.round(a.transpose(1, 2, 0) * 255), 0, 255) for a in (reference, output))
+    hwc = reference.shape[0] != 3 and reference.shape[-1] == 3
+    ref8, out8 = (np.clip(np.round((a if hwc else a.transpose(1, 2, 0)) * 255), 0, 255) for a in (reference, output))
     return {"agreement": float(np.mean(np.abs(ref8 - out8) <= 1)), "psnr_y_db": psnr_y(out8, ref8, 0)}
 
 

@@ -58,6 +58,18 @@ def test_sr_variants_take_any_size_and_ship_their_weights():
     assert psnr_y(to_pixels(out), hr, 2) > psnr_y(np.clip(np.round(bicubic), 0, 255), hr, 2) + 0.3
 
 
+def test_sr_agreement_is_the_same_in_either_layout():
+    """The int8 search compares a TFLite graph's outputs in its own NHWC layout."""
+    from edgekit.metrics import compare
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((2, 3, 20, 30))
+    out = np.clip(ref + rng.normal(0, 0.01, ref.shape), 0, 1)
+    nchw, nhwc = compare(ref, out, "sr"), compare(ref.transpose(0, 2, 3, 1), out.transpose(0, 2, 3, 1), "sr")
+    assert nchw["psnr_y_db_min"] == pytest.approx(nhwc["psnr_y_db_min"]) and 35 < nchw["psnr_y_db_min"] < 50
+    assert nchw["agreement"] == nhwc["agreement"] < 1
+
+
 def test_a_classifier_checkpoint_is_not_an_sr_model(tmp_path):
     from safetensors.torch import save_file
 
