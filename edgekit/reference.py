@@ -37,9 +37,8 @@ def source_model(variant: Variant, size: Size, weights: Path | None, stand_in: s
 
     from edgekit.calibration.images import image_batch, stand_in_images
     from edgekit.artifacts import sha256
-    from edgekit.models import build_model
-
     from edgekit.checkpoints import shipped_weights, shipped_weights_note
+    from edgekit.models import build_model
 
     torch.manual_seed(STAND_IN_SEED)
     model = build_model(variant, size)

@@ -276,6 +276,34 @@ def test_eval_on_a_phone_resumes_after_the_phone_drops(artifact, connect, tmp_pa
     assert not list(phone.device_path("/data/local/tmp").iterdir())
 
 
+@pytest.mark.slow  # an SR TFLite export and about 40 phone runs (a tile each): 85 s here
+def test_an_sr_artifact_verifies_and_evaluates_on_a_phone(shared_artifact, connect, tmp_path, own_cache):
+    """The phone runs an SR artifact tile by tile through benchmark_model's own flags; its PSNR-Y is the
+    host's (the stand-in phone's CPU path is the host's own)."""
+    import shutil
+
+    from edgekit.demo_data import super_resolution
+
+    src = Path(shared_artifact("sr-x2", "tflite", "fp32", "64x96").artifact_dir)
+    art = shutil.copytree(src, tmp_path / src.name)
+    phone = connect()
+    launcher = tmp_path / "benchmark_model"
+    write_benchmark_launcher(launcher)
+    r = runner.invoke(app, ["verify", str(art), "--device", phone.serial, "--harness", str(launcher), "--json"])
+    assert r.exit_code == 0, r.output
+    (rec,) = json.loads(r.stdout)["devices"]
+    assert rec["verification"]["agreement_kind"].startswith("8-bit") and rec["verification"]["psnr_y_db_min"] > 60
+    data = tmp_path / "photos"
+    super_resolution(data, "hr-only", names=("bear.jpeg",))
+    host = json.loads(runner.invoke(app, ["eval", str(art), "--data", str(data), "--json"]).stdout)
+    r = runner.invoke(app, ["eval", str(art), "--data", str(data), "--device", phone.serial, "--harness",
+                            str(launcher), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert got["metric"] == "PSNR-Y" and got["artifact"]["value"] == pytest.approx(host["artifact"]["value"], abs=1e-6)
+    assert not list(phone.device_path("/data/local/tmp").iterdir())
+
+
 def test_sweep_on_two_phones_of_one_profile(artifact, connect, tmp_path, own_cache):
     """`sweep --device s8gen1` with two such phones: each cell is measured on both at once, the row
     keeps each phone's figure; run again, both come from results.jsonl; one phone gone, the row says so."""
