@@ -48,11 +48,49 @@ def case(variant: str, target: str, precision: str, data: Path, out: Path) -> tu
            "ran": r["runner"], "psnr_y": round(r["artifact"]["value"], 4), "pytorch_psnr_y": round(r["pytorch"]["value"], 4),
            "bicubic_psnr_y": round(r["bicubic"]["value"], 4), "delta_db": round(r["delta"], 4),
            "delta_ci95": [round(x, 4) for x in r["delta_ci95"]], "ssim_y": round(r["secondary"]["artifact"], 5),
-           "pytorch_ssim_y": round(r["secondary"]["pytorch"], 5), "int8_search": m.target_info.get("int8_search")
-           if isinstance(m.target_info, dict) else None}
+           "pytorch_ssim_y": round(r["secondary"]["pytorch"], 5), "int8": _int8_facts(m.target_info)}
     print(f"{target} {precision}: PSNR-Y {row['psnr_y']:.3f} dB (PyTorch {row['pytorch_psnr_y']:.3f}, delta "
           f"{row['delta_db']:+.3f}), verified {'pass' if row['verified'] else 'FAIL'}, {seconds:.0f} s", flush=True)
     return row, Path(m.artifact_dir)
+
+
+def fp16_arithmetic(variant: str, data: Path) -> dict:
+    """The deploy form with the fp16-safe attention (what fp16 artifacts carry) run by PyTorch in float16
+    against float32 on the same tiles: what fp16 *arithmetic* (a GPU delegate's, the NPU's fp16) costs, which
+    the host's fp16 TFLite (fp16 weights, fp32 XNNPACK compute) does not show."""
+    import torch
+
+    from edgekit.deploy import make_deploy_form
+    from edgekit.deploy.passes import fp16_safe_attention
+    from edgekit.reference import run_images, source_model
+    from edgekit.registry import get_variant
+    from edgekit.sr_data import load_pair, samples, scores, to_pixels
+    from edgekit.targets import get_target
+    from edgekit.tiling import run_tiled
+
+    v = get_variant(variant)
+    source, _ = source_model(v, v.resolution, None)
+    model = fp16_safe_attention(make_deploy_form(source, v.resolution, get_target("tflite")).model, v.resolution)
+    sides = {"fp32": [], "fp16": []}
+    for _name, lr_path, hr_path in samples(data, "hr-only"):
+        lr, hr = load_pair(lr_path, hr_path, v.scale)
+        x = np.ascontiguousarray((lr / 255).astype(np.float32).transpose(2, 0, 1))
+        for key, dtype in (("fp32", None), ("fp16", torch.float16)):
+            out = run_tiled(lambda t, d=dtype: run_images(model, t, d), x, v.resolution, v.scale)
+            sides[key].append(scores(to_pixels(out), hr, v.scale)[0])
+    return {"psnr_y_fp32": round(float(np.mean(sides["fp32"])), 4), "psnr_y_fp16": round(float(np.mean(sides["fp16"])), 4),
+            "delta_db": round(float(np.mean(sides["fp16"]) - np.mean(sides["fp32"])), 4)}
+
+
+def _int8_facts(info: dict | None) -> dict | None:
+    """What the int8 recipe search chose (the manifest's target_info["int8"]), or None for a float artifact."""
+    record = (info or {}).get("int8")
+    if not record:
+        return None
+    search = record.get("search") or {}
+    return {"keep_float": record.get("keep_float"), "kept_float": record.get("kept_float"),
+            "equalized": record.get("equalized"), "met": search.get("met"), "fast_enough": search.get("fast_enough"),
+            "instead": search.get("instead")}
 
 
 def latencies(artifacts: dict[str, Path]) -> dict[str, float]:
@@ -73,10 +111,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="sr-x2")
     parser.add_argument("--only", help="target:precision,... (the others are kept from the results file)")
+    parser.add_argument("--fp16-arithmetic", action="store_true", help="only PyTorch fp16 vs fp32 (kept beside)")
     args = parser.parse_args()
     wanted = [tuple(c.split(":")) for c in args.only.split(",")] if args.only else CASES
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     kept = {(r["target"], r["precision"]): r for r in results.get(args.variant, {}).get("cases", [])}
+
+    def save() -> None:  # after every case: a long run that is stopped keeps what it measured
+        results[args.variant] = {**results.get(args.variant, {}), "resolution": [160, 240],
+                                 "photos": "the 7 built-in verification photos (hr-only)",
+                                 "weights": "edgekit's own (benchmarks/train_sr.py)",
+                                 "cases": [kept[c] for c in CASES if c in kept]}
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+
+    if args.fp16_arithmetic:
+        with tempfile.TemporaryDirectory() as tmp:
+            super_resolution(Path(tmp), "hr-only")
+            results.setdefault(args.variant, {})["pytorch_fp16_arithmetic"] = fp16_arithmetic(args.variant, Path(tmp))
+        save()
+        print(results[args.variant]["pytorch_fp16_arithmetic"])
+        return
+
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "photos"
         super_resolution(data, "hr-only")
@@ -86,6 +141,7 @@ def main() -> None:
                 continue
             row, path = case(args.variant, target, precision, data, Path(tmp) / "out")
             kept[(target, precision)] = row
+            save()
             if target in TIMED:
                 artifacts[f"{target}:{precision}"] = path
         if artifacts:
@@ -94,10 +150,7 @@ def main() -> None:
                 target, precision = key.split(":")
                 kept[(target, precision)]["host_ms"] = round(value, 2)
                 kept[(target, precision)]["timed_with"] = sorted(ms)
-    cases = [kept[c] for c in CASES if c in kept]
-    results[args.variant] = {"resolution": [160, 240], "photos": "the 7 built-in verification photos (hr-only)",
-                             "weights": "edgekit's own (benchmarks/train_sr.py)", "cases": cases}
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+            save()
     print(f"wrote {RESULTS}")
 
 

@@ -267,6 +267,10 @@ def sr_targets() -> str:
                          f"{c['psnr_y_vs_pytorch_db'][1]:.1f}", "pass" if c["verified"] else "FAIL", speed])
         rows.append([f"{variant} PyTorch / bicubic", f"{entry['cases'][0]['pytorch_psnr_y']:.3f} / "
                      f"{entry['cases'][0]['bicubic_psnr_y']:.3f}", "", "", "", "", ""])
+        if "pytorch_fp16_arithmetic" in entry:
+            f16 = entry["pytorch_fp16_arithmetic"]
+            rows.append([f"{variant} PyTorch in float16 (fp16 arithmetic)", f"{f16['psnr_y_fp16']:.3f}",
+                         f"{f16['delta_db']:+.3f} (vs PyTorch fp32)", "", "", "", ""])
     return _table(["artifact", "PSNR-Y dB vs HR", "delta vs PyTorch dB (95% CI)", "SSIM-Y",
                    "PSNR-Y vs PyTorch, worst photo", "verify", "host ms per 160x240 tile (vs TFLite fp32)"], rows)
 
