@@ -51,9 +51,7 @@ def source_model(variant: Variant, size: Size, weights: Path | None, stand_in: s
         from edgekit.errors import EdgekitError
 
         raise EdgekitError(f"--stand-in: {variant.name} has trained weights (edgekit's own); there is no stand-in")
-    if shipped is not None:
-        model, source = source_model(variant, size, shipped)
-        return model, {**source, "shipped": shipped_weights_note(shipped)}
+    weights = weights if shipped is None else shipped
     if weights is not None:
         if stand_in != "plain":
             from edgekit.errors import EdgekitError
@@ -65,7 +63,8 @@ def source_model(variant: Variant, size: Size, weights: Path | None, stand_in: s
         file = Path(loaded["file"])
         return model, {"weights": str(file.resolve()), "sha256": sha256(file), "format": loaded["format"],
                        "layout": loaded["layout"], **({"given": str(Path(weights).resolve())}
-                                                      if file != Path(weights) else {})}
+                                                      if file != Path(weights) else {}),
+                       **({"shipped": shipped_weights_note(shipped)} if shipped is not None else {})}
     from edgekit.models.init import calibrated_random_init, spread_channel_ranges
 
     paths = stand_in_images()
