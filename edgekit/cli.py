@@ -399,6 +399,31 @@ def verify(
 
 
 @app.command()
+def debug(
+    artifact_dir: Annotated[Path, typer.Argument(help="An artifact directory written by `edgekit export`.")],
+    images: Annotated[Path | None, typer.Option("--images", help="Your photos (a folder) instead of the built-in "
+                                                                 "held-out set.")] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", "-w", help="The checkpoint, if it moved since the export "
+                                                          "(checked against the sha256 the export recorded).")
+    ] = None,
+    allow_calibration_images: AllowCalibrationOpt = False,
+    picture: Annotated[Path | None, typer.Option("--picture", help="Where to write the picture (default: "
+                                                                   "edgekit-debug/ARTIFACT_NAME.png).")] = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where an artifact parts from PyTorch, layer by layer: each intermediate tensor against PyTorch's,
+    the first below the target's bar, the largest drop, and why (fp16 range, int8 clipping and spread)."""
+    from edgekit.layer_debug import DebugOptions, debug_artifact
+
+    opts = DebugOptions(artifact_dir, images, weights, allow_calibration_images, threads, picture)
+    with _status(f"debugging {artifact_dir}") as status:
+        result = _run(debug_artifact, opts, lambda msg: status.update(msg))
+    _show(result, as_json, "debug_report")
+
+
+@app.command()
 def predict(
     artifact_dir: Annotated[Path, typer.Argument(help="An artifact directory written by `edgekit export`.")],
     images: Annotated[list[Path], typer.Argument(help="Your photos (.jpg/.png): files, folders of them, or "

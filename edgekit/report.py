@@ -558,3 +558,41 @@ def sweep_table(result: dict) -> None:
     if result["device"] == "host" and paper_devices:
         console.print("[dim]paper ms: the paper's phone figure, for scale; this host is not that phone[/]")
     console.print(f"plot: {result['plot']}")
+
+
+def _short_tensor(name: str) -> str:
+    """An artifact tensor's name as a table shows it: its first part (TFLite joins fused ops' names with ;)."""
+    return name.split(";")[0]
+
+
+def debug_report(r: dict) -> None:
+    """`edgekit debug`: one row per matched tensor in graph order, then the verdict lines."""
+    from edgekit.layer_debug import one_line
+
+    console.print(f"[bold]{r['variant']} {r['target']} {r['precision']}[/]: {r['ran']}", soft_wrap=True)
+    console.print(f"against {r['reference']}, on {r['image_set']} ({len(r['images'])} photos)")
+    rows = [[str(i), row["module"], _short_tensor(row["tensor"]), row["op"], "x".join(map(str, row["shape"][1:])),
+             _num(row["sqnr_db_median"], ".1f"), _num(row["sqnr_db_min"], ".1f"), _num(row["max_abs_error"]),
+             _num(row["drop_db"], ".1f"), ("[red]" + " ".join(row["flags"]) + "[/]") if row["flags"] else ""]
+            for i, row in enumerate(r["rows"], 1)]
+    print_fitted(f"layer by layer: SQNR against PyTorch's same tensor (bar {r['bar_db']:g} dB)",
+                 [("#", "right", 0), ("PyTorch module", "left", 0), ("artifact tensor", "left", 5),
+                  ("op", "left", 3), ("shape", "left", 4), ("median dB", "right", 2), ("worst dB", "right", 0),
+                  ("max abs err", "right", 6), ("drop dB", "right", 1), ("flags", "left", 0)], rows)
+    for note in r["notes"]:
+        console.print(f"[yellow]{note}[/]", soft_wrap=True)
+    unmatched = r["unmatched"]
+    if unmatched["artifact_tensors"] or unmatched["modules_without_tensor"]:
+        console.print(f"not matched: {len(unmatched['artifact_tensors'])} of the artifact's tensors (attention "
+                      f"internals, layout ops), {len(unmatched['modules_without_tensor'])} PyTorch module outputs "
+                      "(fused or computed another way); --json lists them")
+    flags = r["fp16_flags"]
+    console.print("flags: fp16-overflow (values beyond 65504), fp16-flush (5%+ below fp16's smallest normal)"
+                  + ("" if flags else " [dim](not raised: this precision does not compute in fp16)[/]")
+                  + "; int8-clip (0.1%+ outside the calibrated range), int8-spread (the median channel spans fewer "
+                    "than 32 int8 steps)")
+    if r.get("picture"):
+        console.print(f"picture: {r['picture']}", markup=False)
+    line = one_line(r)
+    color = "green" if r["first_below"] is None else "red"
+    console.print(f"[{color}]{line}[/]", soft_wrap=True)

@@ -144,6 +144,44 @@ class QuantizationJob:
     progress: Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class TapJob:
+    """What a target's tap function gets (`edgekit debug`): the artifact, and the deploy form's ONNX
+    graph whose node names carry the PyTorch module paths (edgekit.graph_names)."""
+
+    model_file: Path
+    manifest: Any
+    deploy_onnx: Path  # the deploy form exported as the conversion exported it (onnxsim'd)
+    names: Any  # edgekit.graph_names.GraphNames of deploy_onnx: the module outputs worth tapping
+    threads: int
+    work: Path  # scratch folder, removed afterwards
+    progress: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One intermediate tensor of an artifact: its own name and op, the deploy-form ONNX tensor it
+    stands for, and (int8/int16 activations) the quantisation it is stored with."""
+
+    name: str
+    op: str
+    tensor: str  # the ONNX tensor in TapJob.deploy_onnx (a key of TapJob.names.tensors)
+    quantization: dict | None = None  # {"scale", "zero_point", "qmin", "qmax"}, per tensor
+    layout: str = "NCHW"  # "NHWC": a 4-D tensor the artifact keeps channels-last (onnx2tf's)
+
+
+@dataclass
+class Taps:
+    """A target's intermediate tensors: `run(image (1, 3, H, W)) -> {tap name: array}` (any layout the
+    artifact keeps; dequantised), what ran, what could not be matched, and what the user should know."""
+
+    taps: list[Tap]
+    run: Callable[[Any], dict]
+    ran: str
+    unmatched: list[str] = field(default_factory=list)  # the artifact's tensors related to no module output
+    notes: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Converted:
     """What a convert function returns: the model file (inside job.out), its op histogram, its I/O,
@@ -220,6 +258,9 @@ class TargetSpec:
     quantization: Callable[[QuantizationJob], dict] | None = None
     # what the conversion did, in a few lines for the export report: (manifest) -> lines
     describe: Callable[[Any], list[str]] | None = None
+    # the artifact's intermediate tensors, matched to the deploy form's modules (`edgekit debug`); None:
+    # a target whose artifact the host cannot run taps its proxy (edgekit.layer_debug says so)
+    taps: Callable[[TapJob], Taps] | None = None
 
     @property
     def default_precision(self) -> str:

@@ -118,6 +118,42 @@ def _runner(model_file: Path, manifest, threads: int = 2) -> ONNXRunner:
     return ONNXRunner(model_file, threads)
 
 
+def with_outputs(src: Path, tensors: list[str], dst: Path) -> list[str]:
+    """A copy of the graph at `src` with `tensors` (those it has) added as graph outputs, written to
+    `dst`; returns the ones added, in graph order. The graph computes the same; a compiler (QNN's) may
+    fuse it differently."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(src)))
+    graph = model.graph
+    info = {v.name: v for v in graph.value_info}
+    wanted = set(tensors)
+    present = {o.name for o in graph.output}
+    found = [o for n in graph.node for o in n.output if o in wanted and (o in present or o in info)]
+    graph.output.extend(info[o] for o in found if o not in present)
+    onnx.save(model, str(dst))
+    return found
+
+
+def _taps(job):
+    """Every module output of the artifact's graph (it is the deploy form's own ONNX: the names match)."""
+    import numpy as np
+
+    from edgekit.targets.base import Tap, Taps
+
+    exposed = job.work / "exposed.onnx"
+    added = with_outputs(job.model_file, list(job.names.tensors), exposed)
+    runner = ONNXRunner(exposed, job.threads)
+    outputs = [o.name for o in runner.session.get_outputs()]
+    ops = {t.name: t.op for t in job.names.tensors.values()}
+    taps = [Tap(name, ops[name], name) for name in added]
+
+    def run(image: np.ndarray) -> dict:
+        return dict(zip(outputs, runner.session.run(None, {runner.input_name: np.ascontiguousarray(image)})))
+
+    return Taps(taps, run, "the artifact, run by ONNX Runtime (CPU) with its module outputs added as graph outputs")
+
+
 def _convert(job: ConvertJob) -> Converted:
     job.progress("exporting the deploy form to ONNX")
     onnx_path = export_onnx(job.deploy, job.size, job.work / "deploy.onnx")
@@ -215,6 +251,7 @@ SPEC = TargetSpec(
     tolerances={"fp32": FP32_EXACT},
     runner=_runner,
     runner_label="ONNX Runtime (CPU)",
+    taps=_taps,
     packaging=Packaging("android", float_io, _snippet),
     harness=HARNESS,
     tools=("onnx", "onnxsim", "onnxruntime"),

@@ -28,7 +28,7 @@ from edgekit.targets.coreml.app import _bundle_io, _compile_mlmodelc, _snippet
 from edgekit.targets.coreml.checks import _check_lines, _checks, _proxy
 from edgekit.targets.coreml.convert import _convert
 from edgekit.targets.coreml.options import MODEL_FILE, PRECISIONS, VERIFY, CoreMLOptions, _validate
-from edgekit.targets.coreml.runner import _runner
+from edgekit.targets.coreml.runner import _runner, _taps
 
 
 def _describe(manifest) -> list[str]:
@@ -54,6 +54,7 @@ SPEC = TargetSpec(
     validate=_validate,
     check_calibration=check_search_calibration,
     proxy=_proxy,
+    taps=_taps,
     checks=_checks,
     describe=_describe,
     check_lines=_check_lines,

@@ -63,3 +63,12 @@ class CoreMLRunner:
 
 def _runner(model_file: Path, manifest, threads: int = 2) -> CoreMLRunner:
     return CoreMLRunner(model_file, manifest)
+
+
+def _taps(job):
+    """Core ML's intermediate tensors: off macOS nothing runs the package (its PyTorch proxy is debugged
+    instead, said so); on macOS edgekit does not yet add outputs to the package's MIL program."""
+    if not can_predict():
+        raise NotRunnable("CoreML prediction needs macOS")
+    raise NotRunnable("edgekit does not read a Core ML package's intermediate tensors (it would add outputs to "
+                      "its MIL program)")

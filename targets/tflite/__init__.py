@@ -21,6 +21,7 @@ from edgekit.targets.tflite.int8 import _quantization
 from edgekit.targets.tflite.options import VERIFY, Precision, TFLiteOptions, _option_passes, _validate
 from edgekit.targets.tflite.phone import HARNESS, _bundle_io, _snippet
 from edgekit.targets.tflite.runner import _runner
+from edgekit.targets.tflite.taps import _taps
 
 
 def _describe(manifest) -> list[str]:
@@ -67,4 +68,5 @@ SPEC = TargetSpec(
     quantization=_quantization,
     describe=_describe,
     option_passes=_option_passes,
+    taps=_taps,
 )
