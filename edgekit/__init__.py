@@ -20,6 +20,8 @@ _API = {
     "export_artifact": ("edgekit.export", "export"),
     "verify_artifact": ("edgekit.verify", "verify_artifact"),
     "require_passed": ("edgekit.verify", "require_passed"),
+    "DebugOptions": ("edgekit.layer_debug", "DebugOptions"),
+    "debug_artifact": ("edgekit.layer_debug", "debug_artifact"),
     "EvalOptions": ("edgekit.eval", "EvalOptions"),
     "evaluate_accuracy": ("edgekit.eval", "evaluate"),
     "PredictOptions": ("edgekit.predict", "PredictOptions"),

@@ -206,6 +206,12 @@ def _export(opts: ExportOptions, plan: ExportPlan, progress: Progress) -> Manife
                                              converted.torch_model, threads=opts.threads or DEFAULT_THREADS)
         if plan.eval_data is not None:
             _evaluate(manifest, tmp, final, plan, opts, model, progress)
+        if not manifest.verification["passed"]:
+            from edgekit.layer_debug import failure_layers
+
+            write_manifest(tmp, manifest)  # the debugger reads the artifact as written
+            manifest.verification["layers"] = failure_layers(tmp, final, opts.threads, progress, opts.verify_images,
+                                                             opts.weights, opts.allow_calibration_images)
         manifest.export_seconds = round(time.perf_counter() - started, 1)
         write_manifest(tmp, manifest)
     manifest.artifact_dir = str(final)

@@ -43,6 +43,7 @@ class DebugOptions:
     allow_calibration_images: bool = False
     threads: int | None = None
     picture: Path | None = None  # default: edgekit-debug/<artifact folder name>.png
+    draw: bool = True  # False: no picture (a failed export's own summary)
 
 
 def row_bar(tolerance) -> float:
@@ -233,13 +234,16 @@ def _verdict(rows: list[dict], bar: float) -> dict:
     """The first tensor below the bar, and the largest single drop: the layer whose own output is
     furthest from what PyTorch's module computes from the artifact's own input (the error it adds
     itself, however noisy its input already is), or where that cannot be run, whose SQNR falls most
-    below its inputs'."""
+    below its inputs'; none when that layer is within CLEAN_MARGIN_DB above the bar."""
     first = next((r for r in rows if r["sqnr_db_min"] < bar), None)
     alone = [r for r in rows if r["alone_db"] is not None]
     if alone:
         worst = min(alone, key=lambda r: r["alone_db"])
     else:
-        worst = max((r for r in rows if r["drop_db"] > 0), key=lambda r: r["drop_db"], default=None)
+        worst = max(rows, key=lambda r: r["drop_db"], default=None)
+    clean = bar + CLEAN_MARGIN_DB  # a layer this close to PyTorch costs nothing worth naming
+    if worst is not None and (worst["alone_db"] if worst["alone_db"] is not None else clean - worst["drop_db"]) >= clean:
+        worst = None
     brief = lambda r: None if r is None else {k: r[k] for k in ("module", "tensor", "op", "sqnr_db_min",  # noqa: E731
                                                                   "sqnr_db_median", "alone_db", "drop_db", "flags")}
     return {"bar_db": bar, "first_below": brief(first), "largest_drop": brief(worst)}
@@ -344,7 +348,7 @@ def _compare(manifest, deploy, names, taps, batch, images, opts, progress, start
     if manifest.random_weights:
         result["notes"].append("random stand-in weights: the rows show the conversion, not a trained model's")
     picture = opts.picture or DEFAULT_PICTURES / f"{Path(opts.artifact_dir).resolve().name}.png"
-    if rows:
+    if rows and opts.draw:
         from edgekit.debug_plot import plot
 
         plot(result, picture)
@@ -365,3 +369,22 @@ def one_line(result: dict) -> str:
                 else f"-{worst['drop_db']:.1f} dB from its inputs")
         parts.append(f"largest drop: {worst['module']} ({what}{flags})")
     return "; ".join(parts) if parts else "no layer below the bar"
+
+
+def failure_layers(artifact_dir: Path, shown_dir: Path | None = None, threads: int | None = None,
+                   progress=lambda _m: None, images: Path | None = None, weights: Path | None = None,
+                   allow_calibration_images: bool = False) -> dict:
+    """For a FAILed verification: the first and the worst layer in one line, and the command that shows
+    every layer (`shown_dir`: the artifact's path to print, when it is being written elsewhere). A
+    debugger that cannot run says why instead; the verdict stands either way."""
+    command = f"edgekit debug {shown_dir or artifact_dir}"
+    progress("verification failed: finding where the artifact parts from PyTorch (edgekit debug)")
+    try:
+        result = debug_artifact(DebugOptions(Path(artifact_dir), images, weights, allow_calibration_images, threads,
+                                             draw=False))
+    except Exception as e:  # noqa: BLE001 - a summary must not turn a verdict into a crash
+        from edgekit.errors import first_line
+
+        return {"line": f"the layer-by-layer run failed: {first_line(e)}", "command": command}
+    return {"line": one_line(result), "first_below": result["first_below"], "largest_drop": result["largest_drop"],
+            "command": command}

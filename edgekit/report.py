@@ -224,6 +224,8 @@ def verification_table(v: dict, precision: str, random_weights: bool, spec=None)
                       f"are nearly tied); the worst photo's {v['agreement_min']:.2%} {kept} it[/]")
     for failure in v["failures"]:
         console.print(f"  [red]{failure}[/]")
+    if v.get("layers"):
+        console.print(f"  [red]{v['layers']['line']}[/] (every layer: {v['layers']['command']})", soft_wrap=True)
     if v["not_run"]:
         console.print(f"[yellow]the artifact's own outputs were not computed: {v['not_run']}[/] (the table compares "
                       f"{v['compared']})")

@@ -82,7 +82,7 @@ def test_the_docs_check_sees_a_wrong_option():
     assert _problems("edgekit eval b0-seg -d DIR --device R5CT12345", commands) == []
 
 
-@pytest.mark.parametrize("name", ["ExportOptions", "EvalOptions", "DeviceVerifyOptions", "PhoneOptions",
+@pytest.mark.parametrize("name", ["ExportOptions", "EvalOptions", "DebugOptions", "DeviceVerifyOptions", "PhoneOptions",
                                   "PredictOptions", "PackageOptions", "SweepOptions"])
 def test_python_md_lists_each_options_field(name):
     import edgekit

@@ -55,6 +55,11 @@ class Recipe:
         ranking = None if self.ranking is None else {**self.ranking, "most_costly": rename(self.ranking["most_costly"])}
         return replace(self, kept_float=rename(self.kept_float), ranking=ranking)
 
+    def with_modules(self, modules: dict[str, str]) -> Recipe:
+        """The record with each kept unit's PyTorch module (`modules`: unit name -> module path), where known."""
+        return replace(self, kept_float=[{**u, "module": modules[u["node"]]} if u["node"] in modules else u
+                                         for u in self.kept_float])
+
     @property
     def rewrites(self) -> tuple[str, ...]:
         """The deploy passes the search ran for this recipe."""
@@ -70,6 +75,10 @@ class Recipe:
         lines = [f"int8: {kept} ({self.chosen_by}{'; ' + detail if detail else ''})"]
         if self.equalized:
             lines.append(f"int8: {self.equalized}")
+        located = [u for u in self.kept_float if "module" in u]
+        if located:
+            lines.append("int8: kept float, by PyTorch module: " + ", ".join(
+                f"{u['module']} ({u['op']})" if "op" in u else u["module"] for u in located))
         return lines + (summary_lines(self.search) if self.search else [])
 
 

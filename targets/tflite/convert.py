@@ -135,8 +135,14 @@ def _convert(job: ConvertJob) -> Converted:
                      progress=job.progress)
     model_file = job.out / MODEL_FILE
     shutil.move(str(result.path), model_file)
-    info = {"int8": result.recipe.to_json()} if result.recipe else {}
+    recipe = result.recipe
+    if recipe is not None and recipe.kept_float:  # which layers those are, in PyTorch's names
+        from edgekit.targets.tflite.taps import tensor_modules
+
+        recipe = recipe.with_modules(tensor_modules(model_file, job.work / "deploy.sim.onnx",
+                                                    {n for n, _ in job.deploy.named_modules()}))
+    info = {"int8": recipe.to_json()} if recipe else {}
     job.progress("checking GPU delegate compatibility (LiteRT's model analyzer)")
     info["gpu_delegate"] = gpu_compatibility(model_file)
     return Converted(model_file, result.ops, io_description(model_file, job.variant.num_classes), target_info=info,
-                     searched_rewrites=result.recipe.rewrites if result.recipe else ())
+                     searched_rewrites=recipe.rewrites if recipe else ())

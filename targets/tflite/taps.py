@@ -185,6 +185,27 @@ def match(tfl: _TFLiteGraph, onnx_path) -> dict[int, str]:
     return matched
 
 
+def tensor_modules(model_file, deploy_onnx, modules: set[str]) -> dict[str, str]:
+    """Each matched tensor of a .tflite by name -> the PyTorch module whose output it holds."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgekit.graph_names import graph_names
+
+    interpreter = Interpreter(model_path=str(model_file),
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    tfl = _TFLiteGraph(interpreter)
+    names = graph_names(deploy_onnx, modules)
+    found = {}
+    for index, tensor in match(tfl, deploy_onnx).items():
+        if tensor in names.tensors:
+            found[tfl.tensors[index]["name"]] = names.tensors[tensor].module
+            op = tfl.producer.get(index)
+            if op is not None and op["op_name"] == "QUANTIZE":  # the float tensor it quantises, by its own name
+                found[tfl.tensors[int(op["inputs"][0])]["name"]] = names.tensors[tensor].module
+    return found
+
+
 def _quantization(detail: dict) -> dict | None:
     if detail["dtype"] not in (np.int8, np.uint8, np.int16):
         return None
