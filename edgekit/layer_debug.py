@@ -304,8 +304,11 @@ def _compare(manifest, deploy, names, taps, batch, images, opts, progress, start
             unique.append(t)
     unmatched = list(taps.unmatched) + [t.name for t in taps.taps if t.tensor not in names.tensors]
     figures: dict[str, list[dict]] = {t.name: [] for t in unique}
-    misshapen: set[str] = set()
+    misshapen: set[str] = set()  # produced, but not in the module's shape
+    absent: set[str] = set()  # not produced on some photo (a module this run does not compute alone)
     modules = [names.tensors[t.tensor].module for t in unique]
+    if taps.prepare is not None:
+        taps.prepare(batch)
     for i, image in enumerate(batch):
         progress(f"photo {i + 1}/{len(batch)}: the artifact's {len(unique)} tensors and PyTorch's")
         got = taps.run(image[None])
@@ -314,7 +317,10 @@ def _compare(manifest, deploy, names, taps, batch, images, opts, progress, start
         artifact: dict[str, np.ndarray] = {"image": image[None]}  # by module, in PyTorch's layout
         for t in unique:
             module = names.tensors[t.tensor].module
-            aligned = _aligned(ref[module], got[t.name], t.layout) if t.name in got and module in ref else None
+            if t.name not in got or module not in ref:
+                absent.add(t.name)
+                continue
+            aligned = _aligned(ref[module], got[t.name], t.layout)
             if aligned is None:
                 misshapen.add(t.name)
                 continue
@@ -324,12 +330,12 @@ def _compare(manifest, deploy, names, taps, batch, images, opts, progress, start
         for t in unique:  # each layer alone: PyTorch's module on the artifact's own input
             module = names.tensors[t.tensor].module
             source = sources.get(module)
-            if t.name in misshapen or source not in artifact or module not in artifact:
+            if t.name in misshapen or t.name in absent or source not in artifact or module not in artifact:
                 continue
             figures[t.name][-1]["alone_db"] = sqnr_db(alone(deploy, module, artifact[source]), artifact[module])
     fp16 = manifest.precision in spec.plan.fp16_compute
     rows = [_row(t, names.tensors[t.tensor], figures[t.name], fp16) for t in unique
-            if t.name not in misshapen and len(figures[t.name]) == len(batch)]
+            if t.name not in misshapen and t.name not in absent and len(figures[t.name]) == len(batch)]
     rows.sort(key=lambda r: names.tensors[r["graph_tensor"]].order)
     bar = row_bar(spec.tolerance(manifest.precision))
     _drops(rows, names, bar)

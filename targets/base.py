@@ -180,6 +180,8 @@ class Taps:
     ran: str
     unmatched: list[str] = field(default_factory=list)  # the artifact's tensors related to no module output
     notes: list[str] = field(default_factory=list)
+    # (all images (N, 3, H, W)) -> None: run once before `run` (a runner that starts a process per call)
+    prepare: Callable[[Any], None] | None = None
 
 
 @dataclass

@@ -176,3 +176,25 @@ def test_eval_scores_the_artifact_against_pytorch(exported):
         assert spec.runner_label in result["runner"] and result["proxy"] is None
     else:
         assert result["proxy"] == m.verification["not_run"] and "did not run" in result["runner"]
+
+
+def test_debug_matches_the_artifact_to_pytorch_layer_by_layer(exported):
+    """The artifact's intermediate tensors (or, where the host cannot run it, its proxy's, said so) matched to
+    PyTorch's module outputs: most of the graph, in order, ending at the model's output, whose figure is the
+    one verification measured."""
+    spec, m, out = exported
+    r = runner.invoke(app, ["debug", m.artifact_dir, "--picture", str(out / "debug.png"), "--json"])
+    if spec.taps is None:  # a target that declares no way to its tensors is refused in one line
+        _one_line_error(r, "expose no intermediate tensors")
+        assert not (out / "debug.png").exists()
+        return
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["target"] == spec.name and (out / "debug.png").is_file()
+    rows = result["rows"]
+    assert len(rows) >= 60, len(rows)  # b0-seg has ~100 module outputs; attention internals may stay unmatched
+    assert ("did not run" in result["ran"]) == (not m.verification["artifact_run"])
+    last = rows[-1]
+    assert last["module"] == "head.output_ops.0.op_list.1.conv" and last["shape"][2:] == [s // 8 for s in SIZE]
+    assert last["sqnr_db_min"] == pytest.approx(m.verification["sqnr_db_min"], abs=3) or \
+        min(last["sqnr_db_min"], m.verification["sqnr_db_min"]) > 60

@@ -40,6 +40,7 @@ from edgekit.targets.qnn.options import (
 )
 from edgekit.targets.qnn.phone import HARNESS, _app_files, _snippet
 from edgekit.targets.qnn.runner import _check_lines, _checks, _proxy, _runner
+from edgekit.targets.qnn.taps import _taps
 from edgekit.targets.qnn.w8a16 import ATTENTION, DYNAMIC_MATMUL, FOUND, _ops
 from edgekit.targets.qnn.worker import _QUIET
 
@@ -98,6 +99,7 @@ SPEC = TargetSpec(
     options=QNNOptions,
     validate=_validate,
     proxy=_proxy,
+    taps=_taps,
     checks=_checks,
     check_lines=_check_lines,
     packaging=Packaging("android", float_io, _snippet, app_files=_app_files),

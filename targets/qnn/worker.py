@@ -63,13 +63,22 @@ def _session_options(soc_model: int, arch: int, fp16: bool, compile_to: Path | N
 
 
 def _worker(argv: list[str]) -> int:
-    """`compile SRC OUT.onnx SOC ARCH FP16` or `run MODEL IN.npy OUT.npy SOC ARCH FP16`."""
+    """`compile SRC OUT.onnx SOC ARCH FP16`, `run MODEL IN.npy OUT.npy SOC ARCH FP16`, or `run-all` with
+    OUT.npz: every output of the model, per image ("<image>:<output index>"), for the debugger."""
     import onnxruntime as ort
 
     command, *args = argv
     if command == "compile":
         src, out, soc, arch, fp16 = args
         ort.InferenceSession(src, _session_options(int(soc), int(arch), fp16 == "1", Path(out)))
+        return 0
+    if command == "run-all":
+        model, inp, out, soc, arch, fp16 = args
+        session = ort.InferenceSession(model, _session_options(int(soc), int(arch), fp16 == "1"))
+        name = session.get_inputs()[0].name
+        outputs = {f"{i}:{k}": value for i, x in enumerate(np.load(inp))
+                   for k, value in enumerate(session.run(None, {name: x[None]}))}
+        np.savez(out, **outputs)
         return 0
     model, inp, out, soc, arch, fp16 = args
     session = ort.InferenceSession(model, _session_options(int(soc), int(arch), fp16 == "1"))

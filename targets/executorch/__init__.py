@@ -35,6 +35,7 @@ from edgekit.targets.base import (
     keep_float_option,
     search_budget_option,
 )
+from edgekit.targets.executorch.taps import _taps
 
 MODEL_FILE = "model.pte"
 DELEGATE_CALL = "executorch_call_delegate"
@@ -339,4 +340,5 @@ SPEC = TargetSpec(
     harness=HARNESS,
     tools=("executorch", "torchao"),
     describe=_describe,
+    taps=_taps,
 )
