@@ -275,10 +275,42 @@ def sr_targets() -> str:
                    "PSNR-Y vs PyTorch, worst photo", "verify", "host ms per 160x240 tile (vs TFLite fp32)"], rows)
 
 
+# debug_cost.py -------------------------------------------------------------------------------------------
+def debug_cost() -> str:
+    c = _load("debug_cost")["cost"]
+    return _table(["case", "photos", "verify s", "debug s", "debug / verify (best of 2 each)", "tensors matched"],
+                  [[c["case"], str(c["images"]), " / ".join(f"{t:.1f}" for t in c["verify_s"]),
+                    " / ".join(f"{t:.1f}" for t in c["debug_s"]), f"**{c['ratio']:.1f}x** (goal: at most 10x)",
+                    str(c["rows"])]])
+
+
+def debug_runs() -> str:
+    """Each shown run: its verification, its verdict, and the five layers adding the most error alone."""
+    data = _load("debug_cost")
+    rows = []
+    for name, run in data.items():
+        if name == "cost":
+            continue
+        first, worst = run["first_below"], run["largest_drop"]
+        verdict = "pass" if run["verification"]["passed"] else "FAIL"
+        rows.append([f"**{name}**", f"verify {verdict}, worst photo {run['verification']['sqnr_db_min']:.1f} dB",
+                     "first below the bar: " + (f"{first['module']} ({first['sqnr_db_min']:.1f} dB)" if first
+                                                else "none"),
+                     "largest drop: " + (f"{worst['module']}" if worst else "none"), "", ""])
+        alone = sorted((r for r in run["rows"] if r["alone_db"] is not None), key=lambda r: r["alone_db"])[:5]
+        for r in alone:
+            steps = r.get("median_channel_steps")
+            rows.append(["", r["module"], r["op"], f"{r['sqnr_db_min']:.1f}", f"{r['alone_db']:.1f}",
+                         f"{' '.join(r['flags']) or '-'}" + (f" ({steps:.0f} steps)" if steps is not None else "")])
+    return _table(["run", "PyTorch module (five largest drops)", "op", "worst dB", "alone dB",
+                   "flags (median channel's int8 steps)"], rows)
+
+
 GENERATORS = {"runtime_latency": runtime_latency, "runtime_fidelity": runtime_fidelity,
               "int8_frontier": int8_frontier, "sweep": sweep, "trained_like_int8": trained_like_int8,
               "int8_search": int8_search, "int8_search_recipes": int8_search_recipes,
-              "qnn_precisions": qnn_precisions, "sr_training": sr_training, "sr_targets": sr_targets}
+              "qnn_precisions": qnn_precisions, "sr_training": sr_training, "sr_targets": sr_targets,
+              "debug_cost": debug_cost, "debug_runs": debug_runs}
 
 
 def regions(text: str) -> list[tuple[str, str]]:

@@ -378,12 +378,13 @@ def verify(
 ) -> None:
     """Re-run an artifact's verification against the PyTorch model it came from: here, or with --device on
     phones (the phone's own outputs, recorded next to the host's)."""
-    from edgekit.verify import require_passed, verify_artifact
+    from edgekit.layer_debug import verify_with_layers
+    from edgekit.verify import require_passed
 
     if device is None:
         _phone_flags_need_device(delegate=delegate, harness=harness, adb_server=adb_server, keep=keep)
         with _status(f"verifying {artifact_dir}"):
-            result = _run(verify_artifact, artifact_dir, verify_images, weights, allow_calibration_images, threads)
+            result = _run(verify_with_layers, artifact_dir, verify_images, weights, allow_calibration_images, threads)
         _show(result, as_json, "verify_report")
         _run(require_passed, result["verification"])
         return

@@ -236,13 +236,13 @@ def _verdict(rows: list[dict], bar: float) -> dict:
     itself, however noisy its input already is), or where that cannot be run, whose SQNR falls most
     below its inputs'; none when that layer is within CLEAN_MARGIN_DB above the bar."""
     first = next((r for r in rows if r["sqnr_db_min"] < bar), None)
-    alone = [r for r in rows if r["alone_db"] is not None]
-    if alone:
-        worst = min(alone, key=lambda r: r["alone_db"])
-    else:
-        worst = max(rows, key=lambda r: r["drop_db"], default=None)
     clean = bar + CLEAN_MARGIN_DB  # a layer this close to PyTorch costs nothing worth naming
-    if worst is not None and (worst["alone_db"] if worst["alone_db"] is not None else clean - worst["drop_db"]) >= clean:
+
+    def loss(r: dict) -> float:  # as an SQNR: alone where it ran, else the clean level less the drop
+        return r["alone_db"] if r["alone_db"] is not None else clean - r["drop_db"]
+
+    worst = min(rows, key=loss, default=None)
+    if worst is not None and not loss(worst) < clean:
         worst = None
     brief = lambda r: None if r is None else {k: r[k] for k in ("module", "tensor", "op", "sqnr_db_min",  # noqa: E731
                                                                   "sqnr_db_median", "alone_db", "drop_db", "flags")}
@@ -272,6 +272,8 @@ def _debug(opts: DebugOptions, progress) -> dict:
     manifest, reference, images = load_for_verification(Path(opts.artifact_dir), opts.images, opts.weights,
                                                         opts.allow_calibration_images)
     spec = manifest.spec
+    if spec.taps is None:
+        raise EdgekitError(f"{spec.name} artifacts expose no intermediate tensors to edgekit debug yet")
     batch = image_batch(get_variant(manifest.variant), manifest.size, list(images.paths))
     deploy = deploy_form_of(manifest, reference)
     with tempfile.TemporaryDirectory(prefix="edgekit-debug-") as tmp:
@@ -279,9 +281,7 @@ def _debug(opts: DebugOptions, progress) -> dict:
         progress("exporting the deploy form to ONNX (the names that tie each tensor to its module)")
         onnx_path = simplify_onnx(export_onnx(deploy, manifest.size, work / "deploy.onnx"), work / "deploy.sim.onnx")
         names = graph_names(onnx_path, {n for n, _ in deploy.named_modules()})
-        job = TapJob(manifest.model_path, manifest, onnx_path, names, opts.threads or DEFAULT_THREADS, work, progress)
-        if spec.taps is None:
-            raise EdgekitError(f"{spec.name} artifacts expose no intermediate tensors to edgekit debug yet")
+        job = TapJob(manifest.model_path, manifest, deploy, onnx_path, names, opts.threads or DEFAULT_THREADS, work, progress)
         try:
             taps = spec.taps(job)
         except NotRunnable as e:
@@ -394,3 +394,16 @@ def failure_layers(artifact_dir: Path, shown_dir: Path | None = None, threads: i
         return {"line": f"the layer-by-layer run failed: {first_line(e)}", "command": command}
     return {"line": one_line(result), "first_below": result["first_below"], "largest_drop": result["largest_drop"],
             "command": command}
+
+
+def verify_with_layers(artifact_dir: Path, verify_images: Path | None = None, weights: Path | None = None,
+                       allow_calibration_images: bool = False, threads: int | None = None) -> dict:
+    """`edgekit verify`: edgekit.verify.verify_artifact, and for a FAILed artifact its first and worst layer."""
+    from edgekit.verify import verify_artifact
+
+    result = verify_artifact(artifact_dir, verify_images, weights, allow_calibration_images, threads)
+    if not result["verification"]["passed"]:
+        result["verification"]["layers"] = failure_layers(Path(artifact_dir), threads=threads, images=verify_images,
+                                                          weights=weights,
+                                                          allow_calibration_images=allow_calibration_images)
+    return result

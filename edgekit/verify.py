@@ -260,11 +260,6 @@ def _verify_artifact(artifact_dir: Path, verify_images: Path | None, weights: Pa
     manifest, reference, images = load_for_verification(artifact_dir, verify_images, weights,
                                                          allow_calibration_images)
     verification = verify_model(manifest.model_path, manifest, reference, images, threads=threads)
-    if not verification["passed"]:
-        from edgekit.layer_debug import failure_layers
-
-        verification["layers"] = failure_layers(artifact_dir, threads=threads, images=verify_images, weights=weights,
-                                                allow_calibration_images=allow_calibration_images)
     return {"artifact_dir": str(artifact_dir), "variant": manifest.variant, "target": manifest.target,
             "precision": manifest.precision, "verification": verification, "random_weights": manifest.random_weights}
 

@@ -151,6 +151,7 @@ class TapJob:
 
     model_file: Path
     manifest: Any
+    deploy: Any  # the deploy form the artifact was converted from (torch nn.Module), rebuilt from the manifest
     deploy_onnx: Path  # the deploy form exported as the conversion exported it (onnxsim'd)
     names: Any  # edgekit.graph_names.GraphNames of deploy_onnx: the module outputs worth tapping
     threads: int

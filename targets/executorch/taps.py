@@ -36,24 +36,18 @@ def _debug_buffer_bytes(deploy_onnx) -> int:
 
 
 def _program(job):
-    """The artifact's exported program, rebuilt as its export made it."""
+    """The artifact's exported program, rebuilt as its export made it from the deploy form."""
     from edgekit.calibration.sources import calibration_from_record
-    from edgekit.layer_debug import deploy_form_of
-    from edgekit.reference import source_model, stand_in_kind
     from edgekit.registry import get_variant
-    from edgekit.targets.executorch import export_program
-    from edgekit.verify import _checked_weights
+    from edgekit.targets.executorch.program import export_program
 
     manifest = job.manifest
-    variant = get_variant(manifest.variant)
-    reference, _ = source_model(variant, manifest.size, _checked_weights(manifest, None), stand_in_kind(manifest.source))
-    deploy = deploy_form_of(manifest, reference)
     calibration = None
     keep: tuple[str, ...] = ()
     if manifest.spec.needs_calibration(manifest.precision):
-        calibration = calibration_from_record(variant, manifest.size, manifest.calibration).data
+        calibration = calibration_from_record(get_variant(manifest.variant), manifest.size, manifest.calibration).data
         keep = tuple(u["node"] for u in (manifest.target_info.get("int8") or {}).get("kept_float", []))
-    return export_program(deploy, manifest.size, calibration, keep)
+    return export_program(job.deploy, manifest.size, calibration, keep)
 
 
 def _module_key(stack: dict) -> str | None:
@@ -67,12 +61,12 @@ def _module_key(stack: dict) -> str | None:
 
 
 def _taps(job):
+    import executorch.kernels.quantized  # noqa: F401 - registers the out variants of the int8 (de)quantise ops
     import torch
     from executorch.devtools import Inspector, generate_etrecord
     from executorch.exir import to_edge
     from executorch.runtime import Runtime
 
-    import executorch.kernels.quantized  # noqa: F401 - registers the out variants of the int8 (de)quantise ops
     from edgekit.logs import quiet_output
     from edgekit.targets.base import Tap, Taps
 
