@@ -562,6 +562,9 @@ def sweep(
                                                                        "PyTorch) for the variants of its "
                                                                        "dataset.")] = None,
     adb_server: AdbServerOpt = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", help="A Dask scheduler (tcp://HOST:8786): each cell's "
+                                                                  "export and profile run on its `edgekit worker`s "
+                                                                  "(--device is then a phone profile).")] = None,
     as_json: JsonOpt = False,
     target_options: dict | None = None,
 ) -> None:
@@ -570,8 +573,11 @@ def sweep(
     from edgekit.sweep import exit_code as sweep_exit_code
     from edgekit.sweep import sweep as run_sweep
 
+    if cluster is not None:
+        from edgekit.cluster import sweep_cluster as run_sweep
+
     opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
-                        output, runs, warmup, threads, plot, target_options or {}, eval_data, adb_server)
+                        output, runs, warmup, threads, plot, target_options or {}, eval_data, adb_server, cluster)
     try:
         with _status("sweeping") as status:
             result = _run(run_sweep, opts, lambda msg: status.update(msg))
@@ -586,6 +592,28 @@ def sweep(
 
 
 app.command("sweep")(_with_target_options(sweep, shared_from_command=True))
+
+
+@app.command()
+def worker(
+    scheduler: Annotated[str, typer.Argument(help="The Dask scheduler, e.g. tcp://lab-1:8786 (`dask scheduler` "
+                                                  "starts one).")],
+    adb_server: AdbServerOpt = None,
+    export_slots: Annotated[int, typer.Option("--export-slots", help="Exports this machine runs at once.")] = 1,
+    memory_gib: Annotated[float | None, typer.Option("--memory-gib", help="Memory offered to exports (default: "
+                                                                          "90% of this machine's).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The worker's name on the dashboard.")] = None,
+) -> None:
+    """Serve a sweep's cells on this machine (`edgekit sweep --cluster`): its export slots and, refreshed as
+    they come and go, the phones its adb server sees, by profile."""
+    from edgekit.cluster import run_worker
+
+    try:
+        _run(run_worker, scheduler, adb_server, export_slots, memory_gib, name=name,
+             progress=lambda msg: typer.echo(msg, err=True))
+    except KeyboardInterrupt:
+        typer.echo("worker stopped", err=True)
+        raise typer.Exit(130) from None
 
 
 def _choice(enum: type[E], value: str, option: str) -> E:

@@ -40,6 +40,7 @@ class SweepOptions:
     target_options: dict = field(default_factory=dict)  # option field name -> value, as the CLI collects them
     eval_data: Path | None = None  # a labelled set: a metric column for the variants of its dataset
     adb_server: str | None = None  # HOST:PORT of the phones' adb server (default: ADB_SERVER_SOCKET or adb's own)
+    cluster: str | None = None  # a Dask scheduler (tcp://HOST:8786): exports and profiles on its workers
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,8 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
     if opts.threads is not None and opts.threads < 1:
         raise EdgekitError(f"--threads must be at least 1 (got {opts.threads})")
+    if opts.cluster is not None:
+        raise EdgekitError("a sweep with --cluster runs through edgekit.cluster.sweep_cluster")
     cells = plan(opts)
     data = _eval_data(opts, cells)
     device, serials = _check_device(opts.device, {c.target for c in cells}, opts.adb_server)
@@ -281,14 +284,18 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
         _run_cell(cell, row, opts, device, serials, results_path, done,
                   lambda msg, i=i: progress(f"[{i}/{len(cells)}] {msg}"), data)
         rows.append(row)
-    plot_path = Path(opts.plot) if opts.plot else Path(opts.output) / "sweep.png"
+    return _result(rows, opts, device, [s for s in serials if s], results_path, macs_cache)
+
+
+def _result(rows: list[dict], opts: SweepOptions, device: str, phones: list[str], results_path: Path,
+            macs_cache: dict) -> dict:
     from edgekit.sweep_plot import paper_points, plot
 
+    plot_path = Path(opts.plot) if opts.plot else Path(opts.output) / "sweep.png"
     points = paper_points(sorted({r["variant"] for r in rows}), device, macs_cache)
     plot(rows, points, device, plot_path)
-    return {"device": opts.device, "device_profile": device, "phones": [s for s in serials if s],
-            "results": str(results_path), "plot": str(plot_path),
-            "rows": rows, "paper_points": points, "verdict": verdict(rows)}
+    return {"device": opts.device, "device_profile": device, "phones": phones, "results": str(results_path),
+            "plot": str(plot_path), "rows": rows, "paper_points": points, "verdict": verdict(rows)}
 
 
 def verdict(rows: list[dict]) -> str | None:

@@ -19,7 +19,7 @@ CORE, TARGETS, ORCHESTRATION, CLI = range(4)
 LAYER_NAMES = ("core", "targets", "orchestration", "CLI")
 ORCHESTRATION_MODULES = {"export", "verify", "runtime", "inspect", "predict", "predict_sr", "package", "profile",
                          "sweep", "sweep_plot", "manifest", "info", "report", "eval", "phones", "ondevice",
-                         "layer_debug", "debug_plot"}
+                         "layer_debug", "debug_plot", "cluster"}
 
 
 def _modules() -> dict[str, Path]:
