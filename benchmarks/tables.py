@@ -306,11 +306,22 @@ def debug_runs() -> str:
                    "flags (median channel's int8 steps)"], rows)
 
 
+# cluster_sweep.py -----------------------------------------------------------------------------------------
+def cluster_sweep() -> str:
+    c = _load("cluster_sweep")
+    return _table(["8-cell sweep on this host", "wall s", "vs local"],
+                  [["local (`edgekit sweep`)", f"{c['local_s']:.1f}", "1.00x"],
+                   ["`--cluster`, 1 worker", f"{c['one_worker_s']:.1f}", f"{c['local_s'] / c['one_worker_s']:.2f}x"],
+                   ["`--cluster`, 2 workers (same 2 cores)", f"{c['two_workers_s']:.1f}",
+                    f"{c['local_s'] / c['two_workers_s']:.2f}x"],
+                   ["cluster overhead per cell (1 worker vs local)", f"{c['overhead_per_cell_s']:.1f}", ""]])
+
+
 GENERATORS = {"runtime_latency": runtime_latency, "runtime_fidelity": runtime_fidelity,
               "int8_frontier": int8_frontier, "sweep": sweep, "trained_like_int8": trained_like_int8,
               "int8_search": int8_search, "int8_search_recipes": int8_search_recipes,
               "qnn_precisions": qnn_precisions, "sr_training": sr_training, "sr_targets": sr_targets,
-              "debug_cost": debug_cost, "debug_runs": debug_runs}
+              "debug_cost": debug_cost, "debug_runs": debug_runs, "cluster_sweep": cluster_sweep}
 
 
 def regions(text: str) -> list[tuple[str, str]]:

@@ -224,7 +224,7 @@ def sweep_on_cluster(cells: list, opts, results_path: Path, progress) -> list[di
     except OSError as e:
         raise EdgekitError(f"cannot reach the scheduler {opts.cluster}: {e}") from None
     rows: dict = {}
-    meta: dict = {}  # future -> (kind, cell)
+    meta: dict = {}  # future -> (kind, cell, the manifest a profile is of)
     macs: dict = {}
     pending = as_completed()
     finished = 0

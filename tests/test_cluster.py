@@ -176,3 +176,38 @@ def test_cluster_without_distributed_is_one_line(monkeypatch, tmp_path):
     r = runner.invoke(app, ["sweep", "--variants", "b0-seg", "--cluster", "tcp://127.0.0.1:1", "-o", str(tmp_path)])
     assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1] == (
         "error: --cluster needs Dask's distributed, which is not installed (pip install 'edgekit[cluster]')")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_export_loses_only_that_attempt(lab, tmp_path):
+    """The export's worker is killed while it converts: Dask reruns the cell on the other worker, and the
+    sweep's output is whole."""
+    import threading
+
+    from distributed import Client
+
+    lab.machine("first", None)
+    lab.machine("second", None)
+    lab.wait({"first": {"export": 1}, "second": {"export": 1}})
+    found: dict = {}
+    args = ["sweep", "--variants", "b0-seg", "--targets", "tflite", "--resolutions", "64x128", "--runs", "2",
+            "--warmup", "0", "--cluster", lab.address, "--output", str(tmp_path / "o"), "--json"]
+    thread = threading.Thread(target=lambda: found.update(result=runner.invoke(app, args)))
+    thread.start()
+    with Client(lab.address, timeout="30s") as client:
+        deadline = time.time() + 120
+        busy = []
+        while not busy and time.time() < deadline:
+            names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+            busy = [names[a] for a, tasks in client.processing().items() if tasks and a in names]
+            time.sleep(0.2)
+    assert busy, "no worker took the export"
+    time.sleep(2)  # inside the conversion
+    lab.workers[busy[0]].kill()
+    thread.join(timeout=300)
+    r = found["result"]
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.stdout)["rows"]
+    other = ({"first", "second"} - {busy[0]}).pop()
+    assert row["status"] == "ok" and row["exported"] == f"exported on {other}"
+    assert [p.name for p in (tmp_path / "o").iterdir() if p.name.startswith(".")] == []  # nothing half-written
