@@ -565,6 +565,9 @@ def sweep(
     cluster: Annotated[str | None, typer.Option("--cluster", help="A Dask scheduler (tcp://HOST:8786): each cell's "
                                                                   "export and profile run on its `edgekit worker`s "
                                                                   "(--device is then a phone profile).")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="With --cluster: a folder every machine shares, for "
+                                                               "large artifacts (default: they travel through "
+                                                               "Dask as bytes).")] = None,
     as_json: JsonOpt = False,
     target_options: dict | None = None,
 ) -> None:
@@ -577,7 +580,7 @@ def sweep(
         from edgekit.cluster import sweep_cluster as run_sweep
 
     opts = SweepOptions(_csv(variants), _csv(targets), _csv(precisions), _csv(resolutions) or (None,), device,
-                        output, runs, warmup, threads, plot, target_options or {}, eval_data, adb_server, cluster)
+                        output, runs, warmup, threads, plot, target_options or {}, eval_data, adb_server, cluster, store)
     try:
         with _status("sweeping") as status:
             result = _run(run_sweep, opts, lambda msg: status.update(msg))

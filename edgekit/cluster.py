@@ -6,7 +6,7 @@ for exports, and `phone-<profile>` for each phone profile its adb server sees (h
 refreshed as phones come and go. `edgekit sweep ... --cluster tcp://SCHEDULER:8786` runs the same grid:
 each cell's export (and verification) goes to a worker with an export slot and the memory that
 variant needs, each profile to a worker holding a phone of that profile. An artifact travels as bytes
-through Dask and is checked by its sha256 on arrival; the client writes every artifact and result
+through Dask (or, with `--store DIR`, a folder every machine shares) and is checked by its sha256 on arrival; the client writes every artifact and result
 into the local sweep folder atomically as cells finish, so the output is a local sweep's and the
 same command resumes. A worker lost mid-cell costs that attempt only (Dask reruns it elsewhere; a
 task that raised is retried once); Ctrl-C cancels this sweep's tasks.
@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
@@ -29,6 +30,7 @@ MEMORY = "memory-gib"  # resource: memory a worker offers its exports
 ADB_ENV = "EDGEKIT_WORKER_ADB_SERVER"  # where a worker's tasks find its phones
 INSTALL = "pip install 'edgekit[cluster]'"
 REFRESH_S = 10.0
+WORKERLESS_S = 60.0  # a sweep left with no worker this long records its unfinished cells failed
 
 
 def phone_resource(profile: str) -> str:
@@ -140,9 +142,26 @@ def export_task(cell, opts, device_profile: str) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="edgekit-cluster-") as tmp:
         manifest, _ = _export(cell, dataclasses.replace(opts, output=Path(tmp)), device_profile, lambda _m: None)
-        folder = Path(manifest.artifact_dir)
-        return {"name": folder.name, "files": _files(folder), "sha256": manifest.sha256,
-                "model_file": manifest.model_file, "worker": _where()}
+        artifact = {"name": Path(manifest.artifact_dir).name, "sha256": manifest.sha256,
+                    "model_file": manifest.model_file, "worker": _where()}
+        return {**artifact, **_carried(Path(manifest.artifact_dir), opts.store, manifest.sha256)}
+
+
+def _carried(folder: Path, store: Path | None, sha: str) -> dict:
+    """How an artifact travels: its files as bytes, or with a shared --store, the folder it was copied to
+    there (atomically, named by its model's sha256)."""
+    if store is None:
+        return {"files": _files(folder)}
+    stored = Path(store) / f"{folder.name}-{sha[:16]}"
+    if not stored.exists():
+        scratch = Path(tempfile.mkdtemp(prefix=f".{stored.name}.", dir=store))
+        shutil.copytree(folder, scratch / "a")
+        try:
+            (scratch / "a").replace(stored)
+        except OSError:  # another task stored the same artifact first
+            pass
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"stored": str(stored)}
 
 
 def profile_task(artifact: dict, device: str, opts) -> list[dict]:
@@ -151,7 +170,7 @@ def profile_task(artifact: dict, device: str, opts) -> list[dict]:
     from edgekit.profile import ProfileOptions, profile
 
     with tempfile.TemporaryDirectory(prefix="edgekit-cluster-") as tmp:
-        folder = _write_files(Path(tmp), artifact)
+        folder = Path(artifact["stored"]) if "stored" in artifact else _write_files(Path(tmp), artifact)
         records = profile(ProfileOptions((folder,), device, opts.threads, None, opts.runs, opts.warmup,
                                          results=Path(tmp) / "results.jsonl",
                                          adb_server=os.environ.get(ADB_ENV) or opts.adb_server))
@@ -176,6 +195,8 @@ def receive_artifact(output: Path, artifact: dict) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{artifact['name']}.", dir=output))
     try:
+        if "stored" in artifact:  # through the shared --store folder
+            artifact = {**artifact, "files": _files(Path(artifact["stored"]))}
         folder = _write_files(scratch, artifact)
         model = folder / artifact["model_file"]
         if sha256(model) != artifact["sha256"]:
@@ -260,7 +281,8 @@ def sweep_on_cluster(cells: list, opts, results_path: Path, progress) -> list[di
             done_line(cell, row)
             return
         payload = artifact or {"name": Path(manifest.artifact_dir).name, "model_file": manifest.model_file,
-                               "sha256": manifest.sha256, "files": _files(Path(manifest.artifact_dir))}
+                               "sha256": manifest.sha256,
+                               **_carried(Path(manifest.artifact_dir), opts.store, manifest.sha256)}
         future = client.submit(profile_task, payload, device, opts, resources={phone: 1}, retries=1, pure=False)
         meta[future] = ("profile", cell, manifest)
         pending.add(future)
@@ -297,31 +319,50 @@ def sweep_on_cluster(cells: list, opts, results_path: Path, progress) -> list[di
                                    pure=False)
             meta[future] = ("export", cell, None)
             pending.add(future)
-        for future in pending:
-            kind, cell, manifest = meta.pop(future)
-            row = rows[cell]
-            try:
-                result = future.result()
-            except Exception as e:  # noqa: BLE001 - one bad cell must not stop the grid; its reason goes in the table
-                from edgekit.errors import first_line
+        workerless_since = None
+        while not pending.is_empty():
+            batch = pending.next_batch(block=False)
+            if not batch:  # a cluster whose last worker is gone would keep this sweep's tasks forever
+                if _offered(client):
+                    workerless_since = None
+                elif workerless_since is None:
+                    workerless_since = time.monotonic()
+                elif time.monotonic() - workerless_since > WORKERLESS_S:
+                    lost = list(meta)
+                    client.cancel(lost)
+                    for future in lost:
+                        kind, cell, _ = meta.pop(future)
+                        rows[cell].update(status=f"{kind} failed", error=f"no worker left on {opts.cluster} (lost "
+                                          "mid-cell): start one and run the same command again")
+                        done_line(cell, rows[cell])
+                    break
+                time.sleep(0.2)
+                continue
+            for future in batch:
+                kind, cell, manifest = meta.pop(future)
+                row = rows[cell]
+                try:
+                    result = future.result()
+                except Exception as e:  # noqa: BLE001 - one bad cell must not stop the grid: its reason goes in its row
+                    from edgekit.errors import first_line
 
-                row.update(status=f"{kind} failed", error=first_line(e))
+                    row.update(status=f"{kind} failed", error=first_line(e))
+                    done_line(cell, row)
+                    continue
+                if kind == "export":
+                    manifest = read_manifest(receive_artifact(Path(opts.output), result))
+                    row["exported"] = f"exported on {result['worker']}"
+                    _fill_from_manifest(row, manifest)
+                    then_profile(cell, manifest, result)
+                    continue
+                local = str(Path(manifest.artifact_dir))
+                for record in result:
+                    append_result(results_path, {**record, "artifact": local})
+                _fill_from_record(row, result)
+                row.update(profiled=f"measured on {result[0]['worker']}" if result else None,
+                           status=("ok" if manifest.verification["passed"] else "verification failed") if result
+                           else "profile failed")
                 done_line(cell, row)
-                continue
-            if kind == "export":
-                manifest = read_manifest(receive_artifact(Path(opts.output), result))
-                row["exported"] = f"exported on {result['worker']}"
-                _fill_from_manifest(row, manifest)
-                then_profile(cell, manifest, result)
-                continue
-            local = str(Path(manifest.artifact_dir))
-            for record in result:
-                append_result(results_path, {**record, "artifact": local})
-            _fill_from_record(row, result)
-            row.update(profiled=f"measured on {result[0]['worker']}" if result else None,
-                       status=("ok" if manifest.verification["passed"] else "verification failed") if result
-                       else "profile failed")
-            done_line(cell, row)
     except KeyboardInterrupt:
         client.cancel(list(meta))  # this sweep's tasks only; finished cells are on disk
         raise
@@ -346,6 +387,8 @@ def sweep_cluster(opts, progress=lambda _m: None) -> dict:
                            "after the sweep")
     if opts.runs < 1 or opts.warmup < 0:
         raise EdgekitError("--runs must be >= 1 and --warmup >= 0")
+    if opts.store is not None and not Path(opts.store).is_dir():
+        raise EdgekitError(f"--store {opts.store} is not a folder (a folder every worker and this machine share)")
     cells = plan(opts)
     results_path = Path(opts.output) / RESULTS
     rows = sweep_on_cluster(cells, opts, results_path, progress)

@@ -41,6 +41,7 @@ class SweepOptions:
     eval_data: Path | None = None  # a labelled set: a metric column for the variants of its dataset
     adb_server: str | None = None  # HOST:PORT of the phones' adb server (default: ADB_SERVER_SOCKET or adb's own)
     cluster: str | None = None  # a Dask scheduler (tcp://HOST:8786): exports and profiles on its workers
+    store: Path | None = None  # with cluster: a shared folder artifacts travel through (default: as bytes via Dask)
 
 
 @dataclass(frozen=True)

@@ -178,20 +178,16 @@ def test_cluster_without_distributed_is_one_line(monkeypatch, tmp_path):
         "error: --cluster needs Dask's distributed, which is not installed (pip install 'edgekit[cluster]')")
 
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_export_loses_only_that_attempt(lab, tmp_path):
-    """The export's worker is killed while it converts: Dask reruns the cell on the other worker, and the
-    sweep's output is whole."""
+def _kill_the_exporter(lab: Lab, out: Path):
+    """Run a one-cell sweep on the cluster, kill the worker exporting it mid-conversion; (the CLI result,
+    the killed worker's name)."""
     import threading
 
     from distributed import Client
 
-    lab.machine("first", None)
-    lab.machine("second", None)
-    lab.wait({"first": {"export": 1}, "second": {"export": 1}})
     found: dict = {}
     args = ["sweep", "--variants", "b0-seg", "--targets", "tflite", "--resolutions", "64x128", "--runs", "2",
-            "--warmup", "0", "--cluster", lab.address, "--output", str(tmp_path / "o"), "--json"]
+            "--warmup", "0", "--cluster", lab.address, "--output", str(out), "--json"]
     thread = threading.Thread(target=lambda: found.update(result=runner.invoke(app, args)))
     thread.start()
     with Client(lab.address, timeout="30s") as client:
@@ -205,9 +201,42 @@ def test_a_worker_killed_mid_export_loses_only_that_attempt(lab, tmp_path):
     time.sleep(2)  # inside the conversion
     lab.workers[busy[0]].kill()
     thread.join(timeout=300)
-    r = found["result"]
+    return found["result"], busy[0]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_export_loses_only_that_attempt(lab, tmp_path):
+    """The export's worker is killed while it converts: Dask reruns the cell on the other worker, and the
+    sweep's output is whole."""
+    lab.machine("first", None)
+    lab.machine("second", None)
+    lab.wait({"first": {"export": 1}, "second": {"export": 1}})
+    r, killed = _kill_the_exporter(lab, tmp_path / "o")
     assert r.exit_code == 0, r.output
     (row,) = json.loads(r.stdout)["rows"]
-    other = ({"first", "second"} - {busy[0]}).pop()
+    other = ({"first", "second"} - {killed}).pop()
     assert row["status"] == "ok" and row["exported"] == f"exported on {other}"
     assert [p.name for p in (tmp_path / "o").iterdir() if p.name.startswith(".")] == []  # nothing half-written
+
+
+@pytest.mark.slow
+def test_with_its_only_worker_killed_the_cell_fails_and_the_rerun_finishes_it(lab, tmp_path, monkeypatch):
+    import edgekit.cluster
+
+    monkeypatch.setattr(edgekit.cluster, "WORKERLESS_S", 5.0)
+    lab.machine("only", None)
+    lab.wait({"only": {"export": 1}})
+    r, _ = _kill_the_exporter(lab, tmp_path / "o")
+    assert r.exit_code == 1
+    (row,) = json.loads(r.stdout)["rows"]
+    assert row["status"] == "export failed" and "no worker left" in row["error"]
+    lab.machine("replacement", None)
+    lab.wait({"replacement": {"export": 1}})
+    store = tmp_path / "shared"  # and the artifact travels through a shared folder this time
+    store.mkdir()
+    code, result, err = _sweep("--cluster", lab.address, "--output", str(tmp_path / "o"), "--variants", "b0-seg",
+                               "--targets", "tflite", "--store", str(store))
+    assert code == 0, err
+    assert [(r["status"], r["exported"]) for r in result["rows"]] == [("ok", "exported on replacement")]
+    (stored,) = [p for p in store.iterdir() if not p.name.startswith(".")]
+    assert (stored / "model.tflite").read_bytes() == (Path(result["rows"][0]["artifact"]) / "model.tflite").read_bytes()
