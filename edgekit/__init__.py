@@ -36,6 +36,7 @@ _API = {
     "package_artifacts": ("edgekit.package", "package"),
     "SweepOptions": ("edgekit.sweep", "SweepOptions"),
     "run_sweep": ("edgekit.sweep", "sweep"),
+    "run_cluster_sweep": ("edgekit.cluster", "sweep_cluster"),
     "read_manifest": ("edgekit.manifest", "read_manifest"),
     "open_runner": ("edgekit.runtime", "open_runner"),
     "list_variants": ("edgekit.info", "list_variants"),

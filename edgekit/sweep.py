@@ -266,7 +266,7 @@ def sweep(opts: SweepOptions, progress: Progress = lambda _m: None) -> dict:
     if opts.threads is not None and opts.threads < 1:
         raise EdgekitError(f"--threads must be at least 1 (got {opts.threads})")
     if opts.cluster is not None:
-        raise EdgekitError("a sweep with --cluster runs through edgekit.cluster.sweep_cluster")
+        raise EdgekitError("a sweep with a cluster runs through edgekit.run_cluster_sweep (edgekit.cluster)")
     cells = plan(opts)
     data = _eval_data(opts, cells)
     device, serials = _check_device(opts.device, {c.target for c in cells}, opts.adb_server)
