@@ -6,9 +6,9 @@ for exports, and `phone-<profile>` for each phone profile its adb server sees (h
 refreshed as phones come and go. `edgekit sweep ... --cluster tcp://SCHEDULER:8786` runs the same grid:
 each cell's export (and verification) goes to a worker with an export slot and the memory that
 variant needs, each profile to a worker holding a phone of that profile. An artifact travels as bytes
-through Dask (or, with `--store DIR`, a folder every machine shares) and is checked by its sha256 on arrival; the client writes every artifact and result
-into the local sweep folder atomically as cells finish, so the output is a local sweep's and the
-same command resumes. A worker lost mid-cell costs that attempt only (Dask reruns it elsewhere; a
+through Dask (or, with `--store DIR`, a folder every machine shares) and is checked by its sha256 on
+arrival; the client writes every artifact and result into the local sweep folder atomically as cells
+finish, so the output is a local sweep's and the same command resumes. A worker lost mid-cell costs that attempt only (Dask reruns it elsewhere; a
 task that raised is retried once); Ctrl-C cancels this sweep's tasks.
 
 The tasks run the local sweep's own code (edgekit.sweep) on the worker.
@@ -47,7 +47,7 @@ def require_distributed() -> None:
 def export_memory_gib(variant, size: tuple[int, int]) -> float:
     """What one export of `variant` at `size` may need: 2 GiB, a quarter GiB per million parameters
     (the converters hold several copies of the weights), 3 GiB per megapixel of input (onnx2tf's and
-    the calibration's activations). An estimate, on the safe side: l3-cls at 224 asks 60 GiB."""
+    the calibration's activations). An estimate, on the safe side (l3-cls, 246M parameters, asks over 60 GiB; it needed more than 24)."""
     from edgekit.complexity import measure
 
     params_m = measure(variant, size).params / 1e6
