@@ -5,7 +5,6 @@ blocks labelled under the axis, flagged tensors ringed."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 CAP_DB = 150.0  # exact tensors (inf dB) are drawn at the top
@@ -69,12 +68,6 @@ def plot(result: dict, path: Path) -> None:
     if result.get("random_weights"):
         fig.text(0.01, 0.005, "random stand-in weights", fontsize=7, color="dimgray")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    from edgekit.pictures import save_figure
+
+    save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""Drawing and writing the pictures `predict` makes: a font, a warning banner, a PNG written atomically."""
+"""Drawing and writing pictures: predict's font and warning banner, a PNG (PIL image or matplotlib figure) written atomically."""
 
 from __future__ import annotations
 
@@ -22,6 +22,21 @@ def save_png(image, path: Path) -> None:
         image.save(tmp, format="PNG")
         tmp.replace(path)
     finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure written as PNG beside and renamed into place (never half-written), then closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        fig.savefig(tmp)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
         tmp.unlink(missing_ok=True)
 
 

@@ -6,7 +6,6 @@ they were published for (a host measurement next to a phone figure would invite 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^", "int8-dynamic": "v", "int8-weights": "D"}
@@ -119,12 +118,6 @@ def plot(rows: list[dict], points: list[dict], device: str | None, path: Path) -
     if notes:
         fig.text(0.01, 0.01, "; ".join(notes), fontsize=7, color="dimgray")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    from edgekit.pictures import save_figure
+
+    save_figure(fig, path)
